@@ -1,0 +1,54 @@
+"""The one typed settings object: read from the environment (OPPORTUNE_*) and the CLI.
+
+No other module reads the environment; everything receives a ``Settings``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Process settings. Workspace documents (sites, segments...) live in YAML, not here."""
+
+    model_config = SettingsConfigDict(env_prefix="OPPORTUNE_", extra="forbid", frozen=True)
+
+    data_dir: Path = Field(default=Path("data"), description="Folder for the SQLite file, models")
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL; empty means SQLite at DATA_DIR/opportune.db",
+    )
+    redis_url: str = Field(default="", description="Reserved for the scale-out live state")
+    workspace: Path | None = Field(default=None, description="Folder of workspace YAML documents")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    api_key: str = Field(default="", description="Key for admin endpoints (X-API-Key header)")
+    session_timeout_s: int = Field(default=20 * 60, ge=60, le=24 * 3600)
+    max_event_age_s: int = Field(default=3600, ge=60, description="Older events are refused")
+    max_future_skew_s: int = Field(default=120, ge=0)
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_batch_events: int = Field(default=100, ge=1, le=10_000)
+    retention_days: int = Field(default=395, ge=1)
+    trusted_proxy_headers: bool = Field(
+        default=False, description="Trust X-Forwarded-For and geo headers from a proxy"
+    )
+    geoip_db: Path | None = Field(default=None, description="Optional MaxMind .mmdb city file")
+    commit_max_batch: int = Field(default=2000, ge=1, description="Events per group commit")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        if v and not v.startswith(("sqlite", "postgresql")):
+            raise ValueError("OPPORTUNE_DATABASE_URL must start with sqlite:// or postgresql://")
+        return v
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("postgresql://"):
+                url = "postgresql+psycopg://" + url[len("postgresql://") :]
+            return url
+        return f"sqlite:///{(self.data_dir / 'opportune.db').resolve()}"

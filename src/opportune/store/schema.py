@@ -1,0 +1,150 @@
+"""The system of record: SQLAlchemy Core tables, identical on SQLite and PostgreSQL.
+
+Times are integer milliseconds since the epoch (UTC): the same on both databases, cheap to
+index and to compare, and exactly what the snippet sends. ``events`` is the large table:
+its primary key starts with the visitor and the time, so per-visitor scans are one index
+range, and it carries ``ts`` in every unique key so PostgreSQL can range-partition it by time.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("site_id", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("traits", JSON, nullable=False, default=dict),
+    # Set when an admin merge folded this customer into another; kept so a split can undo it.
+    Column("merged_into", String(32), nullable=True),
+)
+
+customer_identifiers = Table(
+    "customer_identifiers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("customer_id", String(32), ForeignKey("customers.id"), nullable=False),
+    Column("site_id", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # email | phone | customer_id
+    Column("value", String(254), nullable=False),  # normalised
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("site_id", "kind", "value"),
+    Index(None, "customer_id"),
+)
+
+visitors = Table(
+    "visitors",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("site_id", String(64), nullable=False),
+    Column("customer_id", String(32), nullable=True),
+    Column("first_seen_at", BigInteger, nullable=False),
+    Column("last_seen_at", BigInteger, nullable=False),
+    Column("session_count", Integer, nullable=False, default=0),
+    Index(None, "customer_id"),
+    Index(None, "last_seen_at"),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("site_id", String(64), nullable=False),
+    Column("visitor_id", String(64), nullable=False),
+    Column("customer_id", String(32), nullable=True),
+    Column("number", Integer, nullable=False),  # visit number of this visitor, from 1
+    Column("started_at", BigInteger, nullable=False),
+    Column("last_event_at", BigInteger, nullable=False),
+    Column("event_count", Integer, nullable=False),
+    Column("page_count", Integer, nullable=False),
+    Column("landing_url", Text, nullable=True),
+    Column("referrer", Text, nullable=True),
+    Column("referrer_domain", String(255), nullable=True),
+    Column("utm_source", String(255), nullable=True),
+    Column("utm_medium", String(255), nullable=True),
+    Column("utm_campaign", String(255), nullable=True),
+    Column("utm_term", String(255), nullable=True),
+    Column("utm_content", String(255), nullable=True),
+    Column("device_type", String(16), nullable=True),
+    Column("browser", String(64), nullable=True),
+    Column("os", String(64), nullable=True),
+    Column("country", String(2), nullable=True),
+    Column("region", String(64), nullable=True),
+    Column("city", String(128), nullable=True),
+    Column("locale", String(35), nullable=True),
+    Column("timezone", String(64), nullable=True),
+    Index(None, "visitor_id", "started_at"),
+    Index(None, "customer_id", "started_at"),
+    Index(None, "started_at"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("visitor_id", String(64), primary_key=True),
+    Column("ts", BigInteger, primary_key=True),  # server-clock ms
+    Column("event_id", String(64), primary_key=True),
+    Column("site_id", String(64), nullable=False),
+    Column("session_id", String(40), nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("url", Text, nullable=True),
+    Column("name", String(512), nullable=True),
+    Column("query", String(512), nullable=True),
+    Column("title", String(512), nullable=True),
+    Column("referrer", Text, nullable=True),
+    Column("data", Text, nullable=True),  # JSON of attributes (and traits for identify)
+    Index(None, "session_id", "ts"),
+    Index(None, "ts"),
+)
+
+identity_log = Table(
+    "identity_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+    Column("site_id", String(64), nullable=False),
+    # link | new_customer | add_identifier | switch | conflict | refused | admin_merge | split
+    Column("kind", String(24), nullable=False),
+    Column("visitor_id", String(64), nullable=True),
+    Column("customer_id", String(32), nullable=True),
+    Column("other_customer_id", String(32), nullable=True),
+    Column("detail", JSON, nullable=False, default=dict),
+    Column("reverted_by", Integer, nullable=True),
+    Index(None, "customer_id"),
+    Index(None, "at"),
+)
+
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+    Column("site_id", String(64), nullable=False),
+    Column("customer_id", String(32), nullable=False),
+    Column("counts", JSON, nullable=False),
+)
