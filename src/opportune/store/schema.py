@@ -111,6 +111,8 @@ events = Table(
     Column("site_id", String(64), nullable=False),
     Column("session_id", String(40), nullable=False),
     Column("received_at", BigInteger, nullable=False),
+    # Position within its batch: orders events that share a millisecond.
+    Column("seq", Integer, nullable=False, default=0),
     Column("type", String(16), nullable=False),
     Column("url", Text, nullable=True),
     Column("name", String(512), nullable=True),

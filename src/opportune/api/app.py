@@ -1,0 +1,171 @@
+"""The ASGI application: tracking hot path, snippet, demo site and admin API in one process."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.engine import Connection
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.staticfiles import StaticFiles
+
+from opportune import __version__
+from opportune.api.auth import api_key_dependency
+from opportune.api.tracking import TrackingEndpoint
+from opportune.engine.enrichment import GeoResolver
+from opportune.engine.ingest import Ingestor
+from opportune.settings import Settings
+from opportune.store.db import make_engine, migrate
+from opportune.store.writer import GroupCommitWriter, IdentifyOp
+from opportune.workspace import Workspace, load_workspace
+
+PACKAGE = Path(__file__).resolve().parent.parent
+SDK_FILE = PACKAGE / "sdk" / "opportune.js"
+DEMO_DIR = PACKAGE / "web" / "demo"
+EXAMPLE_WORKSPACE = PACKAGE / "examples" / "workspace"
+
+
+@dataclass
+class Runtime:
+    """What the running app holds; built at start-up, closed at shutdown."""
+
+    settings: Settings
+    workspace: Workspace
+    ingestor: Ingestor
+    writer: GroupCommitWriter
+
+    def close(self) -> None:
+        self.writer.close()
+        self.ingestor.geo.close()
+        self.ingestor.engine.dispose()
+
+
+def build_runtime(settings: Settings, *, auto_migrate: bool = True) -> Runtime:
+    workspace = load_workspace(settings.workspace or EXAMPLE_WORKSPACE)
+    engine = make_engine(settings.resolved_database_url())
+    if auto_migrate:
+        migrate(engine)
+    writer = GroupCommitWriter(engine, identify=_identify, max_events=settings.commit_max_batch)
+    geo = GeoResolver(trust_headers=settings.trusted_proxy_headers, mmdb_path=settings.geoip_db)
+    ingestor = Ingestor(settings=settings, engine=engine, writer=writer, geo=geo)
+    return Runtime(settings, workspace, ingestor, writer)
+
+
+def _identify(conn: Connection, op: IdentifyOp) -> Any:
+    """Run one identify event inside the writer's transaction."""
+    from opportune.store.customers import apply_identify
+
+    return apply_identify(
+        conn,
+        site_id=op.site_id,
+        visitor_id=op.visitor_id,
+        identity=op.identity,
+        traits=op.traits,
+        now_ms=op.now_ms,
+        default_region=op.default_region,
+    )
+
+
+def create_app(settings: Settings, *, auto_migrate: bool = True) -> FastAPI:
+    """The whole server. Start-up loads the workspace, migrates and starts the writer."""
+    runtime = build_runtime(settings, auto_migrate=auto_migrate)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            runtime.close()
+
+    app = FastAPI(title="Opportune", version=__version__, lifespan=lifespan)
+    app.state.runtime = runtime
+    sites = runtime.workspace.sites
+    tracking = TrackingEndpoint(
+        runtime.ingestor,
+        runtime.workspace.sites_by_key,
+        frozenset(o for s in sites.values() for o in s.origins),
+        settings.max_body_bytes,
+    )
+    # Mounted as plain Starlette routes: the hot path skips FastAPI's body machinery.
+    app.router.routes.insert(0, Route("/v1/events", tracking.post, methods=["POST"]))
+    app.router.routes.insert(1, Route("/v1/events", tracking.preflight, methods=["OPTIONS"]))
+
+    require_api_key = api_key_dependency(settings.api_key)
+    from opportune.api.customers import customers_router
+
+    app.include_router(
+        customers_router(
+            get_engine=lambda: runtime.ingestor.engine,
+            on_evict=runtime.ingestor.live.evict,
+            require_api_key=require_api_key,
+        )
+    )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail
+        if isinstance(detail, dict) and "code" in detail:
+            body = {"error": detail}
+        else:
+            body = {"error": {"code": _code(exc.status_code), "message": str(detail)}}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        path = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse(
+            {
+                "error": {
+                    "code": "invalid_request",
+                    "message": f"{path}: {first['msg']}",
+                    "path": path,
+                    "errors": [
+                        {"path": ".".join(str(p) for p in e.get("loc", ())), "message": e["msg"]}
+                        for e in errors
+                    ],
+                }
+            },
+            status_code=422,
+        )
+
+    @app.get("/sdk/opportune.js", include_in_schema=False)
+    async def sdk() -> Response:
+        return FileResponse(
+            SDK_FILE,
+            media_type="application/javascript",
+            headers={"cache-control": "public, max-age=300", "access-control-allow-origin": "*"},
+        )
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/demo/")
+
+    if DEMO_DIR.is_dir():
+        app.mount("/demo", StaticFiles(directory=DEMO_DIR, html=True), name="demo")
+    return app
+
+
+def _code(status: int) -> str:
+    return {
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not_found",
+        405: "method_not_allowed",
+        409: "conflict",
+        413: "too_large",
+        422: "invalid_request",
+    }.get(status, "error")

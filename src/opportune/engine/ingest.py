@@ -1,0 +1,345 @@
+"""Ingestion: a decoded batch of one visitor becomes sessions and stored events.
+
+Everything per event is decided in memory against the visitor's live state (placement in
+a session, de-duplication, enrichment at the start of a visit); the database is touched
+only by the group-commit writer, and the answer waits for that commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from sqlalchemy import Engine, select
+
+from opportune.core.events import Batch, Refusal, check_event
+from opportune.core.session import SessionTrack, landing_attributes, place
+from opportune.engine.enrichment import GeoResolver, parse_user_agent
+from opportune.engine.live import MemoryLiveStore, VisitorLive
+from opportune.settings import Settings
+from opportune.store.schema import events, sessions, visitors
+from opportune.store.writer import GroupCommitWriter, IdentifyOp, WriteJob
+from opportune.workspace import Site
+
+_ENCODE = msgspec.json.Encoder()
+
+
+class IngestError(Exception):
+    """A batch refused whole: HTTP status, a stable code, a message and the field path."""
+
+    def __init__(self, status: int, code: str, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.path = path
+
+
+@dataclass(slots=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+    refused: list[Refusal]
+    visitor_id: str
+    session_id: str | None
+    customer_id: str | None
+    visit_number: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "refused": [{"index": r.index, "id": r.id, "reason": r.reason} for r in self.refused],
+            "visitorId": self.visitor_id,
+            "sessionId": self.session_id,
+            "customerId": self.customer_id,
+            "visitNumber": self.visit_number,
+            **self.extra,
+        }
+
+
+class Ingestor:
+    """Turns batches into durable rows; owns the live state and the writer."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        engine: Engine,
+        writer: GroupCommitWriter,
+        geo: GeoResolver,
+        live: MemoryLiveStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.writer = writer
+        self.geo = geo
+        self.live = live or MemoryLiveStore(self._load)
+        self._max_age_ms = settings.max_event_age_s * 1000
+        self._max_future_ms = settings.max_future_skew_s * 1000
+
+    async def _load(self, visitor_id: str, now_ms: int) -> VisitorLive | None:
+        return await asyncio.to_thread(self.load_visitor, visitor_id, now_ms)
+
+    def load_visitor(self, visitor_id: str, now_ms: int) -> VisitorLive | None:
+        """Rebuild a visitor's live state from the database (None: never seen)."""
+        horizon = now_ms - self._max_age_ms - self._max_future_ms - 60_000
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(visitors.c.site_id, visitors.c.customer_id, visitors.c.first_seen_at).where(
+                    visitors.c.id == visitor_id
+                )
+            ).first()
+            if row is None:
+                return None
+            recent = conn.execute(
+                select(
+                    sessions.c.id,
+                    sessions.c.number,
+                    sessions.c.started_at,
+                    sessions.c.last_event_at,
+                )
+                .where(sessions.c.visitor_id == visitor_id)
+                .order_by(sessions.c.number.desc())
+                .limit(2)
+            ).all()
+            ids = conn.execute(
+                select(events.c.event_id, events.c.ts).where(
+                    events.c.visitor_id == visitor_id, events.c.ts >= horizon
+                )
+            ).all()
+        track = SessionTrack()
+        if recent:
+            cur = recent[0]
+            track.number, track.session_id = cur.number, cur.id
+            track.started_at, track.last_at = cur.started_at, cur.last_event_at
+            if len(recent) > 1:
+                prev = recent[1]
+                track.previous_id = prev.id
+                track.previous_started_at, track.previous_last_at = (
+                    prev.started_at,
+                    prev.last_event_at,
+                )
+        return VisitorLive(
+            site_id=row.site_id,
+            customer_id=row.customer_id,
+            first_seen_at=row.first_seen_at,
+            track=track,
+            recent_ids={r.event_id: r.ts for r in ids},
+        )
+
+    async def ingest(
+        self,
+        batch: Batch,
+        site: Site,
+        *,
+        now_ms: int,
+        headers: Mapping[str, str],
+        peer: str | None,
+    ) -> IngestResult:
+        """Accept what can be accepted of ``batch``; return after it is committed."""
+        if len(batch.events) > self.settings.max_batch_events:
+            raise IngestError(
+                413,
+                "batch_too_long",
+                f"{len(batch.events)} events in one batch; at most "
+                f"{self.settings.max_batch_events}",
+                "$.events",
+            )
+        vid = batch.visitor_id
+        state = await self.live.get(vid, now_ms)
+        if state is None:
+            state = VisitorLive(
+                site_id=site.name,
+                customer_id=None,
+                first_seen_at=now_ms,
+                track=SessionTrack(),
+                known=False,
+            )
+            self.live.put(vid, state)
+        if state.site_id != site.name:
+            raise IngestError(
+                409,
+                "visitor_of_another_site",
+                "this visitor id belongs to another site",
+                "$.visitorId",
+            )
+        timeout_ms = site.session_timeout_minutes * 60_000
+        skew = now_ms - batch.sent_at
+        refused: list[Refusal] = []
+        duplicates = 0
+        session_rows: dict[str, dict[str, Any]] = {}
+        event_rows: list[dict[str, Any]] = []
+        identifies: list[IdentifyOp] = []
+        accepted_ids: list[tuple[str, int]] = []
+        last_ts = 0
+        last_sid: str | None = state.track.session_id
+        device = geo = None
+        for i, ev in enumerate(batch.events):
+            refusal = check_event(
+                ev,
+                index=i,
+                now_ms=now_ms,
+                skew_ms=skew,
+                max_age_ms=self._max_age_ms,
+                max_future_ms=self._max_future_ms,
+            )
+            if refusal is not None:
+                refused.append(refusal)
+                continue
+            if ev.id in state.recent_ids:
+                duplicates += 1
+                continue
+            ts = ev.ts + skew
+            state.recent_ids[ev.id] = ts
+            accepted_ids.append((ev.id, ts))
+            sid, new = place(state.track, vid, ts, timeout_ms)
+            last_sid = sid
+            last_ts = max(last_ts, ts)
+            row = session_rows.get(sid)
+            if row is None:
+                row = _session_row(sid, site.name, vid, state.customer_id, ts)
+                session_rows[sid] = row
+            if new:
+                if device is None:
+                    device = parse_user_agent(headers.get("user-agent", "")[:512])
+                    geo = self.geo.resolve(dict(headers), peer)
+                assert geo is not None
+                row.update(
+                    _new=True,
+                    number=state.track.number,
+                    started_at=ts,
+                    device_type=device.device_type,
+                    browser=device.browser and device.browser[:64],
+                    os=device.os and device.os[:64],
+                    country=geo.country,
+                    region=geo.region and geo.region[:64],
+                    city=geo.city and geo.city[:128],
+                    locale=batch.context.locale,
+                    timezone=batch.context.timezone,
+                )
+            row["event_count"] += 1
+            row["last_event_at"] = max(row["last_event_at"], ts)
+            row["started_at"] = min(row["started_at"], ts)
+            if ev.type == "page_view":
+                row["page_count"] += 1
+                if row["landing_url"] is None and (new or row.get("_new")):
+                    row.update(landing_attributes(ev.url, ev.referrer))
+            data: dict[str, Any] | None = None
+            if ev.attributes:
+                data = dict(ev.attributes)
+            if ev.type == "identify":
+                identifies.append(
+                    IdentifyOp(
+                        site.name,
+                        vid,
+                        i,
+                        ev.identity,
+                        dict(ev.traits),
+                        now_ms,
+                        site.default_phone_region,
+                    )
+                )
+                # Identifiers live only in the customer tables; the event keeps the traits'
+                # keys so the journey shows that an identify happened, without personal data.
+                data = {"traitKeys": sorted(ev.traits)} if ev.traits else None
+            event_rows.append(
+                {
+                    "visitor_id": vid,
+                    "ts": ts,
+                    "event_id": ev.id,
+                    "site_id": site.name,
+                    "session_id": sid,
+                    "received_at": now_ms,
+                    "seq": i,
+                    "type": ev.type,
+                    "url": ev.url,
+                    "name": ev.name,
+                    "query": ev.query,
+                    "title": ev.title,
+                    "referrer": ev.referrer,
+                    "data": _ENCODE.encode(data).decode() if data else None,
+                }
+            )
+        job = WriteJob(
+            visitor={
+                "id": vid,
+                "site_id": site.name,
+                "customer_id": state.customer_id,
+                "first_seen_at": state.first_seen_at,
+                "last_seen_at": max(last_ts, state.track.last_at) if event_rows else now_ms,
+                "session_count": state.track.number,
+            }
+            if event_rows or not state.known
+            else None,
+            sessions=list(session_rows.values()),
+            events=event_rows,
+            identifies=identifies,
+        )
+        outcomes: list[Any] = []
+        if job.visitor is not None or job.events:
+            state.pending += 1
+            job.future = asyncio.get_running_loop().create_future()
+            state.inflight = job.future
+            try:
+                outcomes = await self.writer.submit(job)
+            except BaseException:
+                # The database did not take it: forget what we assumed, so a retry of the
+                # same batch is judged against the stored truth.
+                self.live.evict([vid])
+                raise
+            finally:
+                state.pending -= 1
+            state.known = True
+        elif duplicates and state.inflight is not None and not state.inflight.done():
+            await asyncio.shield(state.inflight)
+        for op, outcome in zip(identifies, outcomes, strict=True):
+            if outcome.customer_id is not None:
+                state.customer_id = outcome.customer_id
+            for reason in outcome.refusals:
+                refused.append(Refusal(op.event_index, batch.events[op.event_index].id, reason))
+        state.prune(now_ms - self._max_age_ms - self._max_future_ms)
+        refused.sort(key=lambda r: r.index)
+        return IngestResult(
+            accepted=len(event_rows),
+            duplicates=duplicates,
+            refused=refused,
+            visitor_id=vid,
+            session_id=last_sid,
+            customer_id=state.customer_id,
+            visit_number=state.track.number,
+        )
+
+
+def _session_row(sid: str, site_id: str, vid: str, customer_id: str | None, ts: int) -> dict:
+    return {
+        "id": sid,
+        "site_id": site_id,
+        "visitor_id": vid,
+        "customer_id": customer_id,
+        "number": 0,
+        "started_at": ts,
+        "last_event_at": ts,
+        "event_count": 0,
+        "page_count": 0,
+        "landing_url": None,
+        "referrer": None,
+        "referrer_domain": None,
+        "utm_source": None,
+        "utm_medium": None,
+        "utm_campaign": None,
+        "utm_term": None,
+        "utm_content": None,
+        "device_type": None,
+        "browser": None,
+        "os": None,
+        "country": None,
+        "region": None,
+        "city": None,
+        "locale": None,
+        "timezone": None,
+    }

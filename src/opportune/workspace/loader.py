@@ -1,0 +1,150 @@
+"""Load and validate a workspace folder, reporting every error with file, line and field."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from opportune.workspace.documents import KINDS, Document, Site
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a workspace, located precisely enough to fix it."""
+
+    file: str
+    line: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """A workspace that does not validate; ``problems`` lists every error found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The validated documents of a workspace, indexed for the server's lookups."""
+
+    sites: dict[str, Site] = field(default_factory=dict)
+
+    @property
+    def sites_by_key(self) -> dict[str, Site]:
+        return {s.key: s for s in self.sites.values()}
+
+
+def _node_at(node: yaml.Node | None, loc: Iterable[int | str]) -> yaml.Node | None:
+    """Follow a pydantic error location through the YAML node tree, as far as it goes."""
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if k.value == part), None)
+            if nxt is None:
+                # A missing or unknown key: point at the key itself if it exists.
+                key = next((k for k, _ in node.value if k.value == part), None)
+                return key or node
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return node
+            node = node.value[part]
+        else:
+            return node
+    return node
+
+
+def _loc_path(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def parse_documents(text: str, file: str) -> tuple[list[Document], list[Problem]]:
+    """Validate every YAML document in ``text``; return the good ones and every problem."""
+    docs: list[Document] = []
+    problems: list[Problem] = []
+    try:
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        values = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        problems.append(Problem(file, line, "", f"not valid YAML: {getattr(exc, 'problem', exc)}"))
+        return docs, problems
+    for node, value in zip(nodes, values, strict=True):
+        if value is None:
+            continue
+        line = node.start_mark.line + 1
+        if not isinstance(value, dict):
+            problems.append(Problem(file, line, "", "a document must be a mapping with a 'kind'"))
+            continue
+        kind = value.get("kind")
+        model = KINDS.get(kind) if isinstance(kind, str) else None
+        if model is None:
+            known = ", ".join(sorted(KINDS))
+            problems.append(Problem(file, line, "kind", f"unknown kind {kind!r}; one of {known}"))
+            continue
+        try:
+            docs.append(model.model_validate(value))
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = err["loc"]
+                at = _node_at(node, loc)
+                problems.append(
+                    Problem(
+                        file,
+                        (at.start_mark.line + 1) if at is not None else line,
+                        _loc_path(loc),
+                        _message(err),
+                    )
+                )
+    return docs, problems
+
+
+def _message(err: Any) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown field"
+    msg = str(err["msg"])
+    return msg.removeprefix("Value error, ")
+
+
+def load_workspace(folder: Path) -> Workspace:
+    """Read every ``*.yaml``/``*.yml`` file under ``folder``; raise ``ConfigError`` listing all
+    problems (including names and site keys used twice)."""
+    if not folder.is_dir():
+        raise ConfigError([Problem(str(folder), 0, "", "workspace folder not found")])
+    problems: list[Problem] = []
+    sites: dict[str, Site] = {}
+    keys: dict[str, str] = {}
+    files = sorted([*folder.rglob("*.yaml"), *folder.rglob("*.yml")])
+    for path in files:
+        rel = str(path.relative_to(folder))
+        docs, probs = parse_documents(path.read_text(encoding="utf-8"), rel)
+        problems += probs
+        for doc in docs:
+            if isinstance(doc, Site):
+                if doc.name in sites:
+                    problems.append(Problem(rel, 1, "name", f"site {doc.name!r} defined twice"))
+                elif doc.key in keys:
+                    problems.append(
+                        Problem(rel, 1, "key", f"site key already used by site {keys[doc.key]!r}")
+                    )
+                else:
+                    sites[doc.name] = doc
+                    keys[doc.key] = doc.name
+    if problems:
+        raise ConfigError(problems)
+    return Workspace(sites=sites)
