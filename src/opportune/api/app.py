@@ -14,7 +14,6 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Connection
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import FileResponse, RedirectResponse, Response
-from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 
 from opportune import __version__
@@ -74,8 +73,10 @@ def _identify(conn: Connection, op: IdentifyOp) -> Any:
     )
 
 
-def create_app(settings: Settings, *, auto_migrate: bool = True) -> FastAPI:
-    """The whole server. Start-up loads the workspace, migrates and starts the writer."""
+def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndpoint:
+    """The whole server: the tracking endpoint in front of the FastAPI app (``.app``).
+
+    Start-up loads the workspace, migrates and starts the writer."""
     runtime = build_runtime(settings, auto_migrate=auto_migrate)
 
     @contextlib.asynccontextmanager
@@ -87,16 +88,6 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> FastAPI:
 
     app = FastAPI(title="Opportune", version=__version__, lifespan=lifespan)
     app.state.runtime = runtime
-    sites = runtime.workspace.sites
-    tracking = TrackingEndpoint(
-        runtime.ingestor,
-        runtime.workspace.sites_by_key,
-        frozenset(o for s in sites.values() for o in s.origins),
-        settings.max_body_bytes,
-    )
-    # Mounted as plain Starlette routes: the hot path skips FastAPI's body machinery.
-    app.router.routes.insert(0, Route("/v1/events", tracking.post, methods=["POST"]))
-    app.router.routes.insert(1, Route("/v1/events", tracking.preflight, methods=["OPTIONS"]))
 
     require_api_key = api_key_dependency(settings.api_key)
     from opportune.api.customers import customers_router
@@ -156,7 +147,9 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> FastAPI:
 
     if DEMO_DIR.is_dir():
         app.mount("/demo", StaticFiles(directory=DEMO_DIR, html=True), name="demo")
-    return app
+    return TrackingEndpoint(
+        app, runtime.ingestor, runtime.workspace.sites_by_key, settings.max_body_bytes
+    )
 
 
 def _code(status: int) -> str:

@@ -173,7 +173,7 @@ class Ingestor:
         refused: list[Refusal] = []
         duplicates = 0
         session_rows: dict[str, dict[str, Any]] = {}
-        event_rows: list[dict[str, Any]] = []
+        event_rows: list[tuple[Any, ...]] = []
         identifies: list[IdentifyOp] = []
         accepted_ids: list[tuple[str, int]] = []
         last_ts = 0
@@ -247,23 +247,24 @@ class Ingestor:
                 # Identifiers live only in the customer tables; the event keeps the traits'
                 # keys so the journey shows that an identify happened, without personal data.
                 data = {"traitKeys": sorted(ev.traits)} if ev.traits else None
+            # In EVENT_COLUMNS order.
             event_rows.append(
-                {
-                    "visitor_id": vid,
-                    "ts": ts,
-                    "event_id": ev.id,
-                    "site_id": site.name,
-                    "session_id": sid,
-                    "received_at": now_ms,
-                    "seq": i,
-                    "type": ev.type,
-                    "url": ev.url,
-                    "name": ev.name,
-                    "query": ev.query,
-                    "title": ev.title,
-                    "referrer": ev.referrer,
-                    "data": _ENCODE.encode(data).decode() if data else None,
-                }
+                (
+                    vid,
+                    ts,
+                    ev.id,
+                    site.name,
+                    sid,
+                    now_ms,
+                    i,
+                    ev.type,
+                    ev.url,
+                    ev.name,
+                    ev.query,
+                    ev.title,
+                    ev.referrer,
+                    _ENCODE.encode(data).decode() if data else None,
+                )
             )
         job = WriteJob(
             visitor={

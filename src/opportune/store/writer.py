@@ -1,15 +1,25 @@
 """Group commit: many concurrent batches share one transaction; each is answered after it.
 
-One writer thread owns the write connection. Request handlers hand it a ``WriteJob`` and
-await its future. The thread takes every job waiting in the queue (up to a bound), writes
-them all in one transaction and resolves each job's future only after the commit, so a 2xx
-always means "durable" while the cost of a commit (an fsync on SQLite, a round trip on
-PostgreSQL) is shared by everything that arrived meanwhile.
+Request handlers hand the writer a ``WriteJob`` and await its future. The writer takes every
+job waiting (up to a bound), writes them all in one transaction and resolves each job's
+future only after the commit, so a 2xx always means "durable" while the cost of a commit
+(an fsync on SQLite, a round trip on PostgreSQL) is shared by everything that arrived
+meanwhile.
+
+Two ways to run, chosen by dialect:
+
+- SQLite (``inline``): the inserts run on the event loop itself and only the commit — an
+  fsync, during which the GIL is free — goes to a thread. SQLite's work is CPU work in this
+  process; doing it from a second thread made the two threads fight over the GIL (about a
+  third of the throughput lost on one core, measured).
+- PostgreSQL (thread): the work happens in the database server, so a writer thread that
+  mostly waits on the socket costs the event loop nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -17,11 +27,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, case, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
-from opportune.store.schema import events, sessions, visitors
+from opportune.store.schema import sessions
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +52,12 @@ class IdentifyOp:
 
 @dataclass(slots=True)
 class WriteJob:
-    """What one accepted batch writes. Rows are plain dicts in the tables' column names."""
+    """What one accepted batch writes: visitor and session rows as dicts in the tables'
+    column names; events as tuples in ``EVENT_COLUMNS`` order (the bulk of the work)."""
 
     visitor: dict[str, Any] | None
     sessions: list[dict[str, Any]]
-    events: list[dict[str, Any]]
+    events: list[tuple[Any, ...]]
     identifies: list[IdentifyOp] = field(default_factory=list)
     future: asyncio.Future[list[Any]] | None = None
     loop: asyncio.AbstractEventLoop | None = None
@@ -58,22 +68,33 @@ class WriterClosed(RuntimeError):
 
 
 class GroupCommitWriter:
-    """The single writer thread. ``submit`` from the event loop; ``close`` drains and stops."""
+    """The single writer. ``submit`` from the event loop; ``close`` drains and stops."""
 
     def __init__(
-        self, engine: Engine, *, identify: IdentifyFn | None = None, max_events: int = 2000
+        self,
+        engine: Engine,
+        *,
+        identify: IdentifyFn | None = None,
+        max_events: int = 2000,
+        inline: bool | None = None,
     ) -> None:
         self.engine = engine
         self.identify = identify
         self.max_events = max_events
-        self._queue: queue.SimpleQueue[WriteJob | None] = queue.SimpleQueue()
         self._closed = False
         self.commits = 0
         self.jobs_written = 0
         dialect = engine.dialect.name
-        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        self._thread = threading.Thread(target=self._run, name="opportune-writer", daemon=True)
-        self._thread.start()
+        self._sql = _Sql(dialect)
+        self.inline = dialect == "sqlite" if inline is None else inline
+        self._pending: list[WriteJob] = []
+        self._flushing = False
+        self._flush_task: asyncio.Task[None] | None = None
+        self._queue: queue.SimpleQueue[WriteJob | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        if not self.inline:
+            self._thread = threading.Thread(target=self._run, name="opportune-writer", daemon=True)
+            self._thread.start()
 
     async def submit(self, job: WriteJob) -> list[Any]:
         """Queue ``job`` and wait until it is committed; returns identify outcomes."""
@@ -83,8 +104,51 @@ class GroupCommitWriter:
         job.loop = loop
         if job.future is None:
             job.future = loop.create_future()
-        self._queue.put(job)
+        if self.inline:
+            self._pending.append(job)
+            if not self._flushing:
+                self._flushing = True
+                self._flush_task = loop.create_task(self._flush_inline())
+        else:
+            self._queue.put(job)
         return await job.future
+
+    async def _flush_inline(self) -> None:
+        try:
+            while self._pending:
+                # One turn of the loop lets requests already read join this group.
+                await asyncio.sleep(0)
+                group, count = [], 0
+                while self._pending and count < self.max_events:
+                    job = self._pending.pop(0)
+                    group.append(job)
+                    count += len(job.events)
+                await self._commit_inline(group)
+        finally:
+            self._flushing = False
+
+    async def _commit_inline(self, group: list[WriteJob]) -> None:
+        try:
+            with self.engine.connect() as conn:
+                trans = conn.begin()
+                try:
+                    results = self._write(conn, group)
+                    await asyncio.to_thread(trans.commit)
+                except BaseException:
+                    trans.rollback()
+                    raise
+        except Exception as exc:
+            if len(group) == 1:
+                log.exception("write failed")
+                _resolve(group[0], exc=exc)
+                return
+            for job in group:  # one bad job must not fail the others
+                await self._commit_inline([job])
+            return
+        self.commits += 1
+        self.jobs_written += len(group)
+        for job, result in zip(group, results, strict=True):
+            _resolve(job, result=result)
 
     def write_now(self, job: WriteJob) -> list[Any]:
         """Write one job synchronously on the caller's thread (backfills, tests, tools)."""
@@ -95,8 +159,9 @@ class GroupCommitWriter:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(None)
-        self._thread.join(timeout=30)
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=30)
 
     # -- the thread ---------------------------------------------------------------------
 
@@ -142,13 +207,27 @@ class GroupCommitWriter:
         visitor_rows = _merge_visitors([j.visitor for j in group if j.visitor is not None])
         session_rows = _merge_sessions([s for j in group for s in j.sessions])
         event_rows = [e for j in group for e in j.events]
-        if visitor_rows:
-            self._upsert_visitors(conn, visitor_rows)
-        if session_rows:
-            self._upsert_sessions(conn, session_rows)
-        if event_rows:
-            ins = self._insert(events).on_conflict_do_nothing()
-            conn.execute(ins, event_rows)
+        # The hot path speaks to the driver directly: SQLAlchemy's per-row parameter
+        # processing cost more than SQLite's own insert work.
+        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            if visitor_rows:
+                cur.executemany(
+                    self._sql.visitors, [tuple(r[c] for c in VISITOR_COLUMNS) for r in visitor_rows]
+                )
+            if session_rows:
+                cur.executemany(
+                    self._sql.sessions, [tuple(r[c] for c in SESSION_COLUMNS) for r in session_rows]
+                )
+            if event_rows:
+                self._sql.insert_events(cur, event_rows)
+            new_ids = [(r["id"],) for r in session_rows if r.get("_new")]
+            if new_ids:
+                # A new visit takes the visitor's customer as it stands in the database now,
+                # whichever request's in-memory view of the visitor was older.
+                cur.executemany(self._sql.session_customer, new_ids)
+        finally:
+            cur.close()
         results: list[list[Any]] = []
         for job in group:
             out = []
@@ -157,78 +236,102 @@ class GroupCommitWriter:
                     raise RuntimeError("identify events need an identify function")
                 out.append(self.identify(conn, op))
             results.append(out)
-        if any(j.identifies for j in group) or any(r.get("_new") for r in session_rows):
-            # A new visit takes the visitor's customer as it stands after this transaction's
-            # identifies, whichever request's in-memory view was older.
-            new_ids = [r["id"] for r in session_rows if r.get("_new")]
-            if new_ids:
-                cust = (
-                    select(visitors.c.customer_id)
-                    .where(visitors.c.id == sessions.c.visitor_id)
-                    .scalar_subquery()
-                )
-                conn.execute(
-                    update(sessions)
-                    .where(sessions.c.id.in_(new_ids), sessions.c.customer_id.is_(None))
-                    .values(customer_id=cust)
-                )
         return results
 
-    def _upsert_visitors(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        ins = self._insert(visitors)
-        ex = ins.excluded
-        stmt = ins.on_conflict_do_update(
-            index_elements=[visitors.c.id],
-            set_={
-                "last_seen_at": case(
-                    (ex.last_seen_at > visitors.c.last_seen_at, ex.last_seen_at),
-                    else_=visitors.c.last_seen_at,
-                ),
-                "session_count": case(
-                    (ex.session_count > visitors.c.session_count, ex.session_count),
-                    else_=visitors.c.session_count,
-                ),
-            },
-        )
-        conn.execute(stmt, rows)
 
-    def _upsert_sessions(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        ins = self._insert(sessions)
-        ex = ins.excluded
-        keep_first = {
-            c: _coalesce(getattr(sessions.c, c), getattr(ex, c))
-            for c in (
-                "landing_url",
-                "referrer",
-                "referrer_domain",
-                "utm_source",
-                "utm_medium",
-                "utm_campaign",
-                "utm_term",
-                "utm_content",
+EVENT_COLUMNS = (
+    "visitor_id",
+    "ts",
+    "event_id",
+    "site_id",
+    "session_id",
+    "received_at",
+    "seq",
+    "type",
+    "url",
+    "name",
+    "query",
+    "title",
+    "referrer",
+    "data",
+)
+VISITOR_COLUMNS = (
+    "id",
+    "site_id",
+    "customer_id",
+    "first_seen_at",
+    "last_seen_at",
+    "session_count",
+)
+SESSION_COLUMNS = tuple(c.name for c in sessions.columns)
+_FIRST_WINS = (
+    "landing_url",
+    "referrer",
+    "referrer_domain",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+)
+
+
+class _Sql:
+    """The writer's statements in one dialect's SQL and parameter style."""
+
+    def __init__(self, dialect: str) -> None:
+        pg = dialect == "postgresql"
+        ph = "%s" if pg else "?"
+        greatest, least = ("GREATEST", "LEAST") if pg else ("max", "min")
+
+        def values(cols: tuple[str, ...]) -> str:
+            return (
+                "("
+                + ", ".join(f'"{c}"' for c in cols)
+                + ") VALUES ("
+                + ", ".join([ph] * len(cols))
+                + ")"
             )
-        }
-        stmt = ins.on_conflict_do_update(
-            index_elements=[sessions.c.id],
-            set_={
-                "last_event_at": case(
-                    (ex.last_event_at > sessions.c.last_event_at, ex.last_event_at),
-                    else_=sessions.c.last_event_at,
-                ),
-                "started_at": case(
-                    (ex.started_at < sessions.c.started_at, ex.started_at),
-                    else_=sessions.c.started_at,
-                ),
-                "event_count": sessions.c.event_count + ex.event_count,
-                "page_count": sessions.c.page_count + ex.page_count,
-                **keep_first,
-            },
+
+        self.pg = pg
+        self.events = f"INSERT INTO events {values(EVENT_COLUMNS)} ON CONFLICT DO NOTHING"
+        self.visitors = (
+            f"INSERT INTO visitors {values(VISITOR_COLUMNS)} ON CONFLICT (id) DO UPDATE SET "
+            f"last_seen_at = {greatest}(visitors.last_seen_at, excluded.last_seen_at), "
+            f"session_count = {greatest}(visitors.session_count, excluded.session_count)"
         )
-        conn.execute(stmt, [{k: v for k, v in r.items() if k != "_new"} for r in rows])
+        first = ", ".join(f"{c} = COALESCE(sessions.{c}, excluded.{c})" for c in _FIRST_WINS)
+        self.sessions = (
+            f"INSERT INTO sessions {values(SESSION_COLUMNS)} ON CONFLICT (id) DO UPDATE SET "
+            f"last_event_at = {greatest}(sessions.last_event_at, excluded.last_event_at), "
+            f"started_at = {least}(sessions.started_at, excluded.started_at), "
+            "event_count = sessions.event_count + excluded.event_count, "
+            "page_count = sessions.page_count + excluded.page_count, " + first
+        )
+        self.session_customer = (
+            "UPDATE sessions SET customer_id = (SELECT v.customer_id FROM visitors v "
+            f"WHERE v.id = sessions.visitor_id) WHERE id = {ph} AND customer_id IS NULL"
+        )
+        cols = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
+        self._copy = f"COPY events_in ({cols}) FROM STDIN"
+        self._from_stage = (
+            f"INSERT INTO events ({cols}) SELECT {cols} FROM events_in ON CONFLICT DO NOTHING"
+        )
 
-
-def _coalesce(a: Any, b: Any) -> Any:
-    return case((a.is_(None), b), else_=a)
+    def insert_events(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
+        if not self.pg:
+            cur.executemany(self.events, rows)
+            return
+        # PostgreSQL: COPY into a per-connection staging table, then one INSERT that skips
+        # duplicates (COPY itself cannot ON CONFLICT).
+        cur.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS events_in "
+            "(LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        with cur.copy(self._copy) as copy:
+            for r in rows:
+                copy.write_row(r)
+        cur.execute(self._from_stage)
 
 
 def _merge_visitors(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -270,6 +373,12 @@ def _resolve(job: WriteJob, *, result: Any = None, exc: BaseException | None = N
         if exc is not None:
             raise exc
         return
+    if not fut.done() and _on_loop(loop):
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+        return
 
     def done() -> None:
         if fut.done():  # the request went away (client disconnected)
@@ -279,7 +388,12 @@ def _resolve(job: WriteJob, *, result: Any = None, exc: BaseException | None = N
         else:
             fut.set_result(result)
 
-    try:
+    with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
         loop.call_soon_threadsafe(done)
-    except RuntimeError:  # loop closed during shutdown
-        pass
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

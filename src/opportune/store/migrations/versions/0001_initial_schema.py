@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 12:52:54.171111
+Create Date: 2026-11-24 12:59:29.321643
 """
 
 from __future__ import annotations
@@ -56,9 +56,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("visitor_id", "ts", "event_id", name=op.f("pk_events")),
     )
     with op.batch_alter_table("events", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_events_session_id_ts"), ["session_id", "ts"], unique=False
-        )
         batch_op.create_index(batch_op.f("ix_events_ts"), ["ts"], unique=False)
 
     op.create_table(
@@ -188,7 +185,6 @@ def downgrade() -> None:
     op.drop_table("identity_log")
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_events_ts"))
-        batch_op.drop_index(batch_op.f("ix_events_session_id_ts"))
 
     op.drop_table("events")
     op.drop_table("erasures")
