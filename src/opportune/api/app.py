@@ -22,7 +22,7 @@ from opportune.api.tracking import TrackingEndpoint
 from opportune.engine.enrichment import GeoResolver
 from opportune.engine.ingest import Ingestor
 from opportune.settings import Settings
-from opportune.store.db import make_engine, migrate
+from opportune.store.db import Checkpointer, make_engine, migrate
 from opportune.store.writer import GroupCommitWriter, IdentifyOp
 from opportune.workspace import Workspace, load_workspace
 
@@ -40,22 +40,27 @@ class Runtime:
     workspace: Workspace
     ingestor: Ingestor
     writer: GroupCommitWriter
+    checkpointer: Checkpointer | None = None
 
     def close(self) -> None:
         self.writer.close()
+        if self.checkpointer is not None:
+            self.checkpointer.close()
         self.ingestor.geo.close()
         self.ingestor.engine.dispose()
 
 
 def build_runtime(settings: Settings, *, auto_migrate: bool = True) -> Runtime:
     workspace = load_workspace(settings.workspace or EXAMPLE_WORKSPACE)
-    engine = make_engine(settings.resolved_database_url())
+    url = settings.resolved_database_url()
+    sqlite = url.startswith("sqlite")
+    engine = make_engine(url, background_checkpoint=sqlite)
     if auto_migrate:
         migrate(engine)
     writer = GroupCommitWriter(engine, identify=_identify, max_events=settings.commit_max_batch)
     geo = GeoResolver(trust_headers=settings.trusted_proxy_headers, mmdb_path=settings.geoip_db)
     ingestor = Ingestor(settings=settings, engine=engine, writer=writer, geo=geo)
-    return Runtime(settings, workspace, ingestor, writer)
+    return Runtime(settings, workspace, ingestor, writer, Checkpointer(engine) if sqlite else None)
 
 
 def _identify(conn: Connection, op: IdentifyOp) -> Any:
