@@ -185,6 +185,9 @@ def run_db(name: str, url: str, seconds: float, connections: int) -> dict[str, f
         elapsed = asyncio.run(load.closed_loop(connections, seconds))
         eps = load.events / elapsed
         sat_p99 = pct(load.latencies, 0.99)
+        # Let the server finish what the burst left behind (WAL copy) before the steady
+        # half-load phase: its latencies are those of a server at that load.
+        time.sleep(3)
         half = Load(port, pool)
         asyncio.run(half.open_loop(eps / 20, seconds, connections))
         return {

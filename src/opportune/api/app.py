@@ -60,7 +60,8 @@ def build_runtime(settings: Settings, *, auto_migrate: bool = True) -> Runtime:
     writer = GroupCommitWriter(engine, identify=_identify, max_events=settings.commit_max_batch)
     geo = GeoResolver(trust_headers=settings.trusted_proxy_headers, mmdb_path=settings.geoip_db)
     ingestor = Ingestor(settings=settings, engine=engine, writer=writer, geo=geo)
-    return Runtime(settings, workspace, ingestor, writer, Checkpointer(engine) if sqlite else None)
+    return Runtime(settings, workspace, ingestor, writer,
+                   Checkpointer(engine) if sqlite else None)
 
 
 def _identify(conn: Connection, op: IdentifyOp) -> Any:

@@ -25,7 +25,6 @@ class VisitorLive:
     track: SessionTrack
     # event id -> ts, only within the acceptance window (pruned as time passes)
     recent_ids: dict[str, int] = field(default_factory=dict)
-    known: bool = True  # False until the visitor row exists in the database
     pending: int = 0  # writes in flight: never evict while > 0
     # The newest write in flight: a retry answered "duplicate" waits for it, so a 2xx for
     # the retry never precedes the durability of the original.

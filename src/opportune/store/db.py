@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from alembic import command
@@ -65,9 +66,10 @@ def current_revision(engine: Engine) -> str | None:
 
 class Checkpointer:
     """Copies SQLite's WAL into the database file from a thread of its own, every
-    ``interval_s``, so that commits on the hot path never do it themselves."""
+    ``interval_s`` (small, so each copy is short), so that commits on the hot path never
+    do it themselves."""
 
-    def __init__(self, engine: Engine, interval_s: float = 1.0) -> None:
+    def __init__(self, engine: Engine, interval_s: float = 0.25) -> None:
         import threading
 
         self.engine = engine
@@ -79,7 +81,13 @@ class Checkpointer:
 
     def _run(self) -> None:
         import logging
+        import os
+        import threading
 
+        # Copying pages is CPU and I/O this thread may do slowly: on a busy core the
+        # scheduler should favour the event loop, whose requests are waiting.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         while not self._stop.wait(self.interval_s):
             try:
                 self.checkpoint("PASSIVE")

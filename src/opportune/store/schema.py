@@ -64,10 +64,11 @@ visitors = Table(
     Column("site_id", String(64), nullable=False),
     Column("customer_id", String(32), nullable=True),
     Column("first_seen_at", BigInteger, nullable=False),
-    Column("last_seen_at", BigInteger, nullable=False),
+    # Start of the latest visit (updated once per visit, not per event: the hot path).
+    Column("last_visit_at", BigInteger, nullable=False),
     Column("session_count", Integer, nullable=False, default=0),
     Index(None, "customer_id"),
-    Index(None, "last_seen_at"),
+    Index(None, "last_visit_at"),
 )
 
 sessions = Table(

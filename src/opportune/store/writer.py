@@ -260,7 +260,7 @@ VISITOR_COLUMNS = (
     "site_id",
     "customer_id",
     "first_seen_at",
-    "last_seen_at",
+    "last_visit_at",
     "session_count",
 )
 SESSION_COLUMNS = tuple(c.name for c in sessions.columns)
@@ -297,7 +297,7 @@ class _Sql:
         self.events = f"INSERT INTO events {values(EVENT_COLUMNS)} ON CONFLICT DO NOTHING"
         self.visitors = (
             f"INSERT INTO visitors {values(VISITOR_COLUMNS)} ON CONFLICT (id) DO UPDATE SET "
-            f"last_seen_at = {greatest}(visitors.last_seen_at, excluded.last_seen_at), "
+            f"last_visit_at = {greatest}(visitors.last_visit_at, excluded.last_visit_at), "
             f"session_count = {greatest}(visitors.session_count, excluded.session_count)"
         )
         first = ", ".join(f"{c} = COALESCE(sessions.{c}, excluded.{c})" for c in _FIRST_WINS)
@@ -343,7 +343,7 @@ def _merge_visitors(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             merged[row["id"]] = dict(row)
         else:
             prev["first_seen_at"] = min(prev["first_seen_at"], row["first_seen_at"])
-            prev["last_seen_at"] = max(prev["last_seen_at"], row["last_seen_at"])
+            prev["last_visit_at"] = max(prev["last_visit_at"], row["last_visit_at"])
             prev["session_count"] = max(prev["session_count"], row["session_count"])
     return list(merged.values())
 

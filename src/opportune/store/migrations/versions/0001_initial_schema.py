@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 12:59:29.321643
+Create Date: 2026-11-24 13:10:12.827245
 """
 
 from __future__ import annotations
@@ -125,14 +125,14 @@ def upgrade() -> None:
         sa.Column("site_id", sa.String(length=64), nullable=False),
         sa.Column("customer_id", sa.String(length=32), nullable=True),
         sa.Column("first_seen_at", sa.BigInteger(), nullable=False),
-        sa.Column("last_seen_at", sa.BigInteger(), nullable=False),
+        sa.Column("last_visit_at", sa.BigInteger(), nullable=False),
         sa.Column("session_count", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_visitors")),
     )
     with op.batch_alter_table("visitors", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_visitors_customer_id"), ["customer_id"], unique=False)
         batch_op.create_index(
-            batch_op.f("ix_visitors_last_seen_at"), ["last_seen_at"], unique=False
+            batch_op.f("ix_visitors_last_visit_at"), ["last_visit_at"], unique=False
         )
 
     op.create_table(
@@ -168,7 +168,7 @@ def downgrade() -> None:
 
     op.drop_table("customer_identifiers")
     with op.batch_alter_table("visitors", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_visitors_last_seen_at"))
+        batch_op.drop_index(batch_op.f("ix_visitors_last_visit_at"))
         batch_op.drop_index(batch_op.f("ix_visitors_customer_id"))
 
     op.drop_table("visitors")
