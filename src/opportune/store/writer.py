@@ -150,11 +150,6 @@ class GroupCommitWriter:
         for job, result in zip(group, results, strict=True):
             _resolve(job, result=result)
 
-    def write_now(self, job: WriteJob) -> list[Any]:
-        """Write one job synchronously on the caller's thread (backfills, tests, tools)."""
-        with self.engine.begin() as conn:
-            return self._write(conn, [job])[0]
-
     def close(self) -> None:
         if self._closed:
             return
