@@ -25,15 +25,30 @@ IPHONE = (
 )
 
 
-def make_ingestor(engine: Engine) -> Ingestor:
-    settings = Settings(database_url="sqlite://", max_batch_events=20)
-    writer = GroupCommitWriter(engine)
-    return Ingestor(
-        settings=settings,
-        engine=engine,
-        writer=writer,
-        geo=GeoResolver(trust_headers=True, mmdb_path=None),
-    )
+class Harness:
+    """An ingestor with its own event loop, as a server process has one."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.loop = asyncio.new_event_loop()
+        settings = Settings(database_url="sqlite://", max_batch_events=20)
+        self.writer = GroupCommitWriter(engine)
+        self.ingestor = Ingestor(
+            settings=settings,
+            engine=engine,
+            writer=self.writer,
+            geo=GeoResolver(trust_headers=True, mmdb_path=None),
+        )
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    def close(self) -> None:
+        self.run(self.writer.aclose())
+        self.loop.close()
+
+
+def make_ingestor(engine: Engine) -> Harness:
+    return Harness(engine)
 
 
 def ev(i: int | str, ts: int, type: str = "page_view", **kw: Any) -> Event:
@@ -46,9 +61,11 @@ def batch(evs: list[Event], visitor: str = "v1", sent_at: int = NOW) -> Batch:
     return Batch(site_key=SITE.key, visitor_id=visitor, sent_at=sent_at, events=evs)
 
 
-def run(ing: Ingestor, b: Batch, now: int = NOW, ua: str = IPHONE, **headers: str):
-    return asyncio.run(
-        ing.ingest(b, SITE, now_ms=now, headers={"user-agent": ua, **headers}, peer="127.0.0.1")
+def run(h: Harness, b: Batch, now: int = NOW, ua: str = IPHONE, **headers: str):
+    return h.run(
+        h.ingestor.ingest(
+            b, SITE, now_ms=now, headers={"user-agent": ua, **headers}, peer="127.0.0.1"
+        )
     )
 
 
@@ -88,7 +105,7 @@ def test_batch_is_stored_in_order_with_enrichment(engine: Engine) -> None:
             1,
         )
     finally:
-        ing.writer.close()
+        ing.close()
 
 
 def test_retried_batch_adds_nothing_twice_even_after_restart(engine: Engine) -> None:
@@ -99,7 +116,7 @@ def test_retried_batch_adds_nothing_twice_even_after_restart(engine: Engine) -> 
         again = run(ing, b)
         assert (again.accepted, again.duplicates) == (0, 2)
     finally:
-        ing.writer.close()
+        ing.close()
     # A new process has no memory: the live state is rebuilt from the database.
     ing2 = make_ingestor(engine)
     try:
@@ -109,7 +126,7 @@ def test_retried_batch_adds_nothing_twice_even_after_restart(engine: Engine) -> 
             assert c.execute(select(func.count()).select_from(events)).scalar() == 3
             assert c.execute(select(sessions.c.event_count)).scalar() == 3
     finally:
-        ing2.writer.close()
+        ing2.close()
 
 
 def test_sessions_split_after_inactivity_and_visits_are_numbered(engine: Engine) -> None:
@@ -130,7 +147,7 @@ def test_sessions_split_after_inactivity_and_visits_are_numbered(engine: Engine)
         assert late.accepted == 1 and sid == first.session_id
         assert v.session_count == 2
     finally:
-        ing.writer.close()
+        ing.close()
 
 
 def test_clock_skew_is_corrected_and_bounds_refuse_per_event(engine: Engine) -> None:
@@ -153,7 +170,7 @@ def test_clock_skew_is_corrected_and_bounds_refuse_per_event(engine: Engine) -> 
         with engine.connect() as c:
             assert c.execute(select(events.c.ts)).scalar() == NOW - 1000
     finally:
-        ing.writer.close()
+        ing.close()
 
 
 def test_batch_too_long_is_refused_whole(engine: Engine) -> None:
@@ -165,7 +182,7 @@ def test_batch_too_long_is_refused_whole(engine: Engine) -> None:
         with engine.connect() as c:
             assert c.execute(select(func.count()).select_from(events)).scalar() == 0
     finally:
-        ing.writer.close()
+        ing.close()
 
 
 def test_concurrent_batches_share_commits_and_all_land(engine: Engine) -> None:
@@ -174,7 +191,7 @@ def test_concurrent_batches_share_commits_and_all_land(engine: Engine) -> None:
     async def many() -> list[Any]:
         return await asyncio.gather(
             *[
-                ing.ingest(
+                ing.ingestor.ingest(
                     batch([ev(f"{v}-{k}", NOW - 100 + k) for k in range(10)], visitor=f"v{v}"),
                     SITE,
                     now_ms=NOW,
@@ -186,11 +203,11 @@ def test_concurrent_batches_share_commits_and_all_land(engine: Engine) -> None:
         )
 
     try:
-        results = asyncio.run(many())
+        results = ing.run(many())
         assert sum(r.accepted for r in results) == 500
         assert ing.writer.commits < 50  # batches were grouped
         with engine.connect() as c:
             assert c.execute(select(func.count()).select_from(events)).scalar() == 500
             assert c.execute(select(func.count()).select_from(visitors)).scalar() == 50
     finally:
-        ing.writer.close()
+        ing.close()

@@ -42,8 +42,8 @@ class Runtime:
     writer: GroupCommitWriter
     checkpointer: Checkpointer | None = None
 
-    def close(self) -> None:
-        self.writer.close()
+    async def aclose(self) -> None:
+        await self.writer.aclose()
         if self.checkpointer is not None:
             self.checkpointer.close()
         self.ingestor.geo.close()
@@ -60,8 +60,7 @@ def build_runtime(settings: Settings, *, auto_migrate: bool = True) -> Runtime:
     writer = GroupCommitWriter(engine, identify=_identify, max_events=settings.commit_max_batch)
     geo = GeoResolver(trust_headers=settings.trusted_proxy_headers, mmdb_path=settings.geoip_db)
     ingestor = Ingestor(settings=settings, engine=engine, writer=writer, geo=geo)
-    return Runtime(settings, workspace, ingestor, writer,
-                   Checkpointer(engine) if sqlite else None)
+    return Runtime(settings, workspace, ingestor, writer, Checkpointer(engine) if sqlite else None)
 
 
 def _identify(conn: Connection, op: IdentifyOp) -> Any:
@@ -90,7 +89,7 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
         try:
             yield
         finally:
-            runtime.close()
+            await runtime.aclose()
 
     app = FastAPI(title="Opportune", version=__version__, lifespan=lifespan)
     app.state.runtime = runtime
