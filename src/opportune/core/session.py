@@ -77,6 +77,7 @@ def place(track: SessionTrack, visitor_id: str, ts: int, timeout_ms: int) -> tup
         return track.session_id, False
     if ts > track.previous_last_at:
         track.previous_last_at = ts
+    assert track.previous_id is not None  # else the branch above returned
     return track.previous_id, False
 
 
