@@ -57,6 +57,16 @@ def _reset_pg(engine: Engine) -> None:
             conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE"))
 
 
+@pytest.fixture
+def pg_url(pg_server_url: str) -> str:
+    """The session's PostgreSQL database, migrated and emptied for this test."""
+    engine = make_engine(pg_server_url)
+    migrate(engine)
+    _reset_pg(engine)
+    engine.dispose()
+    return pg_server_url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """The URL of an empty, migrated database: each test runs on SQLite and on PostgreSQL."""
@@ -67,12 +77,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: 
         engine.dispose()
         yield url
         return
-    url = request.getfixturevalue("pg_server_url")
-    engine = make_engine(url)
-    migrate(engine)
-    _reset_pg(engine)
-    engine.dispose()
-    yield url
+    yield request.getfixturevalue("pg_url")
 
 
 @pytest.fixture

@@ -21,7 +21,10 @@ class Settings(BaseSettings):
         default="",
         description="SQLAlchemy URL; empty means SQLite at DATA_DIR/opportune.db",
     )
-    redis_url: str = Field(default="", description="Reserved for the scale-out live state")
+    redis_url: str = Field(
+        default="", description="Redis for live state shared by several processes; empty: memory"
+    )
+    redis_prefix: str = Field(default="opp:", description="Namespace of this deployment's keys")
     workspace: Path | None = Field(default=None, description="Folder of workspace YAML documents")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

@@ -1,38 +1,162 @@
-"""The in-memory live store: one load per visitor however many ask, bounded, never evicting
-a visitor with a write in flight."""
+"""The live-state contract, run against every store (memory, Redis), plus what is particular
+to each: one load per visitor however many ask, a bounded LRU, cross-process locking."""
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
 from opportune.core.session import SessionTrack
-from opportune.engine.live import MemoryLiveStore, VisitorLive
+from opportune.engine.live import (
+    LiveStore,
+    Loader,
+    MemoryLiveStore,
+    RedisLiveStore,
+    VisitorLive,
+)
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
-def item(site: str = "s") -> VisitorLive:
-    return VisitorLive(site_id=site, customer_id=None, first_seen_at=0, track=SessionTrack())
+def item(site: str = "s", number: int = 0) -> VisitorLive:
+    return VisitorLive(
+        site_id=site, customer_id=None, first_seen_at=0, track=SessionTrack(number=number)
+    )
 
 
-def test_concurrent_misses_share_one_load() -> None:
+def counting_loader(stored: dict[str, VisitorLive], calls: list[str]) -> Loader:
+    async def load(vid: str, now: int) -> VisitorLive | None:
+        calls.append(vid)
+        await asyncio.sleep(0.005)
+        return copy.deepcopy(stored.get(vid))  # a database hands out fresh rows
+
+    return load
+
+
+def redis_store(loader: Loader) -> RedisLiveStore:
+    return RedisLiveStore(REDIS_URL, loader, prefix=f"test-{uuid.uuid4().hex[:8]}:")
+
+
+STORES: dict[str, Callable[[Loader], Any]] = {"memory": MemoryLiveStore, "redis": redis_store}
+
+
+@pytest.fixture(params=list(STORES))
+def make_store(request: pytest.FixtureRequest) -> Callable[[Loader], LiveStore]:
+    return STORES[request.param]
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_contract_state_created_in_a_hold_persists(make_store: Any) -> None:
+    async def main() -> None:
+        store = make_store(counting_loader({}, []))
+        async with store.hold("v1", 0) as slot:
+            assert slot.state is None
+            slot.state = item(number=3)
+        async with store.hold("v1", 0) as slot:
+            assert slot.state is not None and slot.state.track.number == 3
+        await store.aclose()
+
+    run(main())
+
+
+def test_contract_a_failed_hold_forgets_the_state(make_store: Any) -> None:
+    async def main() -> None:
+        calls: list[str] = []
+        store = make_store(counting_loader({"v1": item(number=1)}, calls))
+        async with store.hold("v1", 0) as slot:
+            slot.state.track.number = 2
+        with pytest.raises(ConnectionError):
+            async with store.hold("v1", 0) as slot:
+                slot.state.track.number = 99
+                raise ConnectionError("database down")
+        async with store.hold("v1", 0) as slot:
+            # Reloaded from the stored truth, not the failed batch's view.
+            assert slot.state.track.number == 1
+        assert calls == ["v1", "v1"]
+        await store.aclose()
+
+    run(main())
+
+
+def test_contract_evict_forces_a_reload(make_store: Any) -> None:
+    async def main() -> None:
+        calls: list[str] = []
+        store = make_store(counting_loader({"v1": item()}, calls))
+        async with store.hold("v1", 0):
+            pass
+        store.evict(["v1", "unknown"])
+        async with store.hold("v1", 0):
+            pass
+        assert calls == ["v1", "v1"]
+        await store.aclose()
+
+    run(main())
+
+
+def test_contract_concurrent_batches_of_one_visitor_lose_no_update(make_store: Any) -> None:
+    async def main() -> None:
+        store = make_store(counting_loader({"v1": item()}, []))
+
+        async def batch() -> None:
+            async with store.hold("v1", 0) as slot:
+                n = slot.state.track.number
+                if isinstance(store, RedisLiveStore):
+                    await asyncio.sleep(0.001)  # a commit: other batches must wait
+                slot.state.track.number = n + 1
+
+        await asyncio.gather(*[batch() for _ in range(25)])
+        async with store.hold("v1", 0) as slot:
+            assert slot.state.track.number == 25
+        await store.aclose()
+
+    run(main())
+
+
+def test_redis_processes_share_state_and_serialise_one_visitor() -> None:
+    """Two stores on one Redis stand for two server processes."""
+
+    async def main() -> None:
+        prefix = f"test-{uuid.uuid4().hex[:8]}:"
+        loader = counting_loader({"v1": item()}, [])
+        a = RedisLiveStore(REDIS_URL, loader, prefix=prefix)
+        b = RedisLiveStore(REDIS_URL, loader, prefix=prefix)
+
+        async def batch(store: RedisLiveStore) -> None:
+            async with store.hold("v1", 0) as slot:
+                n = slot.state.track.number
+                await asyncio.sleep(0.002)
+                slot.state.track.number = n + 1
+
+        await asyncio.gather(*[batch(a if i % 2 else b) for i in range(20)])
+        async with a.hold("v1", 0) as slot:
+            assert slot.state.track.number == 20
+        await a.aclose()
+        await b.aclose()
+
+    run(main())
+
+
+def test_memory_concurrent_misses_share_one_load() -> None:
     calls: list[str] = []
 
-    async def loader(vid: str, now: int) -> VisitorLive | None:
-        calls.append(vid)
-        await asyncio.sleep(0.01)
-        return item()
-
     async def main() -> list[VisitorLive | None]:
-        store = MemoryLiveStore(loader)
+        store = MemoryLiveStore(counting_loader({"v1": item()}, calls))
         return await asyncio.gather(*[store.get("v1", 0) for _ in range(20)])
 
-    got = asyncio.run(main())
+    got = run(main())
     assert calls == ["v1"]
     assert all(g is got[0] for g in got)
 
 
-def test_a_failed_load_fails_every_waiter_and_is_retried() -> None:
+def test_memory_a_failed_load_fails_every_waiter_and_is_retried() -> None:
     attempts = 0
 
     async def loader(vid: str, now: int) -> VisitorLive | None:
@@ -51,24 +175,32 @@ def test_a_failed_load_fails_every_waiter_and_is_retried() -> None:
         assert all(isinstance(r, ConnectionError) for r in results)
         assert await store.get("v1", 0) is not None
 
-    asyncio.run(main())
+    run(main())
     assert attempts == 2
 
 
-def test_lru_is_bounded_but_keeps_visitors_with_pending_writes() -> None:
-    async def loader(vid: str, now: int) -> VisitorLive | None:
-        return None
+def test_memory_lru_is_bounded_but_keeps_visitors_with_writes_in_flight() -> None:
+    async def main() -> None:
+        store = MemoryLiveStore(counting_loader({}, []), capacity=3)
+        gate, held = asyncio.Event(), asyncio.Event()
 
-    store = MemoryLiveStore(loader, capacity=3)
-    busy = item()
-    busy.pending = 1
-    store.put("busy", busy)
-    for i in range(5):
-        store.put(f"v{i}", item())
-    assert len(store) == 3
-    assert asyncio.run(store.get("busy", 0)) is busy
-    store.evict(["busy", "nope"])
-    assert asyncio.run(store.get("busy", 0)) is None
+        async def slow_batch() -> None:
+            async with store.hold("busy", 0) as slot:
+                slot.state = item()
+                held.set()
+                await gate.wait()  # its write is in flight
+
+        task = asyncio.create_task(slow_batch())
+        await held.wait()
+        store.put("busy", item())
+        for i in range(5):
+            store.put(f"v{i}", item())
+        assert len(store) == 3
+        assert await store.get("busy", 0) is not None
+        gate.set()
+        await task
+
+    run(main())
 
 
 @pytest.mark.parametrize("n", [0, 10, 100])
@@ -77,3 +209,14 @@ def test_recent_ids_are_pruned_to_the_window(n: int) -> None:
     v.recent_ids = {f"old{i}": 1 for i in range(n)} | {f"new{i}": 1000 for i in range(70)}
     v.prune(500)
     assert set(v.recent_ids) == {f"new{i}" for i in range(70)}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _clean_redis() -> AsyncIterator[None]:  # type: ignore[misc]
+    yield
+    import redis
+
+    r = redis.Redis.from_url(REDIS_URL)
+    for key in r.scan_iter("test-*"):
+        r.delete(key)
+    r.close()

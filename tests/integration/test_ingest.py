@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 from sqlalchemy import Engine, func, select
 
 from opportune.core.events import Batch, Event
 from opportune.engine.enrichment import GeoResolver
 from opportune.engine.ingest import IngestError, Ingestor
+from opportune.engine.live import LiveStore, Loader, RedisLiveStore
 from opportune.settings import Settings
 from opportune.store.schema import events, sessions, visitors
 from opportune.store.writer import GroupCommitWriter
 from opportune.workspace.documents import Site
 
+REDIS_URL = "redis://127.0.0.1:6379/15"
 NOW = 1_760_000_000_000
 MIN = 60_000
 SITE = Site(name="shop", key="shop-site-key", origins=["https://shop.example"])
@@ -28,8 +33,9 @@ IPHONE = (
 class Harness:
     """An ingestor with its own event loop, as a server process has one."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, live: str) -> None:
         self.loop = asyncio.new_event_loop()
+        self.prefix = live
         settings = Settings(database_url="sqlite://", max_batch_events=20)
         self.writer = GroupCommitWriter(engine)
         self.ingestor = Ingestor(
@@ -37,18 +43,33 @@ class Harness:
             engine=engine,
             writer=self.writer,
             geo=GeoResolver(trust_headers=True, mmdb_path=None),
+            live=None if live == "memory" else self._redis,
         )
+
+    def _redis(self, loader: Loader) -> LiveStore:
+        return RedisLiveStore(REDIS_URL, loader, prefix=self.prefix)
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
 
     def close(self) -> None:
         self.run(self.writer.aclose())
+        self.run(self.ingestor.live.aclose())
         self.loop.close()
 
 
-def make_ingestor(engine: Engine) -> Harness:
-    return Harness(engine)
+@pytest.fixture(params=["memory", "redis"])
+def live(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each test runs with the in-memory live state and with Redis (a fresh namespace)."""
+    if request.param == "memory":
+        yield "memory"
+        return
+    prefix = f"test-{uuid.uuid4().hex[:8]}:"
+    yield prefix
+    r = redis.Redis.from_url(REDIS_URL)
+    for key in r.scan_iter(prefix + "*"):
+        r.delete(key)
+    r.close()
 
 
 def ev(i: int | str, ts: int, type: str = "page_view", **kw: Any) -> Event:
@@ -69,8 +90,8 @@ def run(h: Harness, b: Batch, now: int = NOW, ua: str = IPHONE, **headers: str):
     )
 
 
-def test_batch_is_stored_in_order_with_enrichment(engine: Engine) -> None:
-    ing = make_ingestor(engine)
+def test_batch_is_stored_in_order_with_enrichment(engine: Engine, live: str) -> None:
+    ing = Harness(engine, live)
     try:
         landing = "https://shop.example/?utm_source=news&utm_medium=email&utm_campaign=spring"
         res = run(
@@ -108,9 +129,9 @@ def test_batch_is_stored_in_order_with_enrichment(engine: Engine) -> None:
         ing.close()
 
 
-def test_retried_batch_adds_nothing_twice_even_after_restart(engine: Engine) -> None:
+def test_retried_batch_adds_nothing_twice_even_after_restart(engine: Engine, live: str) -> None:
     b = batch([ev(1, NOW - 1000), ev(2, NOW - 500)])
-    ing = make_ingestor(engine)
+    ing = Harness(engine, live)
     try:
         assert run(ing, b).accepted == 2
         again = run(ing, b)
@@ -118,7 +139,7 @@ def test_retried_batch_adds_nothing_twice_even_after_restart(engine: Engine) -> 
     finally:
         ing.close()
     # A new process has no memory: the live state is rebuilt from the database.
-    ing2 = make_ingestor(engine)
+    ing2 = Harness(engine, live)
     try:
         again = run(ing2, batch([ev(1, NOW - 1000), ev(2, NOW - 500), ev(3, NOW)]), now=NOW + 10)
         assert (again.accepted, again.duplicates) == (1, 2)
@@ -129,8 +150,8 @@ def test_retried_batch_adds_nothing_twice_even_after_restart(engine: Engine) -> 
         ing2.close()
 
 
-def test_sessions_split_after_inactivity_and_visits_are_numbered(engine: Engine) -> None:
-    ing = make_ingestor(engine)
+def test_sessions_split_after_inactivity_and_visits_are_numbered(engine: Engine, live: str) -> None:
+    ing = Harness(engine, live)
     try:
         first = run(ing, batch([ev(1, NOW)]), now=NOW)
         second = run(
@@ -150,8 +171,8 @@ def test_sessions_split_after_inactivity_and_visits_are_numbered(engine: Engine)
         ing.close()
 
 
-def test_clock_skew_is_corrected_and_bounds_refuse_per_event(engine: Engine) -> None:
-    ing = make_ingestor(engine)
+def test_clock_skew_is_corrected_and_bounds_refuse_per_event(engine: Engine, live: str) -> None:
+    ing = Harness(engine, live)
     try:
         # The browser's clock is 3 hours slow: its events are still recent once corrected.
         slow = NOW - 3 * 60 * MIN
@@ -173,8 +194,8 @@ def test_clock_skew_is_corrected_and_bounds_refuse_per_event(engine: Engine) -> 
         ing.close()
 
 
-def test_batch_too_long_is_refused_whole(engine: Engine) -> None:
-    ing = make_ingestor(engine)
+def test_batch_too_long_is_refused_whole(engine: Engine, live: str) -> None:
+    ing = Harness(engine, live)
     try:
         with pytest.raises(IngestError) as info:
             run(ing, batch([ev(i, NOW) for i in range(21)]))
@@ -185,8 +206,8 @@ def test_batch_too_long_is_refused_whole(engine: Engine) -> None:
         ing.close()
 
 
-def test_concurrent_batches_share_commits_and_all_land(engine: Engine) -> None:
-    ing = make_ingestor(engine)
+def test_concurrent_batches_share_commits_and_all_land(engine: Engine, live: str) -> None:
+    ing = Harness(engine, live)
 
     async def many() -> list[Any]:
         return await asyncio.gather(

@@ -21,6 +21,7 @@ from opportune.api.auth import api_key_dependency
 from opportune.api.tracking import TrackingEndpoint
 from opportune.engine.enrichment import GeoResolver
 from opportune.engine.ingest import Ingestor
+from opportune.engine.live import LiveStore, Loader, RedisLiveStore
 from opportune.settings import Settings
 from opportune.store.db import Checkpointer, make_engine, migrate
 from opportune.store.writer import GroupCommitWriter, IdentifyOp
@@ -44,6 +45,7 @@ class Runtime:
 
     async def aclose(self) -> None:
         await self.writer.aclose()
+        await self.ingestor.live.aclose()
         if self.checkpointer is not None:
             self.checkpointer.close()
         self.ingestor.geo.close()
@@ -59,7 +61,14 @@ def build_runtime(settings: Settings, *, auto_migrate: bool = True) -> Runtime:
         migrate(engine)
     writer = GroupCommitWriter(engine, identify=_identify, max_events=settings.commit_max_batch)
     geo = GeoResolver(trust_headers=settings.trusted_proxy_headers, mmdb_path=settings.geoip_db)
-    ingestor = Ingestor(settings=settings, engine=engine, writer=writer, geo=geo)
+    live = None
+    if settings.redis_url:
+        redis_url, prefix = settings.redis_url, settings.redis_prefix
+
+        def live(loader: Loader) -> LiveStore:
+            return RedisLiveStore(redis_url, loader, prefix=prefix)
+
+    ingestor = Ingestor(settings=settings, engine=engine, writer=writer, geo=geo, live=live)
     return Runtime(settings, workspace, ingestor, writer, Checkpointer(engine) if sqlite else None)
 
 
@@ -95,15 +104,18 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
     app.state.runtime = runtime
 
     require_api_key = api_key_dependency(settings.api_key)
-    from opportune.api.customers import customers_router
-
-    app.include_router(
-        customers_router(
-            get_engine=lambda: runtime.ingestor.engine,
-            on_evict=runtime.ingestor.live.evict,
-            require_api_key=require_api_key,
+    try:
+        from opportune.api.customers import customers_router
+    except ImportError:
+        customers_router = None
+    if customers_router:
+        app.include_router(
+            customers_router(
+                get_engine=lambda: runtime.ingestor.engine,
+                on_evict=runtime.ingestor.live.evict,
+                require_api_key=require_api_key,
+            )
         )
-    )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_req: Request, exc: StarletteHTTPException) -> JSONResponse:

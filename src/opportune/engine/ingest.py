@@ -8,7 +8,7 @@ only by the group-commit writer, and the answer waits for that commit.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -18,7 +18,7 @@ from sqlalchemy import Engine, select
 from opportune.core.events import Batch, Refusal, check_event
 from opportune.core.session import SessionTrack, landing_attributes, place
 from opportune.engine.enrichment import GeoResolver, parse_user_agent
-from opportune.engine.live import MemoryLiveStore, VisitorLive
+from opportune.engine.live import LiveStore, Loader, MemoryLiveStore, Slot, VisitorLive
 from opportune.settings import Settings
 from opportune.store.schema import events, sessions
 from opportune.store.writer import GroupCommitWriter, IdentifyOp, WriteJob
@@ -78,13 +78,13 @@ class Ingestor:
         engine: Engine,
         writer: GroupCommitWriter,
         geo: GeoResolver,
-        live: MemoryLiveStore | None = None,
+        live: Callable[[Loader], LiveStore] | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.writer = writer
         self.geo = geo
-        self.live = live or MemoryLiveStore(self._load)
+        self.live: LiveStore = (live or MemoryLiveStore)(self.load)
         self._max_age_ms = settings.max_event_age_s * 1000
         self._max_future_ms = settings.max_future_skew_s * 1000
         self._sqlite = engine.dialect.name == "sqlite"
@@ -93,7 +93,8 @@ class Ingestor:
             f"SELECT site_id, customer_id, first_seen_at FROM visitors WHERE id = {ph}"
         )
 
-    async def _load(self, visitor_id: str, now_ms: int) -> VisitorLive | None:
+    async def load(self, visitor_id: str, now_ms: int) -> VisitorLive | None:
+        """The loader the live stores call on a miss."""
         if self._sqlite:
             # An indexed SQLite read is a few microseconds of in-process work: cheaper on the
             # loop than the hop to a thread (and no GIL contention with it).
@@ -168,16 +169,28 @@ class Ingestor:
                 f"{self.settings.max_batch_events}",
                 "$.events",
             )
+        async with self.live.hold(batch.visitor_id, now_ms) as slot:
+            return await self._ingest(batch, site, slot, now_ms=now_ms, headers=headers, peer=peer)
+
+    async def _ingest(
+        self,
+        batch: Batch,
+        site: Site,
+        slot: Slot,
+        *,
+        now_ms: int,
+        headers: Mapping[str, str],
+        peer: str | None,
+    ) -> IngestResult:
         vid = batch.visitor_id
-        state = await self.live.get(vid, now_ms)
-        if state is None:
-            state = VisitorLive(
+        if slot.state is None:
+            slot.state = VisitorLive(
                 site_id=site.name,
                 customer_id=None,
                 first_seen_at=now_ms,
                 track=SessionTrack(),
             )
-            self.live.put(vid, state)
+        state = slot.state
         if state.site_id != site.name:
             raise IngestError(
                 409,
@@ -303,20 +316,12 @@ class Ingestor:
         )
         outcomes: list[Any] = []
         if job.visitor is not None or job.events:
-            state.pending += 1
-            job.future = asyncio.get_running_loop().create_future()
-            state.inflight = job.future
-            try:
-                outcomes = await self.writer.submit(job)
-            except BaseException:
-                # The database did not take it: forget what we assumed, so a retry of the
-                # same batch is judged against the stored truth.
-                self.live.evict([vid])
-                raise
-            finally:
-                state.pending -= 1
-        elif duplicates and state.inflight is not None and not state.inflight.done():
-            await asyncio.shield(state.inflight)
+            # If this fails, the store forgets the state (see ``LiveStore.hold``).
+            job.future = slot.write = asyncio.get_running_loop().create_future()
+            outcomes = await self.writer.submit(job)
+        elif duplicates:
+            # Answer "duplicate" only once the original is durable.
+            await slot.settled()
         for op, outcome in zip(identifies, outcomes, strict=True):
             if outcome.customer_id is not None:
                 state.customer_id = outcome.customer_id

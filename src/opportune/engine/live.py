@@ -1,18 +1,36 @@
-"""Live per-visitor state kept in process memory (the embedded default).
+"""Live per-visitor state: in process memory (the embedded default) or in Redis (several
+processes).
 
 Only what ingestion needs to decide without reading the database: the visitor's customer,
 its session track and the ids of its recent events. Events older than the acceptance
 window are refused anyway, so remembering the ids inside that window is enough for exact
-de-duplication — and rebuilding that memory from the database after a restart is a small,
-bounded read.
+de-duplication — and rebuilding that memory from the database is a small, bounded read.
+
+Both stores offer the same ``hold(visitor_id, now_ms)``: an async context manager around
+one batch's work on one visitor. What happens inside is the same code for both; they
+differ in how concurrent batches for one visitor are kept from losing each other's
+updates:
+
+- memory: one process, one event loop — a batch's changes to the state are made without
+  an ``await`` in between, so batches interleave safely; a retry answered "duplicate" while
+  the original is still being written waits for that write.
+- Redis: per-visitor serialisation — a lock (``SET NX PX`` with a token, released by a
+  compare-and-delete script) held from reading the state until it is saved after the
+  database commit. Concurrent batches for one visitor are rare (the snippet sends one
+  batch at a time), so waiting is cheaper than optimistic retries of whole batches.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import secrets
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgspec
 
 from opportune.core.session import SessionTrack
 
@@ -25,10 +43,6 @@ class VisitorLive:
     track: SessionTrack
     # event id -> ts, only within the acceptance window (pruned as time passes)
     recent_ids: dict[str, int] = field(default_factory=dict)
-    pending: int = 0  # writes in flight: never evict while > 0
-    # The newest write in flight: a retry answered "duplicate" waits for it, so a 2xx for
-    # the retry never precedes the durability of the original.
-    inflight: asyncio.Future[list[object]] | None = None
 
     def prune(self, horizon_ms: int) -> None:
         if len(self.recent_ids) > 64:
@@ -36,6 +50,34 @@ class VisitorLive:
 
 
 Loader = Callable[[str, int], Awaitable[VisitorLive | None]]
+
+
+class Slot:
+    """One batch's hold on a visitor's state. Set ``state`` to create it."""
+
+    __slots__ = ("_settle", "state", "write")
+
+    def __init__(self, state: VisitorLive | None, settle: asyncio.Future[Any] | None) -> None:
+        self.state = state
+        self.write: asyncio.Future[Any] | None = None  # this batch's write, once submitted
+        self._settle = settle
+
+    async def settled(self) -> None:
+        """Wait until an earlier batch's write for this visitor is durable (or failed)."""
+        if self._settle is not None and not self._settle.done():
+            await asyncio.shield(self._settle)
+
+
+class LiveStore(Protocol):
+    def hold(self, visitor_id: str, now_ms: int) -> contextlib.AbstractAsyncContextManager[Slot]:
+        """The visitor's state for one batch; on an exception the state is forgotten."""
+        ...
+
+    def evict(self, visitor_ids: list[str]) -> None:
+        """Forget visitors whose stored truth changed underneath (erase, merge)."""
+        ...
+
+    async def aclose(self) -> None: ...
 
 
 class MemoryLiveStore:
@@ -46,9 +88,35 @@ class MemoryLiveStore:
         self._capacity = capacity
         self._items: OrderedDict[str, VisitorLive] = OrderedDict()
         self._loading: dict[str, asyncio.Future[VisitorLive | None]] = {}
+        self._pending: dict[str, int] = {}  # writes in flight: never evict those visitors
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
 
     def __len__(self) -> int:
         return len(self._items)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, visitor_id: str, now_ms: int) -> AsyncIterator[Slot]:
+        state = await self.get(visitor_id, now_ms)
+        slot = Slot(state, self._inflight.get(visitor_id))
+        self._pending[visitor_id] = self._pending.get(visitor_id, 0) + 1
+        try:
+            yield slot
+            if slot.state is not None and state is None:
+                self.put(visitor_id, slot.state)
+            if slot.write is not None:
+                self._inflight[visitor_id] = slot.write
+        except BaseException:
+            # The database did not take it: forget what we assumed, so a retry of the
+            # same batch is judged against the stored truth.
+            self.evict([visitor_id])
+            raise
+        finally:
+            left = self._pending[visitor_id] - 1
+            if left:
+                self._pending[visitor_id] = left
+            else:
+                del self._pending[visitor_id]
+                self._inflight.pop(visitor_id, None)
 
     async def get(self, visitor_id: str, now_ms: int) -> VisitorLive | None:
         """The live state, loading it once however many requests ask at the same time."""
@@ -83,13 +151,112 @@ class MemoryLiveStore:
         for _ in range(8):
             if len(self._items) <= self._capacity:
                 break
-            key, oldest = next(iter(self._items.items()))
-            if oldest.pending:
+            key = next(iter(self._items))
+            if key in self._pending:
                 self._items.move_to_end(key)
             else:
                 del self._items[key]
 
     def evict(self, visitor_ids: list[str]) -> None:
-        """Forget visitors whose stored truth changed underneath (erase, merge, failed write)."""
         for vid in visitor_ids:
             self._items.pop(vid, None)
+
+    async def aclose(self) -> None:
+        self._items.clear()
+
+
+_STATE = msgspec.msgpack.Encoder()
+_DECODE_STATE = msgspec.msgpack.Decoder(VisitorLive)
+# Delete the lock only if it is still ours (it may have expired and been taken).
+_UNLOCK = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+class LockTimeout(RuntimeError):
+    """Another process held a visitor's lock for too long; the batch should be retried."""
+
+
+class RedisLiveStore:
+    """Live state in Redis, shared by every process of the deployment."""
+
+    def __init__(
+        self,
+        url: str,
+        loader: Loader,
+        *,
+        prefix: str = "opp:",
+        ttl_s: int = 2 * 86_400,
+        lock_ms: int = 10_000,
+        wait_ms: int = 5_000,
+    ) -> None:
+        import redis
+        import redis.asyncio as aioredis
+
+        self._redis = aioredis.from_url(url)
+        self._sync = redis.Redis.from_url(url)
+        self._loader = loader
+        self._prefix = prefix
+        self._ttl_s = ttl_s
+        self._lock_ms = lock_ms
+        self._wait_ms = wait_ms
+        self._unlock = self._redis.register_script(_UNLOCK)
+        # Batches of one visitor in this process queue here rather than polling Redis.
+        self._local: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def _key(self, visitor_id: str) -> str:
+        return f"{self._prefix}live:{visitor_id}"
+
+    @contextlib.asynccontextmanager
+    async def hold(self, visitor_id: str, now_ms: int) -> AsyncIterator[Slot]:
+        lock, users = self._local.get(visitor_id, (asyncio.Lock(), 0))
+        self._local[visitor_id] = (lock, users + 1)
+        try:
+            async with lock:
+                token = secrets.token_hex(8)
+                lock_key = self._key(visitor_id) + ":lock"
+                await self._acquire(lock_key, token)
+                try:
+                    raw = await self._redis.get(self._key(visitor_id))
+                    state = (
+                        _DECODE_STATE.decode(raw)
+                        if raw is not None
+                        else await self._loader(visitor_id, now_ms)
+                    )
+                    slot = Slot(state, None)
+                    try:
+                        yield slot
+                    except BaseException:
+                        await self._redis.delete(self._key(visitor_id))
+                        raise
+                    if slot.state is not None:
+                        await self._redis.set(
+                            self._key(visitor_id), _STATE.encode(slot.state), ex=self._ttl_s
+                        )
+                finally:
+                    await self._unlock(keys=[lock_key], args=[token])
+        finally:
+            lock, users = self._local[visitor_id]
+            if users <= 1:
+                del self._local[visitor_id]
+            else:
+                self._local[visitor_id] = (lock, users - 1)
+
+    async def _acquire(self, key: str, token: str) -> None:
+        delay = 0.001
+        waited = 0.0
+        while not await self._redis.set(key, token, nx=True, px=self._lock_ms):
+            if waited * 1000 >= self._wait_ms:
+                raise LockTimeout(f"visitor busy for over {self._wait_ms} ms: {key}")
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 0.05)
+
+    def evict(self, visitor_ids: list[str]) -> None:
+        if visitor_ids:
+            self._sync.delete(*[self._key(v) for v in visitor_ids])
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+        self._sync.close()

@@ -1,0 +1,145 @@
+"""Several server processes on one PostgreSQL and one Redis: interleaved batches for the same
+visitors end exactly as if they had been sent one after another."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from sqlalchemy import create_engine, func, select
+
+from opportune.store.schema import events, sessions, visitors
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def two_servers(pg_url: str, tmp_path: Path) -> Iterator[tuple[list[str], str]]:
+    prefix = f"test-{uuid.uuid4().hex[:8]}:"
+    procs, urls, logs = [], [], []
+    for i in range(2):
+        port = free_port()
+        env = {
+            **os.environ,
+            "OPPORTUNE_DATABASE_URL": pg_url,
+            "OPPORTUNE_REDIS_URL": REDIS_URL,
+            "OPPORTUNE_REDIS_PREFIX": prefix,
+            "OPPORTUNE_DATA_DIR": str(tmp_path / f"d{i}"),
+        }
+        log = tmp_path / f"server{i}.log"
+        with log.open("wb") as out:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "opportune.cli", "serve", "--port", str(port)],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=out,
+                )
+            )
+        logs.append(log)
+        urls.append(f"http://127.0.0.1:{port}")
+    try:
+        for url, proc, log in zip(urls, procs, logs, strict=True):
+            deadline = time.time() + 30
+            while True:
+                try:
+                    if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if proc.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"server did not start: {log.read_text()[-2000:]}")
+                time.sleep(0.2)
+        yield urls, pg_url
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=30)
+        r = redis.Redis.from_url(REDIS_URL)
+        for key in r.scan_iter(prefix + "*"):
+            r.delete(key)
+        r.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_interleaved_batches_on_two_processes_equal_the_sequential_result(two_servers) -> None:
+    urls, db_url = two_servers
+    now = int(time.time() * 1000)
+    n_visitors, n_batches, per_batch = 12, 6, 5
+
+    def body(v: int, b: int) -> str:
+        return json.dumps(
+            {
+                "siteKey": "demo-site-key",
+                "visitorId": f"mp-{v}",
+                "sentAt": now,
+                "events": [
+                    {
+                        "id": f"{v}-{b}-{k}",
+                        "type": "page_view" if k == 0 else "click",
+                        "ts": now - 60_000 + b * 1000 + k,
+                        "url": f"https://x.example/{b}",
+                    }
+                    for k in range(per_batch)
+                ],
+            }
+        )
+
+    async def send_all() -> list[dict]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            jobs = []
+            for v in range(n_visitors):
+                for b in range(n_batches):
+                    # Every batch goes to both processes at once: one stores it, the other
+                    # must see it as a duplicate, whichever wins.
+                    for url in urls:
+                        jobs.append(client.post(url + "/v1/events", content=body(v, b)))
+            responses = await asyncio.gather(*jobs)
+        assert all(r.status_code == 200 for r in responses), [
+            r.text for r in responses if r.status_code != 200
+        ][:3]
+        return [r.json() for r in responses]
+
+    results = asyncio.run(send_all())
+    assert sum(r["accepted"] for r in results) == n_visitors * n_batches * per_batch
+    assert sum(r["duplicates"] for r in results) == n_visitors * n_batches * per_batch
+    eng = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with eng.connect() as c:
+            assert c.execute(select(func.count()).select_from(events)).scalar_one() == (
+                n_visitors * n_batches * per_batch
+            )
+            rows = c.execute(
+                select(
+                    sessions.c.visitor_id,
+                    sessions.c.number,
+                    sessions.c.event_count,
+                    sessions.c.page_count,
+                )
+            ).all()
+            vis = c.execute(select(visitors.c.id, visitors.c.session_count)).all()
+    finally:
+        eng.dispose()
+    # Sequentially: one visit per visitor, every event counted once.
+    assert sorted(rows) == sorted(
+        (f"mp-{v}", 1, n_batches * per_batch, n_batches) for v in range(n_visitors)
+    )
+    assert sorted(vis) == sorted((f"mp-{v}", 1) for v in range(n_visitors))
