@@ -104,18 +104,15 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
     app.state.runtime = runtime
 
     require_api_key = api_key_dependency(settings.api_key)
-    try:
-        from opportune.api.customers import customers_router
-    except ImportError:
-        customers_router = None
-    if customers_router:
-        app.include_router(
-            customers_router(
-                get_engine=lambda: runtime.ingestor.engine,
-                on_evict=runtime.ingestor.live.evict,
-                require_api_key=require_api_key,
-            )
+    from opportune.api.customers import customers_router
+
+    app.include_router(
+        customers_router(
+            get_engine=lambda: runtime.ingestor.engine,
+            on_evict=runtime.ingestor.live.evict,
+            require_api_key=require_api_key,
         )
+    )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
