@@ -255,16 +255,17 @@ def _attach(
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         stmt = sqlite_insert(customer_identifiers).on_conflict_do_nothing()
-    result = conn.execute(
+    inserted = conn.execute(
         stmt.values(
             customer_id=customer_id,
             site_id=site_id,
             kind=ident.kind,
             value=ident.value,
             created_at=now_ms,
-        )
-    )
-    return bool(result.rowcount)
+        ).returning(customer_identifiers.c.id)
+    ).first()
+    # (Not rowcount: psycopg reports -1 for this statement.)
+    return inserted is not None
 
 
 def _drop_if_empty(conn: Connection, customer_id: str) -> None:
