@@ -1,6 +1,8 @@
 """Ingestion throughput and latency of ``POST /v1/events`` over loopback.
 
-One server process pinned to core 0 (``taskset``), this load generator on core 1. Batches
+One server process pinned to core 0 (``taskset``), this load generator on core 1. Rows:
+SQLite with live state in memory, PostgreSQL with live state in memory, and PostgreSQL with
+live state in Redis (what several processes share). Batches
 of 10 events for a pool of visitors, every event id new. Two phases per database:
 
 1. saturation: many concurrent connections, as fast as the server answers (events/s);
@@ -40,10 +42,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(database_url: str, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(
+    database_url: str, data_dir: Path, port: int, redis_url: str = ""
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "OPPORTUNE_DATA_DIR": str(data_dir)}
     if database_url:
         env["OPPORTUNE_DATABASE_URL"] = database_url
+    if redis_url:
+        env["OPPORTUNE_REDIS_URL"] = redis_url
+        env["OPPORTUNE_REDIS_PREFIX"] = f"bench-{uuid.uuid4().hex[:8]}:"
     cmd = [sys.executable, "-m", "opportune.cli", "serve", "--port", str(port)]
     if shutil.which("taskset"):
         cmd = ["taskset", "-c", "0", *cmd]
@@ -173,10 +180,12 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(p * len(s)))] * 1000 if s else float("nan")
 
 
-def run_db(name: str, url: str, seconds: float, connections: int) -> dict[str, float]:
+def run_db(
+    name: str, url: str, seconds: float, connections: int, redis_url: str = ""
+) -> dict[str, float]:
     data = Path(tempfile.mkdtemp(prefix="opp-bench-"))
     port = free_port()
-    server = start_server(url, data, port)
+    server = start_server(url, data, port, redis_url)
     try:
         pool = [f"bench-{uuid.uuid4().hex[:12]}-{i}" for i in range(5000)]
         warm = Load(port, pool, new_share=0)
@@ -240,6 +249,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--skip-postgres", action="store_true")
+    ap.add_argument("--skip-redis", action="store_true", help="leave out PostgreSQL + Redis")
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})
@@ -256,6 +266,14 @@ def main() -> None:
             rows["postgresql"] = run_db("postgresql", url, args.seconds, args.connections)
         finally:
             drop_pg(url)
+        if not args.skip_redis:
+            url = pg_database()
+            try:
+                rows["pg+redis"] = run_db(
+                    "pg+redis", url, args.seconds, args.connections, "redis://127.0.0.1:6379/13"
+                )
+            finally:
+                drop_pg(url)
     print(
         f"{'database':<11} {'events/s':>9} {'sat p99 ms':>11} {'half-load p50 ms':>17} "
         f"{'half-load p99 ms':>17} {'errors':>7}"
