@@ -9,9 +9,13 @@
   var NAME = w.OpportuneObject || 'opportune';
   var stub = w[NAME];
   if (stub && stub.loaded) return; // the script tag was included twice
+  // Read now: document.currentScript is only set while this file first runs.
+  var SRC = d.currentScript && d.currentScript.src;
 
   var VID = 'opp_vid'; // visitor cookie: a random id, nothing else
-  var SES = 'opp_ses'; // session cookie: "<start>.<last activity>" in base-36 ms
+  // Session cookie: "<start>.<last activity>.<1 once the visit had a page view>", times in
+  // base-36 ms. A cookie rather than memory so that the site's tabs share one visit.
+  var SES = 'opp_ses';
   var CONSENT = 'opp_consent'; // localStorage: '1' granted, '0' refused
   var OUTBOX_MAX = 1000;
   var BATCH_MAX = 100; // the server's limit per batch
@@ -24,9 +28,10 @@
   var held = []; // events made before consent (memory only: nothing is stored before consent)
   var outbox = []; // events not yet acknowledged by the server, oldest first
   var visitorId = null;
-  var session = null; // {start, last}
+  var session = null; // {start, last, viewed}: memory copy of the cookie (if cookies fail)
   var consent = null; // true | false | null (not said)
   var sending = false;
+  var inflight = {}; // ids of the events in the request being sent
   var flushTimer = 0;
   var retryTimer = 0;
   var failures = 0;
@@ -44,7 +49,9 @@
   var observer = null;
 
   // ---- small helpers -------------------------------------------------------------------
-  function now() { return Date.now(); }
+  // Whole milliseconds: the server takes integers only, and fake or privacy-hardened clocks
+  // can return fractions.
+  function now() { return Math.floor(Date.now()); }
 
   // Cut to n UTF-16 units without leaving half a surrogate pair: a lone surrogate is
   // invalid JSON for the server and would get the whole batch refused.
@@ -93,8 +100,10 @@
 
   // ---- storage: cookies and localStorage, each failing soft -----------------------------
   function getCookie(name) {
-    var m = d.cookie.match(new RegExp('(?:^|; )' + name + '=([^;]*)'));
-    return m ? decodeURIComponent(m[1]) : null;
+    try { // sandboxed frames throw on document.cookie; a mangled value throws on decoding
+      var m = d.cookie.match(new RegExp('(?:^|; )' + name + '=([^;]*)'));
+      return m ? decodeURIComponent(m[1]) : null;
+    } catch (e) { return null; }
   }
 
   function setCookie(name, value, seconds) {
@@ -144,23 +153,25 @@
 
   function readSession() {
     var c = (getCookie(SES) || '').split('.');
-    var s = { start: parseInt(c[0], 36), last: parseInt(c[1], 36) };
+    var s = { start: parseInt(c[0], 36), last: parseInt(c[1], 36), viewed: c[2] === '1' };
     return isFinite(s.start) && isFinite(s.last) ? s : null;
   }
 
   // Move the session forward to `ts`; true when `ts` starts a new session. Same rule as the
   // server: more than sessionTimeoutMinutes since the last event ends the visit.
+  // Another tab may have moved the visit on: the cookie is read each time.
   function touch(ts) {
-    var s = session || readSession();
+    var s = (allowed() && readSession()) || session;
     var fresh = !s || ts - s.last > cfg.sessionTimeoutMinutes * 60000;
-    session = fresh ? { start: ts, last: ts } : { start: s.start, last: Math.max(s.last, ts) };
+    session = fresh ? { start: ts, last: ts, viewed: false }
+      : { start: s.start, last: Math.max(s.last, ts), viewed: s.viewed };
     if (allowed()) saveSession();
     return fresh;
   }
 
   function saveSession() {
-    setCookie(SES, session.start.toString(36) + '.' + session.last.toString(36),
-      cfg.sessionTimeoutMinutes * 60);
+    setCookie(SES, session.start.toString(36) + '.' + session.last.toString(36) +
+      (session.viewed ? '.1' : '.0'), cfg.sessionTimeoutMinutes * 60);
   }
 
   // ---- events and the outbox ------------------------------------------------------------
@@ -174,9 +185,10 @@
     if (!allowed()) {
       // Consent not given yet: keep this page's events in memory only, sent if it comes.
       if (held.length < BATCH_MAX) held.push(ev);
-      return;
+      return ev;
     }
     enqueue(ev);
+    return ev;
   }
 
   function enqueue(ev) {
@@ -185,8 +197,16 @@
     if (outbox.length > OUTBOX_MAX) outbox.splice(0, outbox.length - OUTBOX_MAX);
     persist();
     log(ev.type, ev);
-    if (outbox.length >= cfg.batchSize) flush();
+    if (outbox.length >= cfg.batchSize) soon();
     else if (!flushTimer) flushTimer = setTimeout(flush, cfg.flushIntervalMs);
+  }
+
+  // Send at the end of the current task, not in the middle of it: events made by one
+  // handler (a submit, then the page's record and identify) travel in one batch, so the
+  // server's clock correction, computed per batch, cannot swap them.
+  function soon() {
+    clearTimeout(flushTimer);
+    flushTimer = setTimeout(flush, 0);
   }
 
   // The stored outbox is shared by the site's tabs: merge with what other tabs stored
@@ -206,6 +226,8 @@
     store(outboxKey(), all.length ? JSON.stringify(all) : null);
   }
 
+  // Read once at init: it holds for the page's life, and some browsers answer differently
+  // while a page is being unloaded, when the last batch goes out.
   function context() {
     var c = { locale: cut(navigator.language || '', 35) };
     try { c.timezone = cut(Intl.DateTimeFormat().resolvedOptions().timeZone || '', 64); } catch (e) { /* old browser */ }
@@ -215,26 +237,33 @@
   }
 
   // The next batch: the oldest events of one visitor, within the count and byte limits.
-  function nextBatch(bytes) {
-    var first = outbox[0];
+  function nextBatch() {
+    var first = null;
     var events = [];
-    var size = 200;
+    var size = 300; // the envelope
     for (var i = 0; i < outbox.length && events.length < batchCap; i++) {
       var e = outbox[i];
-      if (e._v !== first._v) break;
+      if (inflight[e.id]) continue;
+      if (first && e._v !== first._v) break;
+      first = first || e;
       var copy = {};
       for (var k in e) if (k !== '_v') copy[k] = e[k];
-      var n = JSON.stringify(copy).length + 1;
-      if (events.length && size + n > bytes) break;
+      var n = utf8(JSON.stringify(copy)) + 1;
+      if (events.length && size + n > BEACON_BYTES) break; // an oversized event goes alone
       size += n;
       events.push(copy);
     }
+    if (!first) return null;
     return {
       ids: events.map(function (e) { return e.id; }),
       body: JSON.stringify({
-        siteKey: cfg.siteKey, visitorId: first._v, sentAt: now(), context: context(), events: events
+        siteKey: cfg.siteKey, visitorId: first._v, sentAt: now(), context: cfg.context, events: events
       })
     };
+  }
+
+  function utf8(s) {
+    return w.TextEncoder ? new TextEncoder().encode(s).length : s.length * 3;
   }
 
   function ack(ids) {
@@ -248,10 +277,13 @@
     clearTimeout(flushTimer);
     flushTimer = 0;
     if (sending || retryTimer || !outbox.length || !allowed()) return;
-    var b = nextBatch(batchCap === BATCH_MAX ? 250000 : BEACON_BYTES);
+    var b = nextBatch();
+    if (!b) return;
     sending = true;
+    b.ids.forEach(function (id) { inflight[id] = 1; });
     var done = function (retry, status) {
       sending = false;
+      inflight = {};
       if (retry) {
         // Network failure, 429 or 5xx: the same events (same ids) again, after a backoff
         // with jitter, capped at 5 minutes. The server de-duplicates by id.
@@ -289,14 +321,17 @@
 
   // The page is going away or hidden (maybe for good on mobile): hand what is left to
   // sendBeacon, which the browser delivers even after the page is gone.
+  // While sends are failing (offline, server down) a beacon would be lost unseen: the
+  // events then stay in the stored outbox for the next page instead.
   function beacon() {
-    if (!allowed() || !navigator.sendBeacon) return flush();
+    if (!allowed()) return;
+    if (!navigator.sendBeacon || retryTimer || navigator.onLine === false) return flush();
     clearTimeout(flushTimer);
     flushTimer = 0;
-    var guard = 0;
-    while (outbox.length && !sending && guard++ < 20) {
-      var b = nextBatch(BEACON_BYTES);
-      if (!navigator.sendBeacon(cfg.endpoint, b.body)) break; // over quota: left for next page
+    for (var guard = 0; guard < 20; guard++) {
+      var b = nextBatch();
+      // false: over the browser's quota; what is left waits in storage for the next page.
+      if (!b || !navigator.sendBeacon(cfg.endpoint, b.body)) break;
       ack(b.ids);
     }
   }
@@ -306,7 +341,12 @@
     var url = location.href;
     if (!manual && url === lastUrl) return; // history calls that did not change the URL
     var ts = now();
-    var landing = touch(ts);
+    touch(ts);
+    // The landing page view: the visit's first (a visit may start with, say, the click on
+    // the link that led here).
+    var landing = !session.viewed;
+    session.viewed = true;
+    if (allowed()) saveSession();
     var ref = null;
     if (firstView) {
       // A new visit keeps its document referrer (the server reads it as the visit's
@@ -319,7 +359,7 @@
     if (lastUrl !== null) pageChanged();
     lastUrl = url;
     track('page_view', { title: cut(d.title, 512), referrer: ref, ts: ts });
-    search();
+    if (cfg.autoTrack.search !== false) search();
   }
 
   function search() {
@@ -427,22 +467,32 @@
     formError(f ? f.name : formName(el.closest('form') || d.body), fieldName(el), null, reason);
   }
 
-  // Capture phase: mark the start of a submit so errors reported by the page's own submit
-  // handler (formError inside it) are known when the bubble phase decides.
+  // Capture phase, before the page's own handlers: record the submission now, so it comes
+  // before what those handlers record (e.g. a custom event, an identify).
   function onSubmitStart(e) {
     var f = formOf({ form: e.target });
-    if (f) { f.failed = false; submitting = f; }
+    if (!f) return;
+    f.failed = false;
+    f.submitted = true;
+    submitting = f;
+    f.event = track('form_submitted', { name: f.name, attributes: { fields: f.el.elements ? f.el.elements.length : 0 } });
   }
 
   // Bubble phase, after the page's handlers: a submit that the page cancelled and answered
-  // with field errors is a failed attempt, not a submission.
+  // with field errors (formError) was a failed attempt: take the submission back.
   function onSubmitEnd(e) {
     var f = submitting;
     submitting = null;
-    if (!f || f.el !== e.target) return;
-    if (e.defaultPrevented && f.failed) return;
-    f.submitted = true;
-    track('form_submitted', { name: f.name, attributes: { fields: f.el.elements ? f.el.elements.length : 0 } });
+    if (!f || f.el !== e.target || !(e.defaultPrevented && f.failed) || !f.event) return;
+    var id = f.event.id;
+    if (inflight[id]) return; // already on its way (the page flushed meanwhile)
+    var keep = function (ev) { return ev.id !== id; };
+    held = held.filter(keep);
+    outbox = outbox.filter(keep);
+    var gone = {};
+    gone[id] = 1;
+    persist(gone);
+    f.submitted = false;
   }
 
   function abandon(f) {
@@ -499,7 +549,10 @@
   function onIntersect(entries) {
     entries.forEach(function (en) {
       var el = en.target;
-      if (!en.isIntersecting || seen.indexOf(el) >= 0) return;
+      // Half of it visible, or half the screen filled by it (a tall element never shows half).
+      var inView = en.isIntersecting && (en.intersectionRatio >= 0.5 ||
+        en.intersectionRect.height >= w.innerHeight / 2);
+      if (!inView || seen.indexOf(el) >= 0) return;
       seen.push(el);
       observer.unobserve(el);
       var n = el.getAttribute('data-opportune-view') || el.id || el.tagName.toLowerCase();
@@ -526,15 +579,18 @@
         batchSize: Math.min(o.batchSize > 0 ? o.batchSize : 10, BATCH_MAX),
         autoTrack: o.autoTrack || {},
         cookieDomain: o.cookieDomain || '',
-        debug: !!o.debug
+        debug: !!o.debug,
+        context: context()
       };
       var at = cfg.autoTrack;
       var c = load(CONSENT);
       consent = c === '1' ? true : c === '0' ? false : null;
-      if (dnt() || consent === false) return log('not tracking (Do Not Track or refused)');
+      // Do Not Track holds for the page's life: nothing to set up. A refusal may still turn
+      // into consent on this page, so the listeners are set up (they record nothing).
+      if (dnt()) return log('not tracking: Do Not Track');
       ensureVisitor();
       if (allowed()) start();
-      var on = function (t, ev, fn, opt) { t.addEventListener(ev, safe(fn), opt || true); };
+      var on = function (t, ev, fn, opt) { t.addEventListener(ev, safe(fn), opt === undefined ? true : opt); };
       if (at.clicks !== false) on(d, 'click', onClick);
       if (at.forms !== false) {
         on(d, 'input', onInput);
@@ -549,7 +605,7 @@
       on(w, 'scroll', at.scroll !== false ? onScroll : onActivity, { capture: true, passive: true });
       if (at.idle !== false) setTimeout(safe(idleCheck), cfg.idleSeconds * 1000);
       if (at.viewport !== false && w.IntersectionObserver) {
-        observer = new IntersectionObserver(safe(onIntersect), { threshold: 0.5 });
+        observer = new IntersectionObserver(safe(onIntersect), { threshold: [0, 0.5, 1] });
         observeViews();
         // Elements an app renders later are watched too (re-scan at most twice a second).
         var t = 0;
@@ -593,14 +649,14 @@
       }
       if (!any) throw new Error('opportune identify: give email, phone or customerId');
       track('identify', { identity: id, traits: attrs(traits) });
-      flush(); // identify matters now (e.g. the page is about to navigate away)
+      soon(); // identify matters now (e.g. the page is about to navigate away)
     },
 
     consent: function (granted) {
+      if (dnt()) return; // Do Not Track wins, and then not even the choice is stored
       if (granted) {
         consent = true;
         store(CONSENT, '1');
-        if (!allowed()) return; // Do Not Track still wins
         ensureVisitor();
         start();
         var h = held;
@@ -661,7 +717,7 @@
 
   function defaultEndpoint() {
     // The server that served this file.
-    var s = d.currentScript && d.currentScript.src;
+    var s = SRC;
     return s ? s.replace(/\/sdk\/[^/]*$/, '') + '/v1/events' : '/v1/events';
   }
 
@@ -674,11 +730,9 @@
   function run(args) {
     args = [].slice.call(args);
     var name = args.shift();
-    if (!cfg && name !== 'init') return pending.push([name].concat(args));
+    if (!cfg && name !== 'init') return pending.length < BATCH_MAX && pending.push([name].concat(args));
     var fn = commands[name];
     if (!fn) return w.console && console.warn('[opportune] unknown command', name);
-    if (!cfg && !(dnt && fn)) return;
-    if (name !== 'init' && !allowed() && consent === false && name !== 'consent' && name !== 'ready') return;
     safe(fn).apply(null, args);
   }
 
