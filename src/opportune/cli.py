@@ -220,6 +220,143 @@ def gdpr_purge(days: int | None, **opts: Any) -> None:
     click.echo(json.dumps(_jsonable(counts)))
 
 
+@main.group()
+def simulate() -> None:
+    """Simulators with ground truth: web traffic (and, later, a contact centre)."""
+
+
+@simulate.command("web")
+@common
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--days", type=int, default=7, show_default=True, help="Days of history")
+@click.option("--visitors-per-day", type=int, default=300, show_default=True)
+@click.option("--site-key", help="Site to simulate (default: the workspace's first site)")
+@click.option(
+    "--live",
+    "live_url",
+    help="Send live traffic to this server instead, e.g. http://127.0.0.1:8000",
+)
+@click.option(
+    "--rate", type=float, default=2.0, show_default=True, help="Live: new visits per second"
+)
+@click.option(
+    "--duration", type=float, default=60.0, show_default=True, help="Live: seconds to run"
+)
+@click.option(
+    "--time-scale",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Live: how much faster than real visitors to play",
+)
+def simulate_web(
+    seed: int,
+    days: int,
+    visitors_per_day: int,
+    site_key: str | None,
+    live_url: str | None,
+    rate: float,
+    duration: float,
+    time_scale: float,
+    **opts: Any,
+) -> None:
+    """Simulated visitors of the demo site, through the real ingestion.
+
+    Without --live: a backfill of DAYS days of history into the configured database,
+    through the same ingestion code as /v1/events (timestamps as the server would have
+    seen them). With --live: batches posted over HTTP to a running server in real time.
+    """
+    import asyncio
+
+    if days < 1 or visitors_per_day < 1:
+        click.echo("error: --days and --visitors-per-day must be at least 1", err=True)
+        sys.exit(2)
+    settings = _settings(**opts)
+    if live_url:
+        from opportune.sim.live import send_live
+
+        stats = asyncio.run(
+            send_live(
+                live_url.rstrip("/"),
+                site_key or "demo-site-key",
+                seed=seed,
+                rate=rate,
+                duration_s=duration,
+                time_scale=time_scale,
+            )
+        )
+        click.echo(
+            f"sent {stats.events} events; answers {dict(sorted(stats.statuses.items()))}"
+            f"; network errors {stats.errors}"
+        )
+        return
+    from opportune.api.app import build_runtime
+
+    runtime = build_runtime(settings)
+    sites = runtime.workspace.sites_by_key
+    site = sites.get(site_key) if site_key else next(iter(sites.values()), None)
+    if site is None:
+        click.echo(f"error: no site with key {site_key!r} in the workspace", err=True)
+        sys.exit(2)
+    accepted, refused = asyncio.run(_backfill(runtime, site, seed, days, visitors_per_day))
+    click.echo(
+        f"backfilled {accepted} events of {days} day(s) into "
+        f"{settings.resolved_database_url().split('@')[-1]}; refused {refused}"
+    )
+
+
+async def _backfill(
+    runtime: Any, site: Any, seed: int, days: int, visitors_per_day: int
+) -> tuple[int, int]:
+    import asyncio
+
+    from rich.progress import Progress
+
+    from opportune.sim.web import generate, to_batches
+
+    start = int(time.time() * 1000) - days * 86_400_000
+    sessions = generate(
+        seed, start_ms=start, days=days, visitors_per_day=visitors_per_day, site_key=site.key
+    )
+    accepted = refused = 0
+    window: list[Any] = []
+
+    async def drain() -> None:
+        nonlocal accepted, refused
+        # Tasks start in arrival order, so one visitor's batches keep their order.
+        results = await asyncio.gather(
+            *[
+                runtime.ingestor.ingest(
+                    sb.batch,
+                    site,
+                    now_ms=sb.received_ms,
+                    headers={"user-agent": sb.user_agent},
+                    peer=None,
+                )
+                for sb in window
+            ]
+        )
+        accepted += sum(r.accepted for r in results)
+        refused += sum(len(r.refused) for r in results)
+        window.clear()
+
+    try:
+        with Progress(transient=True) as progress:
+            task = progress.add_task("backfill", total=days * visitors_per_day)
+            seen: set[str] = set()
+            for sb in to_batches(sessions):
+                window.append(sb)
+                if sb.batch.visitor_id not in seen:
+                    seen.add(sb.batch.visitor_id)
+                    progress.advance(task)
+                if len(window) >= 256:
+                    await drain()
+            await drain()
+    finally:
+        await runtime.aclose()
+    return accepted, refused
+
+
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "__dataclass_fields__"):
         from dataclasses import asdict
