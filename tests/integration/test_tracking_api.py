@@ -203,3 +203,17 @@ def test_garbage_never_causes_a_5xx(client: TestClient, body: bytes) -> None:
     r = post(client, None, raw=body)
     assert 200 <= r.status_code < 500, r.text
     assert "error" in r.json() or "accepted" in r.json()
+
+
+def test_pages_served_by_this_server_may_always_send(client: TestClient) -> None:
+    # The demo site's pages come from the server itself, on whatever host and port it runs.
+    r = post(client, batch(), origin="http://testserver")
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] == "http://testserver"
+
+
+def test_the_snippet_is_served_compressed(client: TestClient) -> None:
+    r = client.get("/sdk/opportune.js", headers={"accept-encoding": "gzip"})
+    assert r.status_code == 200
+    assert r.headers["content-encoding"] == "gzip"
+    assert "opportune" in r.text

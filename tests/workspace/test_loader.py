@@ -52,7 +52,7 @@ sessionTimeoutMinutes: 0
 kind: segmnt
 name: x
 """,
-            "b.yml": GOOD + "searchParams: [q, 'bad param']\n",
+            "b.yml": GOOD + "sessionTimeoutMinutes: soon\n",
         },
     )
     got = problems(tmp_path)
@@ -63,7 +63,8 @@ name: x
         "a.yaml:8: sessionTimeoutMinutes: Input should be greater than or equal to 1",
         "a.yaml:7: colour: unknown field",
         "a.yaml:10: kind: unknown kind 'segmnt'; one of site",
-        "b.yml:5: searchParams: 'bad param' is not a URL query parameter name",
+        "b.yml:5: sessionTimeoutMinutes: Input should be a valid integer, "
+        "unable to parse string as an integer",
     ]
 
 

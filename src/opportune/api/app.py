@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Connection
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -102,6 +103,9 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
 
     app = FastAPI(title="Opportune", version=__version__, lifespan=lifespan)
     app.state.runtime = runtime
+    # The snippet (30 KB raw) and JSON pages compress well; /v1/events answers are tiny
+    # and bypass this app anyway.
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
 
     require_api_key = api_key_dependency(settings.api_key)
     from opportune.api.customers import customers_router

@@ -58,11 +58,12 @@ class TrackingEndpoint:
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         origin = headers.get("origin")
+        own = f"{scope.get('scheme', 'http')}://{headers.get('host', '')}"
         method = scope["method"]
         if method == "OPTIONS":
-            status, body, extra = self._preflight(origin)
+            status, body, extra = self._preflight(origin, own)
         elif method == "POST":
-            status, body, extra = await self._post(scope, receive, headers, origin)
+            status, body, extra = await self._post(scope, receive, headers, origin, own)
         else:
             status, body, extra = _error(405, "method_not_allowed", "use POST", cors=[])
             extra.append((b"allow", b"POST, OPTIONS"))
@@ -75,11 +76,14 @@ class TrackingEndpoint:
         )
         await send({"type": "http.response.body", "body": body})
 
-    def _cors(self, origin: str | None, site: Site | None) -> list[tuple[bytes, bytes]]:
+    def _cors(
+        self, origin: str | None, site: Site | None, own: str | None = None
+    ) -> list[tuple[bytes, bytes]]:
         vary = [(b"vary", b"Origin")]
         if origin is None:
             return vary
-        allowed = (
+        # A page this server served itself (the demo site) is always allowed.
+        allowed = origin == own or (
             site.allows_origin(origin)
             if site
             else (origin.rstrip("/") in self.all_origins or "*" in self.all_origins)
@@ -88,14 +92,21 @@ class TrackingEndpoint:
             return vary
         return [(b"access-control-allow-origin", origin.encode("latin-1")), *vary]
 
-    def _preflight(self, origin: str | None) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        cors = self._cors(origin, None)
+    def _preflight(
+        self, origin: str | None, own: str
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        cors = self._cors(origin, None, own)
         if len(cors) == 1:
             return _error(403, "origin_not_allowed", f"origin {origin!r} is not allowed", cors=cors)
         return 204, b"", [*cors, *_PREFLIGHT]
 
     async def _post(
-        self, scope: Scope, receive: Receive, headers: dict[str, str], origin: str | None
+        self,
+        scope: Scope,
+        receive: Receive,
+        headers: dict[str, str],
+        origin: str | None,
+        own: str,
     ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body:
@@ -103,7 +114,7 @@ class TrackingEndpoint:
                 413,
                 "body_too_large",
                 f"body over {self.max_body} bytes",
-                cors=self._cors(origin, None),
+                cors=self._cors(origin, None, own),
             )
         chunks = []
         size = 0
@@ -119,7 +130,7 @@ class TrackingEndpoint:
                     413,
                     "body_too_large",
                     f"body over {self.max_body} bytes",
-                    cors=self._cors(origin, None),
+                    cors=self._cors(origin, None, own),
                 )
             chunks.append(chunk)
             more = message.get("more_body", False)
@@ -133,11 +144,14 @@ class TrackingEndpoint:
                 "invalid_batch",
                 _PATH.sub("", text).strip(),
                 m.group(1) if m else None,
-                cors=self._cors(origin, None),
+                cors=self._cors(origin, None, own),
             )
         except msgspec.DecodeError as exc:
             return _error(
-                400, "invalid_json", f"body is not valid JSON: {exc}", cors=self._cors(origin, None)
+                400,
+                "invalid_json",
+                f"body is not valid JSON: {exc}",
+                cors=self._cors(origin, None, own),
             )
         site = self.sites_by_key.get(batch.site_key)
         if site is None:
@@ -146,9 +160,9 @@ class TrackingEndpoint:
                 "unknown_site_key",
                 "no site has this key",
                 "$.siteKey",
-                cors=self._cors(origin, None),
+                cors=self._cors(origin, None, own),
             )
-        cors = self._cors(origin, site)
+        cors = self._cors(origin, site, own)
         if origin is not None and len(cors) == 1:
             return _error(
                 403,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -27,11 +26,7 @@ class Site(Document):
     name: str = Field(pattern=_NAME)
     key: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     origins: list[str] = Field(min_length=1)
-    require_consent: bool = False
-    honor_do_not_track: bool = False
     session_timeout_minutes: int = Field(default=20, ge=1, le=24 * 60)
-    search_params: list[str] = Field(default_factory=lambda: ["q", "query", "search"])
-    idle_seconds: int = Field(default=30, ge=5, le=3600)
     default_phone_region: str = Field(default="US", pattern=r"^[A-Z]{2}$")
 
     @field_validator("origins")
@@ -46,14 +41,6 @@ class Site(Document):
             if parts.path not in ("", "/") or parts.query or parts.fragment:
                 raise ValueError(f"{origin!r}: an origin has no path, query or fragment")
         return [o.rstrip("/") for o in origins]
-
-    @field_validator("search_params")
-    @classmethod
-    def _params(cls, params: list[str]) -> list[str]:
-        for p in params:
-            if not re.fullmatch(r"[A-Za-z0-9_.\-\[\]]{1,64}", p):
-                raise ValueError(f"{p!r} is not a URL query parameter name")
-        return params
 
     def allows_origin(self, origin: str | None) -> bool:
         """Whether a browser at ``origin`` may send events for this site."""
