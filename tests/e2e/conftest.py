@@ -137,7 +137,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             proc.wait()
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running in the main
+# thread while it is open, and later tests that call asyncio.run() would then fail.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
@@ -145,7 +147,7 @@ def playwright() -> Iterator[Any]:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def launch(playwright: Any) -> Iterator[Callable[..., Any]]:
     """Start Debian's chromium with extra command-line arguments; all closed at the end.
 
@@ -166,6 +168,6 @@ def launch(playwright: Any) -> Iterator[Callable[..., Any]]:
         b.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(launch: Callable[..., Any]) -> Any:
     return launch()
