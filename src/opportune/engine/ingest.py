@@ -205,7 +205,6 @@ class Ingestor:
         session_rows: dict[str, dict[str, Any]] = {}
         event_rows: list[tuple[Any, ...]] = []
         identifies: list[IdentifyOp] = []
-        accepted_ids: list[tuple[str, int]] = []
         last_ts = 0
         last_sid: str | None = state.track.session_id
         device = geo = None
@@ -226,7 +225,6 @@ class Ingestor:
                 continue
             ts = ev.ts + skew
             state.recent_ids[ev.id] = ts
-            accepted_ids.append((ev.id, ts))
             sid, new = place(state.track, vid, ts, timeout_ms)
             last_sid = sid
             last_ts = max(last_ts, ts)
