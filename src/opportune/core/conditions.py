@@ -1,0 +1,927 @@
+"""The one condition language: segments, outcomes and (next) action maps use it.
+
+A condition is plain data (YAML or JSON), parsed once into a tree of nodes. Each node has
+two evaluators over the same definition (after Apache Unomi):
+
+- ``holds(journey, now, members)`` — incremental, on the live :class:`Journey`. Journey
+  patterns keep a small accumulator in ``journey.acc`` (keyed by the node's content hash),
+  updated by ``update`` only for the events that can change it.
+- ``holds_over(history, ...)`` — from scratch, over the whole list of the visit's events,
+  for audience estimates over stored history, and as the reference the tests check the
+  incremental one against.
+
+Time is always an argument (``now``, ms), never read. Validation raises
+:class:`ConditionError` naming the path of the offending field and the reason. The
+language and its case rules are documented in ``docs/conditions.md``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import fnmatch
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Final
+
+from opportune.core.journey import Journey, JourneyEvent, Scalar
+
+# Event types a filter may name (the wire model's, see core/events.py).
+EVENT_TYPES: Final = frozenset(
+    {
+        "page_view",
+        "search",
+        "click",
+        "form_submitted",
+        "form_abandoned",
+        "form_error",
+        "idle",
+        "scroll",
+        "viewport",
+        "custom",
+        "identify",
+    }
+)
+# Session attributes (fixed at the start of the visit) by their condition name.
+SESSION_ATTRIBUTES: Final = frozenset(
+    {
+        "device",
+        "browser",
+        "os",
+        "country",
+        "region",
+        "city",
+        "locale",
+        "timezone",
+        "landingUrl",
+        "referrer",
+        "referrerDomain",
+        "utmSource",
+        "utmMedium",
+        "utmCampaign",
+        "utmTerm",
+        "utmContent",
+    }
+)
+# Attributes that change during the visit, and the event types that change them.
+LIVE_ATTRIBUTES: Final[dict[str, frozenset[str]]] = {
+    "currentUrl": frozenset({"page_view"}),
+    "identified": frozenset({"identify"}),
+}
+# Metrics: name -> (event types that change it, whether it changes with time alone).
+METRICS: Final[dict[str, tuple[frozenset[str] | None, bool]]] = {
+    "events": (None, False),
+    "pageViews": (frozenset({"page_view"}), False),
+    "searches": (frozenset({"search"}), False),
+    "clicks": (frozenset({"click"}), False),
+    "formErrors": (frozenset({"form_error"}), False),
+    "formsSubmitted": (frozenset({"form_submitted"}), False),
+    "formsAbandoned": (frozenset({"form_abandoned"}), False),
+    "idles": (frozenset({"idle"}), False),
+    "customEvents": (frozenset({"custom"}), False),
+    "scrollDepth": (frozenset({"scroll"}), False),
+    "visitNumber": (frozenset(), False),
+    "timeOnSite": (frozenset(), True),
+    "timeOnPage": (frozenset({"page_view"}), True),
+}
+_DURATION_METRICS: Final = frozenset({"timeOnSite", "timeOnPage"})
+_COUNTED: Final = {
+    "pageViews": "page_view",
+    "searches": "search",
+    "clicks": "click",
+    "formErrors": "form_error",
+    "formsSubmitted": "form_submitted",
+    "formsAbandoned": "form_abandoned",
+    "idles": "idle",
+    "customEvents": "custom",
+}
+TEXT_OPS: Final = (
+    "equals",
+    "notEquals",
+    "in",
+    "notIn",
+    "contains",
+    "startsWith",
+    "endsWith",
+    "regex",
+    "glob",
+)
+NUMBER_OPS: Final = ("gt", "gte", "lt", "lte")
+ALL_OPS: Final = (*TEXT_OPS, *NUMBER_OPS, "exists")
+MAX_DEPTH: Final = 12
+MAX_COUNT: Final = 1000
+
+
+class ConditionError(ValueError):
+    """A condition that does not validate: ``path`` locates the field, e.g. ``all[2].regex``."""
+
+    def __init__(self, path: Sequence[str | int], message: str) -> None:
+        self.path = tuple(path)
+        self.message = message
+        super().__init__(f"{format_path(self.path)}: {message}" if self.path else message)
+
+
+def format_path(path: Sequence[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+# ---- durations -------------------------------------------------------------------------
+
+_UNITS: Final = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+
+
+def parse_duration(value: Any, path: Sequence[str | int]) -> int:
+    """``"90s"``, ``"5m"``, ``"2h"``, ``"1d"``, ``"500ms"``, or a number of seconds -> ms.
+
+    >>> parse_duration("5m", []), parse_duration(30, []), parse_duration("250ms", [])
+    (300000, 30000, 250)
+    """
+    if isinstance(value, bool):
+        raise ConditionError(path, "a duration like '30s', '5m', '2h' or '1d' is expected")
+    if isinstance(value, int | float):
+        ms = int(value * 1000)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        ms = int(float(m.group(1)) * _UNITS[m.group(2) or "s"])
+    else:
+        raise ConditionError(path, f"{value!r} is not a duration like '30s', '5m', '2h' or '1d'")
+    if ms < 0:
+        raise ConditionError(path, "a duration cannot be negative")
+    return ms
+
+
+# ---- predicates on one value -----------------------------------------------------------
+
+
+def _number(x: Any) -> float | None:
+    if isinstance(x, bool) or x is None:
+        return None
+    if isinstance(x, int | float):
+        return float(x)
+    if isinstance(x, str):
+        try:
+            return float(x)
+        except ValueError:
+            return None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Predicate:
+    """One operator and its operand, applied to one value (an attribute, a URL, a query).
+
+    Case rule: text comparisons ignore case (Unicode case folding) unless ``caseSensitive``
+    is true; that holds for ``regex`` and ``glob`` too. Numbers compare as numbers, also
+    when the value is a numeric string. A missing value (``None``) matches only
+    ``exists: false``, ``notEquals`` and ``notIn``.
+    """
+
+    op: str
+    operand: Any
+    case_sensitive: bool = False
+    _test: Callable[[Any], bool] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_test", self._build())
+
+    def __call__(self, value: Any) -> bool:
+        return self._test(value)
+
+    def _fold(self, s: str) -> str:
+        return s if self.case_sensitive else s.casefold()
+
+    def _build(self) -> Callable[[Any], bool]:
+        op, operand = self.op, self.operand
+        if op == "exists":
+            want = bool(operand)
+            return lambda x: (x is not None) is want
+        if op in NUMBER_OPS:
+            bound = float(operand)
+            cmp: Callable[[float], bool] = {
+                "gt": lambda n: n > bound,
+                "gte": lambda n: n >= bound,
+                "lt": lambda n: n < bound,
+                "lte": lambda n: n <= bound,
+            }[op]
+
+            def numeric(x: Any) -> bool:
+                n = _number(x)
+                return n is not None and cmp(n)
+
+            return numeric
+        if op in ("equals", "notEquals", "in", "notIn"):
+            options = operand if op in ("in", "notIn") else [operand]
+            eq = [self._equals(o) for o in options]
+            if op in ("equals", "in"):
+                return lambda x: x is not None and any(e(x) for e in eq)
+            return lambda x: x is None or not any(e(x) for e in eq)
+        texts = [self._fold(str(o)) for o in (operand if isinstance(operand, list) else [operand])]
+        fold = self._fold
+        if op == "contains":
+            return lambda x: x is not None and any(t in fold(str(x)) for t in texts)
+        if op == "startsWith":
+            return lambda x: x is not None and fold(str(x)).startswith(tuple(texts))
+        if op == "endsWith":
+            return lambda x: x is not None and fold(str(x)).endswith(tuple(texts))
+        flags = 0 if self.case_sensitive else re.IGNORECASE
+        if op == "regex":
+            patterns = [re.compile(str(o), flags) for o in _as_list(operand)]
+        else:  # glob: the whole value, '*' any run of characters, '?' one character
+            patterns = [re.compile(fnmatch.translate(str(o)), flags) for o in _as_list(operand)]
+        if op == "regex":
+            return lambda x: x is not None and any(p.search(str(x)) for p in patterns)
+        return lambda x: x is not None and any(p.match(str(x)) for p in patterns)
+
+    def _equals(self, option: Any) -> Callable[[Any], bool]:
+        if isinstance(option, bool):
+            return lambda x: x is option
+        n = _number(option)
+        if n is not None and not isinstance(option, str):
+            return lambda x: _number(x) == n
+        text = self._fold(str(option))
+        return lambda x: not isinstance(x, bool) and self._fold(str(x)) == text
+
+
+def _as_list(x: Any) -> list[Any]:
+    return x if isinstance(x, list) else [x]
+
+
+def parse_predicate(
+    raw: Any, path: list[str | int], *, default_op: str = "equals", allowed: Sequence[str] = ALL_OPS
+) -> Predicate:
+    """A predicate from ``{op: operand, caseSensitive?: bool}`` or a bare value."""
+    if not isinstance(raw, dict):
+        raw = {default_op: raw}
+    case = raw.get("caseSensitive", False)
+    if not isinstance(case, bool):
+        raise ConditionError([*path, "caseSensitive"], "must be true or false")
+    ops = [k for k in raw if k != "caseSensitive"]
+    for k in ops:
+        if k not in allowed:
+            raise ConditionError([*path, k], f"unknown operator; one of {', '.join(allowed)}")
+    if len(ops) != 1:
+        raise ConditionError(path, f"exactly one operator is needed; one of {', '.join(allowed)}")
+    op = ops[0]
+    operand = raw[op]
+    at = [*path, op]
+    if op == "exists":
+        if not isinstance(operand, bool):
+            raise ConditionError(at, "must be true or false")
+    elif op in NUMBER_OPS:
+        if _number(operand) is None or isinstance(operand, str):
+            raise ConditionError(at, f"a number is expected, not {operand!r}")
+    elif op in ("in", "notIn"):
+        if not isinstance(operand, list) or not operand:
+            raise ConditionError(at, "a non-empty list is expected")
+        for i, o in enumerate(operand):
+            _scalar(o, [*at, i])
+    else:
+        for i, o in enumerate(_as_list(operand)):
+            _scalar(o, [*at, i] if isinstance(operand, list) else at)
+            if op in ("regex", "glob", "contains", "startsWith", "endsWith") and not isinstance(
+                o, str
+            ):
+                raise ConditionError(at, f"text is expected, not {o!r}")
+            if op == "regex":
+                try:
+                    re.compile(o)
+                except re.error as exc:
+                    raise ConditionError(at, f"not a valid regular expression: {exc}") from None
+        if isinstance(operand, list) and not operand:
+            raise ConditionError(at, "a non-empty list is expected")
+    return Predicate(op, operand, case)
+
+
+def _scalar(x: Any, path: list[str | int]) -> None:
+    if not isinstance(x, str | int | float | bool):
+        raise ConditionError(path, f"a text, number or true/false is expected, not {x!r}")
+
+
+# ---- event filters ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which events a journey pattern counts: type, name, URL, query, attribute predicates."""
+
+    types: frozenset[str] | None = None
+    name: Predicate | None = None
+    url: Predicate | None = None
+    query: Predicate | None = None
+    attributes: tuple[tuple[str, Predicate], ...] = ()
+
+    def __call__(self, ev: JourneyEvent) -> bool:
+        if self.types is not None and ev.type not in self.types:
+            return False
+        if self.name is not None and not self.name(ev.name):
+            return False
+        if self.url is not None and not self.url(ev.url):
+            return False
+        if self.query is not None and not self.query(ev.query):
+            return False
+        return all(pred(ev.attributes.get(key)) for key, pred in self.attributes)
+
+
+_FILTER_FIELDS: Final = ("type", "name", "url", "query", "attributes")
+
+
+def parse_filter(raw: Any, path: list[str | int]) -> EventFilter:
+    if not isinstance(raw, dict):
+        raise ConditionError(
+            path, "an event filter (a mapping with type, name, url...) is expected"
+        )
+    for k in raw:
+        if k not in _FILTER_FIELDS:
+            raise ConditionError([*path, k], f"unknown field; one of {', '.join(_FILTER_FIELDS)}")
+    types: frozenset[str] | None = None
+    if "type" in raw:
+        given = _as_list(raw["type"])
+        for i, t in enumerate(given):
+            if t not in EVENT_TYPES:
+                at = [*path, "type", i] if isinstance(raw["type"], list) else [*path, "type"]
+                raise ConditionError(
+                    at, f"unknown event type {t!r}; one of {', '.join(sorted(EVENT_TYPES))}"
+                )
+        types = frozenset(given)
+    attrs: list[tuple[str, Predicate]] = []
+    if "attributes" in raw:
+        if not isinstance(raw["attributes"], dict) or not raw["attributes"]:
+            raise ConditionError([*path, "attributes"], "a mapping of attribute -> test")
+        for key, test in raw["attributes"].items():
+            attrs.append((str(key), parse_predicate(test, [*path, "attributes", str(key)])))
+    return EventFilter(
+        types=types,
+        name=parse_predicate(raw["name"], [*path, "name"]) if "name" in raw else None,
+        # A bare URL is a glob over the whole URL: "*/apply*".
+        url=parse_predicate(raw["url"], [*path, "url"], default_op="glob")
+        if "url" in raw
+        else None,
+        query=(
+            parse_predicate(raw["query"], [*path, "query"], default_op="contains")
+            if "query" in raw
+            else None
+        ),
+        attributes=tuple(attrs),
+    )
+
+
+# ---- the nodes -------------------------------------------------------------------------
+
+Members = Mapping[str, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a from-scratch evaluation knows besides the events: the session's facts."""
+
+    facts: Mapping[str, Scalar]
+    visit_number: int
+    started_at: int
+    traits: Mapping[str, Scalar] = field(default_factory=dict)
+
+
+class Node:
+    """A condition. ``types``: event types that can change it (None: any); ``timed``: whether
+    time alone can change it; ``refs``: segments it reads."""
+
+    types: frozenset[str] | None = frozenset()
+    timed: bool = False
+    key: str = ""
+    stateful: ClassVar[bool] = False
+
+    def holds(self, j: Journey, now: int, members: Members) -> bool:
+        raise NotImplementedError
+
+    def holds_over(
+        self, history: Sequence[JourneyEvent], ctx: Context, now: int, members: Members
+    ) -> bool:
+        raise NotImplementedError
+
+    def children(self) -> Sequence[Node]:
+        return ()
+
+    def walk(self) -> Iterator[Node]:
+        yield self
+        for child in self.children():
+            yield from child.walk()
+
+    def update(self, j: Journey, ev: JourneyEvent) -> None:
+        """Fold ``ev`` into this node's accumulator (stateful nodes only)."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class All(Node):
+    items: tuple[Node, ...]
+
+    def holds(self, j: Journey, now: int, members: Members) -> bool:
+        return all(n.holds(j, now, members) for n in self.items)
+
+    def holds_over(
+        self, history: Sequence[JourneyEvent], ctx: Context, now: int, members: Members
+    ) -> bool:
+        return all(n.holds_over(history, ctx, now, members) for n in self.items)
+
+    def children(self) -> Sequence[Node]:
+        return self.items
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class AnyOf(Node):
+    items: tuple[Node, ...]
+
+    def holds(self, j: Journey, now: int, members: Members) -> bool:
+        return any(n.holds(j, now, members) for n in self.items)
+
+    def holds_over(
+        self, history: Sequence[JourneyEvent], ctx: Context, now: int, members: Members
+    ) -> bool:
+        return any(n.holds_over(history, ctx, now, members) for n in self.items)
+
+    def children(self) -> Sequence[Node]:
+        return self.items
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Not(Node):
+    item: Node
+
+    def holds(self, j: Journey, now: int, members: Members) -> bool:
+        return not self.item.holds(j, now, members)
+
+    def holds_over(
+        self, history: Sequence[JourneyEvent], ctx: Context, now: int, members: Members
+    ) -> bool:
+        return not self.item.holds_over(history, ctx, now, members)
+
+    def children(self) -> Sequence[Node]:
+        return (self.item,)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Attribute(Node):
+    """A session attribute, a live one, a custom attribute (``attributes.X``: its last value
+    in the visit) or a customer trait (``traits.X``)."""
+
+    name: str
+    test: Predicate
+    types: frozenset[str] | None = frozenset()
+
+    def _value(self, j: Journey) -> Any:
+        name = self.name
+        if name.startswith("attributes."):
+            return j.attributes.get(name[11:])
+        if name.startswith("traits."):
+            return j.traits.get(name[7:])
+        if name == "currentUrl":
+            return j.url
+        if name == "identified":
+            return bool(j.facts.get("identified")) or j.counts.get("identify", 0) > 0
+        return j.facts.get(name)
+
+    def holds(self, j: Journey, now: int, members: Members) -> bool:
+        return self.test(self._value(j))
+
+    def holds_over(
+        self, history: Sequence[JourneyEvent], ctx: Context, now: int, members: Members
+    ) -> bool:
+        name = self.name
+        value: Any
+        if name.startswith("attributes."):
+            key = name[11:]
+            value = None
+            for ev in history:
+                if ev.type != "identify" and key in ev.attributes:
+                    value = ev.attributes[key]
+        elif name.startswith("traits."):
+            key = name[7:]
+            value = ctx.traits.get(key)
+            for ev in history:
+                if ev.type == "identify" and key in ev.attributes:
+                    value = ev.attributes[key]
+        elif name == "currentUrl":
+            value = next((ev.url for ev in reversed(history) if ev.type == "page_view"), None)
+        elif name == "identified":
+            value = bool(ctx.facts.get("identified")) or any(
+                ev.type == "identify" for ev in history
+            )
+        else:
+            value = ctx.facts.get(name)
+        return self.test(value)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Metric(Node):
+    name: str
+    test: Predicate
+    types: frozenset[str] | None = frozenset()
+    timed: bool = False
+
+    def holds(self, j: Journey, now: int, members: Members) -> bool:
+        name = self.name
+        value: int
+        if name == "events":
+            value = sum(j.counts.values())
+        elif name in _COUNTED:
+            value = j.counts.get(_COUNTED[name], 0)
+        elif name == "scrollDepth":
+            value = j.scroll_depth
+        elif name == "visitNumber":
+            value = j.visit_number
+        elif name == "timeOnSite":
+            value = now - j.started_at
+        else:  # timeOnPage
+            if j.url is None:
+                return False
+            value = now - j.page_at
+        return self.test(value)
+
+    def holds_over(
+        self, history: Sequence[JourneyEvent], ctx: Context, now: int, members: Members
+    ) -> bool:
+        name = self.name
+        value: int
+        if name == "events":
+            value = len(history)
+        elif name in _COUNTED:
+            value = sum(1 for ev in history if ev.type == _COUNTED[name])
+        elif name == "scrollDepth":
+            value = max(
+                (
+                    int(d)
+                    for ev in history
+                    if ev.type == "scroll"
+                    and isinstance(d := ev.attributes.get("depth"), int | float)
+                    and not isinstance(d, bool)
+                ),
+                default=0,
+            )
+        elif name == "visitNumber":
+            value = ctx.visit_number
+        elif name == "timeOnSite":
+            value = now - ctx.started_at
+        else:
+            pages = [ev for ev in history if ev.type == "page_view"]
+            if not pages:
+                return False
+            value = now - pages[-1].ts
+        return self.test(value)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Count(Node):
+    """Events matching ``filter``: at least / at most N in the visit, or within a window.
+
+    With a window, the accumulator keeps only the latest ``keep`` matching times — enough
+    to decide both bounds exactly — so it never grows with the visit.
+    """
+
+    filter: EventFilter
+    at_least: int = 1
+    at_most: int | None = None
+    within: int | None = None
+    key: str = ""
+    types: frozenset[str] | None = None
+    timed: bool = False
+    stateful: ClassVar[bool] = True
+
+    @property
+    def keep(self) -> int:
+        return max(self.at_least, (self.at_most or 0) + 1)
+
+    def update(self, j: Journey, ev: JourneyEvent) -> None:
+        if not self.filter(ev):
+            return
+        if self.within is None:
+            j.acc[self.key] = j.acc.get(self.key, 0) + 1
+            return
+        times: list[int] = j.acc.setdefault(self.key, [])
+        bisect.insort(times, ev.ts)
+        if len(times) > self.keep:
+            del times[0]
+
+    def _decide(self, n: int) -> bool:
+        return n >= self.at_least and (self.at_most is None or n <= self.at_most)
+
+    def holds(self, j: Journey, now: int, members: Members) -> bool:
+        got = j.acc.get(self.key)
+        if self.within is None:
+            return self._decide(got or 0)
+        if not got:
+            return self._decide(0)
+        start = now - self.within
+        return self._decide(sum(1 for t in got if start <= t <= now))
+
+    def holds_over(
+        self, history: Sequence[JourneyEvent], ctx: Context, now: int, members: Members
+    ) -> bool:
+        matches = [ev.ts for ev in history if self.filter(ev)]
+        if self.within is not None:
+            start = now - self.within
+            matches = [t for t in matches if start <= t <= now]
+        return self._decide(len(matches))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Sum(Node):
+    """A numeric event attribute summed over the visit's matching events (a cart's value)."""
+
+    attribute: str
+    filter: EventFilter
+    test: Predicate
+    key: str = ""
+    types: frozenset[str] | None = None
+    stateful: ClassVar[bool] = True
+
+    def update(self, j: Journey, ev: JourneyEvent) -> None:
+        if not self.filter(ev):
+            return
+        n = _number(ev.attributes.get(self.attribute))
+        if n is not None:
+            j.acc[self.key] = j.acc.get(self.key, 0.0) + n
+
+    def holds(self, j: Journey, now: int, members: Members) -> bool:
+        return self.test(j.acc.get(self.key, 0.0))
+
+    def holds_over(
+        self, history: Sequence[JourneyEvent], ctx: Context, now: int, members: Members
+    ) -> bool:
+        total = 0.0
+        for ev in history:
+            if self.filter(ev):
+                n = _number(ev.attributes.get(self.attribute))
+                if n is not None:
+                    total += n
+        return self.test(total)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Sequence_(Node):
+    """Steps matched in order by distinct events of the visit (in the order they were
+    processed), the last at most ``within`` after the first. Once matched, it stays matched.
+
+    The accumulator holds, per step, the latest time at which a chain of the steps before
+    it could have started (a later start can only help the ``within`` bound), plus 1 once
+    the whole sequence matched.
+    """
+
+    steps: tuple[EventFilter, ...]
+    within: int | None = None
+    key: str = ""
+    types: frozenset[str] | None = None
+    stateful: ClassVar[bool] = True
+
+    def update(self, j: Journey, ev: JourneyEvent) -> None:
+        acc: list[int | None] | None = j.acc.get(self.key)
+        if acc is None:
+            acc = [None] * len(self.steps) + [0]
+            j.acc[self.key] = acc
+        if acc[-1]:
+            return
+        last = len(self.steps) - 1
+        # Backwards, so that one event advances the chain by one step at most.
+        for i in range(last, -1, -1):
+            if not self.steps[i](ev):
+                continue
+            start = ev.ts if i == 0 else acc[i - 1]
+            if start is None:
+                continue
+            if i == last:
+                if self.within is None or ev.ts - start <= self.within:
+                    acc[-1] = 1
+                    return
+            else:
+                prev = acc[i]
+                if prev is None or start > prev:
+                    acc[i] = start
+
+    def holds(self, j: Journey, now: int, members: Members) -> bool:
+        acc = j.acc.get(self.key)
+        return bool(acc and acc[-1])
+
+    def holds_over(
+        self, history: Sequence[JourneyEvent], ctx: Context, now: int, members: Members
+    ) -> bool:
+        # The definition itself: some increasing choice of events, one per step.
+        def search(step: int, after: int, start: int | None) -> bool:
+            for idx in range(after, len(history)):
+                ev = history[idx]
+                if not self.steps[step](ev):
+                    continue
+                first = ev.ts if start is None else start
+                if step == len(self.steps) - 1:
+                    if self.within is None or ev.ts - first <= self.within:
+                        return True
+                elif search(step + 1, idx + 1, first):
+                    return True
+            return False
+
+        return search(0, 0, None)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class InSegment(Node):
+    segment: str
+
+    def holds(self, j: Journey, now: int, members: Members) -> bool:
+        return members.get(self.segment, False)
+
+    def holds_over(
+        self, history: Sequence[JourneyEvent], ctx: Context, now: int, members: Members
+    ) -> bool:
+        return members.get(self.segment, False)
+
+
+# ---- parsing ---------------------------------------------------------------------------
+
+HEADS: Final = (
+    "all",
+    "any",
+    "not",
+    "attribute",
+    "metric",
+    "returning",
+    "event",
+    "searched",
+    "sequence",
+    "sum",
+    "segment",
+)
+
+
+def _content_key(raw: Any) -> str:
+    text = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+def _only(raw: dict[str, Any], path: list[str | int], allowed: Sequence[str]) -> None:
+    for k in raw:
+        if k not in allowed:
+            raise ConditionError([*path, k], f"unknown field; here one of {', '.join(allowed)}")
+
+
+def _count_arg(raw: dict[str, Any], name: str, path: list[str | int]) -> int | None:
+    if name not in raw:
+        return None
+    n = raw[name]
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_COUNT:
+        raise ConditionError([*path, name], f"a whole number from 0 to {MAX_COUNT} is expected")
+    return n
+
+
+def parse_condition(raw: Any, path: Sequence[str | int] = ()) -> Node:
+    """Parse and validate a condition tree; raise :class:`ConditionError` on the first problem.
+
+    >>> c = parse_condition({"all": [{"attribute": "device", "equals": "Mobile"},
+    ...                              {"event": {"type": "search", "query": "travel alert"}}]})
+    >>> type(c).__name__, [type(n).__name__ for n in c.children()]
+    ('All', ['Attribute', 'Count'])
+    """
+    return _parse(raw, list(path), 0)
+
+
+def _parse(raw: Any, path: list[str | int], depth: int) -> Node:
+    if depth > MAX_DEPTH:
+        raise ConditionError(path, f"nested deeper than {MAX_DEPTH} levels")
+    if not isinstance(raw, dict):
+        raise ConditionError(
+            path, f"a condition (a mapping with one of {', '.join(HEADS)}) is expected"
+        )
+    heads = [k for k in raw if k in HEADS]
+    if len(heads) != 1:
+        unknown = [k for k in raw if k not in HEADS]
+        if not heads and unknown:
+            raise ConditionError(
+                [*path, unknown[0]], f"unknown condition; one of {', '.join(HEADS)}"
+            )
+        raise ConditionError(
+            path, f"exactly one of {', '.join(HEADS)} is needed, found {', '.join(heads) or 'none'}"
+        )
+    head = heads[0]
+    at = [*path, head]
+    value = raw[head]
+    if head in ("all", "any"):
+        _only(raw, path, (head,))
+        if not isinstance(value, list) or not value:
+            raise ConditionError(at, "a non-empty list of conditions is expected")
+        items = tuple(_parse(c, [*at, i], depth + 1) for i, c in enumerate(value))
+        node: Node = All(items) if head == "all" else AnyOf(items)
+        return _summarise(node, items)
+    if head == "not":
+        _only(raw, path, ("not",))
+        item = _parse(value, at, depth + 1)
+        return _summarise(Not(item), (item,))
+    if head == "attribute":
+        _only(raw, path, ("attribute", "caseSensitive", *ALL_OPS))
+        if not isinstance(value, str):
+            raise ConditionError(at, "an attribute name is expected")
+        types: frozenset[str] | None
+        if value in SESSION_ATTRIBUTES:
+            types = frozenset()
+        elif value in LIVE_ATTRIBUTES:
+            types = LIVE_ATTRIBUTES[value]
+        elif value.startswith("attributes.") and len(value) > 11:
+            types = None
+        elif value.startswith("traits.") and len(value) > 7:
+            types = frozenset({"identify"})
+        else:
+            known = ", ".join(sorted(SESSION_ATTRIBUTES | set(LIVE_ATTRIBUTES)))
+            raise ConditionError(
+                at, f"unknown attribute {value!r}; one of {known}, attributes.<name>, traits.<name>"
+            )
+        test = parse_predicate({k: v for k, v in raw.items() if k != "attribute"}, path)
+        return Attribute(value, test, types)
+    if head == "metric":
+        _only(raw, path, ("metric", "equals", *NUMBER_OPS))
+        if value not in METRICS:
+            raise ConditionError(at, f"unknown metric {value!r}; one of {', '.join(METRICS)}")
+        ops = {k: v for k, v in raw.items() if k != "metric"}
+        if value in _DURATION_METRICS:
+            ops = {k: parse_duration(v, [*path, k]) for k, v in ops.items()}
+        test = parse_predicate(ops, path, allowed=("equals", *NUMBER_OPS))
+        mtypes, timed = METRICS[value]
+        return Metric(value, test, mtypes, timed)
+    if head == "returning":
+        _only(raw, path, ("returning",))
+        if not isinstance(value, bool):
+            raise ConditionError(at, "must be true or false")
+        op = "gt" if value else "lte"
+        return Metric("visitNumber", Predicate(op, 1), frozenset(), False)
+    if head in ("event", "searched"):
+        _only(raw, path, (head, "atLeast", "atMost", "within"))
+        if head == "event":
+            flt = parse_filter(value, at)
+        else:
+            terms = _as_list(value)
+            if not terms or not all(isinstance(t, str) and t.strip() for t in terms):
+                raise ConditionError(at, "a search term or a list of them is expected")
+            flt = EventFilter(types=frozenset({"search"}), query=Predicate("contains", terms))
+        at_least = _count_arg(raw, "atLeast", path)
+        at_most = _count_arg(raw, "atMost", path)
+        if at_least is None:
+            at_least = 0 if at_most is not None else 1
+        if at_most is not None and at_most < at_least:
+            raise ConditionError([*path, "atMost"], "atMost is below atLeast: never true")
+        within = parse_duration(raw["within"], [*path, "within"]) if "within" in raw else None
+        return Count(
+            flt,
+            at_least,
+            at_most,
+            within,
+            key="c" + _content_key(raw),
+            types=flt.types,
+            timed=within is not None,
+        )
+    if head == "sequence":
+        _only(raw, path, ("sequence", "within"))
+        if not isinstance(value, list) or len(value) < 2:
+            raise ConditionError(at, "a list of at least two event filters is expected")
+        steps = tuple(parse_filter(s, [*at, i]) for i, s in enumerate(value))
+        within = parse_duration(raw["within"], [*path, "within"]) if "within" in raw else None
+        stypes: frozenset[str] | None = frozenset()
+        for s in steps:
+            stypes = None if s.types is None or stypes is None else stypes | s.types
+        return Sequence_(steps, within, key="q" + _content_key(raw), types=stypes)
+    if head == "sum":
+        _only(raw, path, ("sum", "of", *NUMBER_OPS, "equals"))
+        if not isinstance(value, str) or not value:
+            raise ConditionError(at, "the name of a numeric event attribute is expected")
+        flt = parse_filter(raw["of"], [*path, "of"]) if "of" in raw else EventFilter()
+        test = parse_predicate(
+            {k: v for k, v in raw.items() if k not in ("sum", "of")},
+            path,
+            allowed=("equals", *NUMBER_OPS),
+        )
+        return Sum(value, flt, test, key="s" + _content_key(raw), types=flt.types)
+    # segment
+    _only(raw, path, ("segment",))
+    if not isinstance(value, str) or not value:
+        raise ConditionError(at, "a segment name is expected")
+    return InSegment(value)
+
+
+def _summarise(node: Node, items: Sequence[Node]) -> Node:
+    types: frozenset[str] | None = frozenset()
+    for n in items:
+        types = None if n.types is None or types is None else types | n.types
+    object.__setattr__(node, "types", types)
+    object.__setattr__(node, "timed", any(n.timed for n in items))
+    return node
+
+
+def references(node: Node) -> set[str]:
+    """The segments a condition reads."""
+    return {n.segment for n in node.walk() if isinstance(n, InSegment)}
+
+
+def stateful_nodes(node: Node) -> list[Node]:
+    """Journey-pattern nodes, each once (identical ones share a key and an accumulator)."""
+    seen: dict[str, Node] = {}
+    for n in node.walk():
+        if n.stateful and n.key not in seen:
+            seen[n.key] = n
+    return list(seen.values())
