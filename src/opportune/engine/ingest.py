@@ -8,6 +8,7 @@ only by the group-commit writer, and the answer waits for that commit.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -16,13 +17,23 @@ import msgspec
 from sqlalchemy import Engine, select
 
 from opportune.core.events import Batch, Refusal, check_event
+from opportune.core.journey import Journey, JourneyEvent
 from opportune.core.session import SessionTrack, landing_attributes, place
 from opportune.engine.enrichment import GeoResolver, parse_user_agent
 from opportune.engine.live import LiveStore, Loader, MemoryLiveStore, Slot, VisitorLive
+from opportune.engine.rules import RuleBook
 from opportune.settings import Settings
+from opportune.store.facts import (
+    active_assignments,
+    recorded_state,
+    session_facts,
+    session_history,
+)
 from opportune.store.schema import events, sessions
 from opportune.store.writer import GroupCommitWriter, IdentifyOp, WriteJob
-from opportune.workspace import Site
+from opportune.workspace import Site, Workspace
+
+log = logging.getLogger(__name__)
 
 _ENCODE = msgspec.json.Encoder()
 
@@ -53,6 +64,8 @@ class IngestResult:
     session_id: str | None
     customer_id: str | None
     visit_number: int
+    segments: list[str] = field(default_factory=list)
+    outcomes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -64,6 +77,8 @@ class IngestResult:
             "sessionId": self.session_id,
             "customerId": self.customer_id,
             "visitNumber": self.visit_number,
+            "segments": self.segments,
+            "outcomes": self.outcomes,
             **self.extra,
         }
 
@@ -79,11 +94,14 @@ class Ingestor:
         writer: GroupCommitWriter,
         geo: GeoResolver,
         live: Callable[[Loader], LiveStore] | None = None,
+        rules: RuleBook | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.writer = writer
         self.geo = geo
+        self.rules = rules or RuleBook(Workspace())
+        self._rule_errors: set[str] = set()
         self.live: LiveStore = (live or MemoryLiveStore)(self.load)
         self._max_age_ms = settings.max_event_age_s * 1000
         self._max_future_ms = settings.max_future_skew_s * 1000
@@ -131,6 +149,10 @@ class Ingestor:
                     events.c.visitor_id == visitor_id, events.c.ts >= horizon
                 )
             ).all()
+            assignments = active_assignments(
+                conn, visitor_id=visitor_id, customer_id=row.customer_id, now_ms=now_ms
+            )
+            journey = self._replay(conn, recent[0].id, assignments) if recent else None
         track = SessionTrack()
         if recent:
             cur = recent[0]
@@ -149,7 +171,58 @@ class Ingestor:
             first_seen_at=row.first_seen_at,
             track=track,
             recent_ids={r.event_id: r.ts for r in ids},
+            journey=journey,
+            assignments=assignments,
         )
+
+    def _replay(
+        self, conn: Any, session_id: str, assignments: dict[str, list[int]]
+    ) -> Journey | None:
+        """The visit's journey rebuilt from its stored events under the rules in force, with
+        the segments and outcomes as recorded: the next event evaluates every rule and
+        records only the differences (so a new or changed rule applies at once)."""
+        found = session_history(conn, session_id)
+        if found is None:
+            return None
+        srow, history, traits = found
+        rs = self.rules.ruleset
+        j = Journey(
+            session_id=session_id,
+            started_at=srow.started_at,
+            facts=session_facts(srow._mapping),
+            visit_number=srow.number,
+            traits=traits,
+            rules=rs.fingerprint,
+        )
+        if srow.customer_id:
+            j.facts["identified"] = True
+        scratch = {k: list(v) for k, v in assignments.items()}
+        for ev in history:
+            rs.step(j, ev, max(j.last_at, ev.ts), scratch)
+        j.segments, j.outcomes = recorded_state(conn, session_id)
+        j.full = True
+        return j
+
+    def rebuild_journey(self, visitor_id: str, state: VisitorLive) -> Journey | None:
+        """The current visit's journey from the database (rules changed, or none held)."""
+        sid = state.track.session_id
+        if sid is None:
+            return None
+        with self.engine.connect() as conn:
+            return self._replay(conn, sid, state.assignments)
+
+    def assignments_of(
+        self, visitor_id: str, customer_id: str | None, now_ms: int
+    ) -> dict[str, list[int]]:
+        with self.engine.connect() as conn:
+            return active_assignments(
+                conn, visitor_id=visitor_id, customer_id=customer_id, now_ms=now_ms
+            )
+
+    async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._sqlite:
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
 
     async def ingest(
         self,
@@ -198,6 +271,14 @@ class Ingestor:
                 "this visitor id belongs to another site",
                 "$.visitorId",
             )
+        rs = self.rules.ruleset
+        stale = state.journey is None or state.journey.rules != rs.fingerprint
+        if stale and state.track.session_id is not None and len(rs):
+            # The rules changed since this visit's journey was built (or it has none):
+            # rebuild it from the stored visit, once its earlier writes are durable.
+            await slot.settled()
+            state.journey = await self._db(self.rebuild_journey, vid, state)
+        customer_before = state.customer_id
         timeout_ms = site.session_timeout_minutes * 60_000
         skew = now_ms - batch.sent_at
         refused: list[Refusal] = []
@@ -205,6 +286,8 @@ class Ingestor:
         session_rows: dict[str, dict[str, Any]] = {}
         event_rows: list[tuple[Any, ...]] = []
         identifies: list[IdentifyOp] = []
+        seg_rows: list[tuple[Any, ...]] = []
+        won: list[tuple[Any, ...]] = []
         last_ts = 0
         last_sid: str | None = state.track.session_id
         device = geo = None
@@ -253,10 +336,51 @@ class Ingestor:
             row["event_count"] += 1
             row["last_event_at"] = max(row["last_event_at"], ts)
             row["started_at"] = min(row["started_at"], ts)
+            landed = False
             if ev.type == "page_view":
                 row["page_count"] += 1
                 if row["landing_url"] is None and (new or row.get("_new")):
                     row.update(landing_attributes(ev.url, ev.referrer))
+                    landed = True
+            if sid == state.track.session_id and len(rs):
+                j = state.journey
+                if j is None or j.session_id != sid:
+                    j = state.journey = Journey(
+                        session_id=sid,
+                        started_at=state.track.started_at,
+                        facts=session_facts(row),
+                        visit_number=state.track.number,
+                        rules=rs.fingerprint,
+                    )
+                    if state.customer_id:
+                        j.facts["identified"] = True
+                elif landed:
+                    j.facts.update(session_facts(row))
+                jev = JourneyEvent(
+                    ev.type,
+                    ts,
+                    ev.url,
+                    ev.name,
+                    ev.query,
+                    ev.traits if ev.type == "identify" else ev.attributes,
+                    ev.id,
+                )
+                at = max(j.last_at, ts)
+                changes = rs.step(j, jev, at, state.assignments)
+                if changes:
+                    cid = state.customer_id
+                    for name, t in changes.entered:
+                        seg_rows.append((site.name, name, "entered", t, None, sid, vid, cid))
+                    for name, t in changes.left:
+                        seg_rows.append((site.name, name, "left", t, None, sid, vid, cid))
+                    for name, _since, expires in changes.assigned:
+                        seg_rows.append((site.name, name, "assigned", at, expires, sid, vid, cid))
+                    for name, t, value in changes.achieved:
+                        won.append((sid, name, site.name, vid, cid, t, value, ev.id))
+                    for name, message in changes.errors:
+                        if name not in self._rule_errors:  # once per rule, not per event
+                            self._rule_errors.add(name)
+                            log.error("rule %r failed and counts as not matched: %s", name, message)
             data: dict[str, Any] | None = None
             if ev.attributes:
                 data = dict(ev.attributes)
@@ -311,6 +435,8 @@ class Ingestor:
             sessions=list(session_rows.values()),
             events=event_rows,
             identifies=identifies,
+            segment_changes=seg_rows,
+            achievements=won,
         )
         outcomes: list[Any] = []
         if job.visitor is not None or job.events:
@@ -325,8 +451,21 @@ class Ingestor:
                 state.customer_id = outcome.customer_id
             for reason in outcome.refusals:
                 refused.append(Refusal(op.event_index, batch.events[op.event_index].id, reason))
+        if state.customer_id is not None and state.customer_id != customer_before:
+            # Newly identified: the customer's assignments from its other devices apply here.
+            if len(rs):
+                more = await self._db(self.assignments_of, vid, state.customer_id, now_ms)
+                for name, (since, expires) in more.items():
+                    mine = state.assignments.get(name)
+                    if mine is None or mine[1] < expires:
+                        state.assignments[name] = [min(since, mine[0]) if mine else since, expires]
+            if state.journey is not None:
+                state.journey.facts["identified"] = True
         state.prune(now_ms - self._max_age_ms - self._max_future_ms)
         refused.sort(key=lambda r: r.index)
+        j = state.journey
+        current = j is not None and j.session_id == state.track.session_id
+        at = j.last_at if current and j is not None else now_ms
         return IngestResult(
             accepted=len(event_rows),
             duplicates=duplicates,
@@ -335,6 +474,8 @@ class Ingestor:
             session_id=last_sid,
             customer_id=state.customer_id,
             visit_number=state.track.number,
+            segments=list(rs.members(j if current else None, state.assignments, at)),
+            outcomes=list(j.outcomes) if current and j is not None else [],
         )
 
 

@@ -2,9 +2,11 @@
 processes).
 
 Only what ingestion needs to decide without reading the database: the visitor's customer,
-its session track and the ids of its recent events. Events older than the acceptance
-window are refused anyway, so remembering the ids inside that window is enough for exact
-de-duplication — and rebuilding that memory from the database is a small, bounded read.
+its session track, the ids of its recent events, and the current visit's journey state
+with the visitor's customer-scope segment assignments (what the rules read and keep).
+Events older than the acceptance window are refused anyway, so remembering the ids inside
+that window is enough for exact de-duplication — and rebuilding that memory from the
+database is a small, bounded read.
 
 Both stores offer the same ``hold(visitor_id, now_ms)``: an async context manager around
 one batch's work on one visitor. What happens inside is the same code for both; they
@@ -32,6 +34,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from opportune.core.journey import Journey
 from opportune.core.session import SessionTrack
 
 
@@ -43,6 +46,10 @@ class VisitorLive:
     track: SessionTrack
     # event id -> ts, only within the acceptance window (pruned as time passes)
     recent_ids: dict[str, int] = field(default_factory=dict)
+    # The current visit as the rules see it (None before the first event of a visit).
+    journey: Journey | None = None
+    # Customer-scope segments in force: name -> [since, expires at].
+    assignments: dict[str, list[int]] = field(default_factory=dict)
 
     def prune(self, horizon_ms: int) -> None:
         if len(self.recent_ids) > 64:

@@ -13,6 +13,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -153,4 +154,55 @@ erasures = Table(
     Column("site_id", String(64), nullable=False),
     Column("customer_id", String(32), nullable=False),
     Column("counts", JSON, nullable=False),
+)
+
+# Segment facts, append-only so that concurrent batches can write them in any order:
+# entered / left for session-scope segments, assigned (with its expiry) for customer scope.
+# Intervals and current assignments are folded from these rows when read.
+segment_changes = Table(
+    "segment_changes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("site_id", String(64), nullable=False),
+    Column("segment", String(64), nullable=False),
+    Column("change", String(8), nullable=False),  # entered | left | assigned
+    Column("at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=True),  # assigned only
+    Column("session_id", String(40), nullable=False),
+    Column("visitor_id", String(64), nullable=False),
+    Column("customer_id", String(32), nullable=True),
+    Index(None, "session_id"),
+    Index(None, "visitor_id", "at"),
+    Index(None, "customer_id", "at"),
+    Index(None, "at"),
+)
+
+# Outcomes achieved: at most one row per visit and outcome; for reports and training.
+outcome_achievements = Table(
+    "outcome_achievements",
+    metadata,
+    Column("session_id", String(40), primary_key=True),
+    Column("outcome", String(64), primary_key=True),
+    Column("site_id", String(64), nullable=False),
+    Column("visitor_id", String(64), nullable=False),
+    Column("customer_id", String(32), nullable=True),
+    Column("achieved_at", BigInteger, nullable=False),
+    Column("value", Float, nullable=True),
+    Column("event_id", String(64), nullable=False),
+    Index(None, "achieved_at"),
+    Index(None, "customer_id"),
+)
+
+# Segments and outcomes created over the admin API (workspace files hold the others).
+# A delete leaves the row with no body and a new version, so every process sees the change
+# by polling max(version).
+definitions = Table(
+    "definitions",
+    metadata,
+    Column("kind", String(16), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("body", JSON, nullable=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index(None, "version"),
 )

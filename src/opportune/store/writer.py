@@ -57,6 +57,9 @@ class WriteJob:
     sessions: list[dict[str, Any]]
     events: list[tuple[Any, ...]]
     identifies: list[IdentifyOp] = field(default_factory=list)
+    # Facts of the rules, as tuples in SEGMENT_CHANGE_COLUMNS / ACHIEVEMENT_COLUMNS order.
+    segment_changes: list[tuple[Any, ...]] = field(default_factory=list)
+    achievements: list[tuple[Any, ...]] = field(default_factory=list)
     future: asyncio.Future[list[Any]] | None = None
     loop: asyncio.AbstractEventLoop | None = None
 
@@ -207,6 +210,12 @@ def _statements(sql: _Sql, group: Sequence[WriteJob]) -> list[tuple[str, list[tu
         out.append((sql.sessions, [tuple(r[c] for c in SESSION_COLUMNS) for r in session_rows]))
     if event_rows:
         out.append((_COPY_EVENTS if sql.pg else sql.events, event_rows))
+    changes = [c for j in group for c in j.segment_changes]
+    if changes:
+        out.append((sql.segment_changes, changes))
+    achieved = [a for j in group for a in j.achievements]
+    if achieved:
+        out.append((sql.achievements, achieved))
     new_ids = [(r["id"],) for r in session_rows if r.get("_new")]
     if new_ids:
         # A new visit takes the visitor's customer as it stands in the database now,
@@ -240,6 +249,26 @@ VISITOR_COLUMNS = (
     "session_count",
 )
 SESSION_COLUMNS = tuple(c.name for c in sessions.columns)
+SEGMENT_CHANGE_COLUMNS = (
+    "site_id",
+    "segment",
+    "change",
+    "at",
+    "expires_at",
+    "session_id",
+    "visitor_id",
+    "customer_id",
+)
+ACHIEVEMENT_COLUMNS = (
+    "session_id",
+    "outcome",
+    "site_id",
+    "visitor_id",
+    "customer_id",
+    "achieved_at",
+    "value",
+    "event_id",
+)
 _FIRST_WINS = (
     "landing_url",
     "referrer",
@@ -271,6 +300,11 @@ class _Sql:
 
         self.pg = pg
         self.events = f"INSERT INTO events {values(EVENT_COLUMNS)} ON CONFLICT DO NOTHING"
+        self.segment_changes = f"INSERT INTO segment_changes {values(SEGMENT_CHANGE_COLUMNS)}"
+        # A visit achieves an outcome once: a retried batch must not count it twice.
+        self.achievements = (
+            f"INSERT INTO outcome_achievements {values(ACHIEVEMENT_COLUMNS)} ON CONFLICT DO NOTHING"
+        )
         self.visitors = (
             f"INSERT INTO visitors {values(VISITOR_COLUMNS)} ON CONFLICT (id) DO UPDATE SET "
             f"last_visit_at = {greatest}(visitors.last_visit_at, excluded.last_visit_at), "

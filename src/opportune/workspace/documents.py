@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
+
+from opportune.core.conditions import parse_condition
+from opportune.core.outcomes import Outcome as CoreOutcome
+from opportune.core.segments import Segment as CoreSegment
 
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
@@ -49,4 +53,47 @@ class Site(Document):
         return origin is not None and origin.rstrip("/") in self.origins
 
 
-KINDS: dict[str, type[Document]] = {"site": Site}
+class SegmentDoc(Document):
+    """A named condition over a visit (``scope: session``) or a customer (``customer``).
+
+    ``condition`` is the condition language (docs/conditions.md); it is validated by the
+    core parser, whose errors carry the exact path under ``condition``.
+    """
+
+    kind: Literal["segment"] = "segment"
+    name: str = Field(pattern=_NAME)
+    description: str = Field(default="", max_length=500)
+    colour: str = Field(default="#4c78a8", pattern=r"^#[0-9a-fA-F]{6}$")
+    scope: Literal["session", "customer"] = "session"
+    expires_after_days: int = Field(default=30, ge=1, le=3650)
+    visible_to_agents: bool = True
+    condition: dict[str, Any]
+
+    def to_core(self) -> CoreSegment:
+        """The core segment; raises ``ConditionError`` with a path under ``condition``."""
+        return CoreSegment(
+            self.name,
+            parse_condition(self.condition, ["condition"]),
+            self.scope,
+            self.expires_after_days,
+        )
+
+
+class OutcomeDoc(Document):
+    """A goal of the site, achieved at most once per visit when its condition first holds."""
+
+    kind: Literal["outcome"] = "outcome"
+    name: str = Field(pattern=_NAME)
+    description: str = Field(default="", max_length=500)
+    condition: dict[str, Any]
+    value_from: str | None = Field(
+        default=None, min_length=1, max_length=64, description="event attribute with the value"
+    )
+
+    def to_core(self) -> CoreOutcome:
+        return CoreOutcome(
+            self.name, parse_condition(self.condition, ["condition"]), self.value_from
+        )
+
+
+KINDS: dict[str, type[Document]] = {"site": Site, "segment": SegmentDoc, "outcome": OutcomeDoc}

@@ -10,7 +10,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from opportune.workspace.documents import KINDS, Document, Site
+from opportune.core.conditions import ConditionError
+from opportune.core.rules import RulesError, Ruleset
+from opportune.workspace.documents import KINDS, Document, OutcomeDoc, SegmentDoc, Site
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class Workspace:
     """The validated documents of a workspace, indexed for the server's lookups."""
 
     sites: dict[str, Site] = field(default_factory=dict)
+    segments: dict[str, SegmentDoc] = field(default_factory=dict)
+    outcomes: dict[str, OutcomeDoc] = field(default_factory=dict)
 
     @property
     def sites_by_key(self) -> dict[str, Site]:
@@ -72,9 +76,21 @@ def _loc_path(loc: Iterable[int | str]) -> str:
     return out
 
 
+def build_ruleset(segments: list[SegmentDoc], outcomes: list[OutcomeDoc]) -> Ruleset:
+    """The core ruleset of these documents; ``RulesError`` for unknown references, cycles
+    and names defined twice (their conditions must already be valid)."""
+    return Ruleset([s.to_core() for s in segments], [o.to_core() for o in outcomes])
+
+
 def parse_documents(text: str, file: str) -> tuple[list[Document], list[Problem]]:
     """Validate every YAML document in ``text``; return the good ones and every problem."""
+    docs, problems, _ = _parse_documents(text, file)
+    return docs, problems
+
+
+def _parse_documents(text: str, file: str) -> tuple[list[Document], list[Problem], list[int]]:
     docs: list[Document] = []
+    lines: list[int] = []
     problems: list[Problem] = []
     try:
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
@@ -83,7 +99,7 @@ def parse_documents(text: str, file: str) -> tuple[list[Document], list[Problem]
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else 1
         problems.append(Problem(file, line, "", f"not valid YAML: {getattr(exc, 'problem', exc)}"))
-        return docs, problems
+        return docs, problems, lines
     for node, value in zip(nodes, values, strict=True):
         if value is None:
             continue
@@ -98,7 +114,7 @@ def parse_documents(text: str, file: str) -> tuple[list[Document], list[Problem]
             problems.append(Problem(file, line, "kind", f"unknown kind {kind!r}; one of {known}"))
             continue
         try:
-            docs.append(model.model_validate(value))
+            doc = model.model_validate(value)
         except ValidationError as exc:
             for err in exc.errors():
                 loc = err["loc"]
@@ -111,7 +127,18 @@ def parse_documents(text: str, file: str) -> tuple[list[Document], list[Problem]
                         _message(err),
                     )
                 )
-    return docs, problems
+            continue
+        if isinstance(doc, SegmentDoc | OutcomeDoc):
+            try:
+                doc.to_core()
+            except ConditionError as exc:
+                at = _node_at(node, exc.path)
+                line_at = (at.start_mark.line + 1) if at is not None else line
+                problems.append(Problem(file, line_at, _loc_path(exc.path), exc.message))
+                continue
+        docs.append(doc)
+        lines.append(line)
+    return docs, problems, lines
 
 
 def _message(err: Any) -> str:
@@ -129,13 +156,27 @@ def load_workspace(folder: Path) -> Workspace:
     problems: list[Problem] = []
     sites: dict[str, Site] = {}
     keys: dict[str, str] = {}
+    rules: dict[tuple[str, str], tuple[SegmentDoc | OutcomeDoc, str, int]] = {}
     files = sorted([*folder.rglob("*.yaml"), *folder.rglob("*.yml")])
     for path in files:
         rel = str(path.relative_to(folder))
-        docs, probs = parse_documents(path.read_text(encoding="utf-8"), rel)
+        docs, probs, lines = _parse_documents(path.read_text(encoding="utf-8"), rel)
         problems += probs
-        for doc in docs:
-            if isinstance(doc, Site):
+        for doc, line in zip(docs, lines, strict=True):
+            if isinstance(doc, SegmentDoc | OutcomeDoc):
+                if (doc.kind, doc.name) in rules:
+                    first = rules[(doc.kind, doc.name)]
+                    problems.append(
+                        Problem(
+                            rel,
+                            line,
+                            "name",
+                            f"{doc.kind} {doc.name!r} already defined at {first[1]}:{first[2]}",
+                        )
+                    )
+                else:
+                    rules[(doc.kind, doc.name)] = (doc, rel, line)
+            elif isinstance(doc, Site):
                 if doc.name in sites:
                     problems.append(Problem(rel, 1, "name", f"site {doc.name!r} defined twice"))
                 elif doc.key in keys:
@@ -145,6 +186,14 @@ def load_workspace(folder: Path) -> Workspace:
                 else:
                     sites[doc.name] = doc
                     keys[doc.key] = doc.name
+    segments = {n: d for (k, n), (d, _, _) in rules.items() if isinstance(d, SegmentDoc)}
+    outcomes = {n: d for (k, n), (d, _, _) in rules.items() if isinstance(d, OutcomeDoc)}
+    try:
+        build_ruleset(list(segments.values()), list(outcomes.values()))
+    except RulesError as exc:
+        for kind, name, message in exc.problems:
+            _, rel, line = rules[(kind, name)]
+            problems.append(Problem(rel, line, "condition", f"{kind} {name!r} {message}"))
     if problems:
         raise ConfigError(problems)
-    return Workspace(sites=sites)
+    return Workspace(sites=sites, segments=segments, outcomes=outcomes)

@@ -1,0 +1,166 @@
+"""The rules in force: the workspace's segments and outcomes plus those created over the
+admin API, compiled into one :class:`Ruleset`.
+
+Workspace documents are owned by their files: the API reads them but refuses to change
+them (edit the file). API documents live in the ``definitions`` table; every change takes
+a new ``version``, and each process polls ``max(version)`` (``refresh``) so a change made
+on one process reaches the others within the poll interval.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any, Literal
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.engine import Connection
+
+from opportune.core.rules import Ruleset
+from opportune.store.schema import definitions
+from opportune.workspace import Workspace
+from opportune.workspace.documents import OutcomeDoc, SegmentDoc
+from opportune.workspace.loader import build_ruleset
+
+Kind = Literal["segment", "outcome"]
+Doc = SegmentDoc | OutcomeDoc
+MODELS: dict[str, type[SegmentDoc] | type[OutcomeDoc]] = {
+    "segment": SegmentDoc,
+    "outcome": OutcomeDoc,
+}
+log = logging.getLogger(__name__)
+
+
+class ReadOnlyDefinition(Exception):
+    """The definition comes from a workspace file; the API may not change it."""
+
+
+def _fingerprint(docs: list[Doc]) -> str:
+    text = json.dumps(
+        sorted((d.kind, d.name, d.model_dump(mode="json")) for d in docs),
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+class RuleBook:
+    """Holds the compiled ruleset and the documents behind it."""
+
+    def __init__(self, workspace: Workspace, engine: Engine | None = None) -> None:
+        self.engine = engine
+        self.files: dict[tuple[str, str], Doc] = {
+            **{("segment", n): d for n, d in workspace.segments.items()},
+            **{("outcome", n): d for n, d in workspace.outcomes.items()},
+        }
+        self.api: dict[tuple[str, str], Doc] = {}
+        self.version = -1
+        self.ruleset = self._compile(self.files)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def docs(self, kind: str) -> list[tuple[Doc, str]]:
+        """Every definition of ``kind`` with its source (``workspace`` or ``api``)."""
+        out = [(d, "workspace") for (k, _), d in self.files.items() if k == kind]
+        out += [(d, "api") for (k, _), d in self.api.items() if k == kind]
+        return sorted(out, key=lambda x: x[0].name)
+
+    def get(self, kind: str, name: str) -> tuple[Doc, str] | None:
+        if (kind, name) in self.files:
+            return self.files[(kind, name)], "workspace"
+        if (kind, name) in self.api:
+            return self.api[(kind, name)], "api"
+        return None
+
+    def candidate(self, doc: Doc | None, *, remove: tuple[str, str] | None = None) -> Ruleset:
+        """The ruleset with ``doc`` added or replaced (or ``remove`` removed); raises
+        ``ConditionError`` / ``RulesError`` if it would not work."""
+        merged = {**self.files, **self.api}
+        if remove is not None:
+            merged.pop(remove, None)
+        if doc is not None:
+            merged[(doc.kind, doc.name)] = doc
+        return self._compile(merged)
+
+    @staticmethod
+    def _compile(docs: dict[tuple[str, str], Doc]) -> Ruleset:
+        values = list(docs.values())
+        rs = build_ruleset(
+            [d for d in values if isinstance(d, SegmentDoc)],
+            [d for d in values if isinstance(d, OutcomeDoc)],
+        )
+        rs.fingerprint = _fingerprint(values)
+        return rs
+
+    # -- the definitions table -----------------------------------------------------------
+
+    def refresh(self) -> bool:
+        """Reload API definitions if another process (or this one) changed them."""
+        if self.engine is None:
+            return False
+        with self.engine.connect() as conn:
+            version = conn.execute(select(func.max(definitions.c.version))).scalar()
+            version = -1 if version is None else int(version)
+            if version == self.version:
+                return False
+            rows = conn.execute(
+                select(definitions.c.kind, definitions.c.name, definitions.c.body).where(
+                    definitions.c.body.is_not(None)
+                )
+            ).all()
+        api: dict[tuple[str, str], Doc] = {}
+        for kind, name, body in rows:
+            if (kind, name) in self.files or kind not in MODELS:
+                continue
+            try:
+                api[(kind, name)] = MODELS[kind].model_validate(body)
+            except Exception:  # stored by an older version: keep the others working
+                log.exception("definition %s %s no longer validates; ignored", kind, name)
+        try:
+            ruleset = self._compile({**self.files, **api})
+        except Exception:
+            log.exception("stored definitions do not compile together; keeping the rules")
+            self.version = version
+            return False
+        self.api, self.ruleset, self.version = api, ruleset, version
+        return True
+
+    def put(self, doc: Doc, *, now_ms: int) -> Ruleset:
+        """Create or replace an API definition (validated against all the others)."""
+        key = (doc.kind, doc.name)
+        if key in self.files:
+            raise ReadOnlyDefinition(f"{doc.kind} {doc.name!r} is defined in the workspace files")
+        self.candidate(doc)
+        assert self.engine is not None
+        with self.engine.begin() as conn:
+            self._write(
+                conn, doc.kind, doc.name, doc.model_dump(mode="json", by_alias=True), now_ms
+            )
+        self.refresh()
+        return self.ruleset
+
+    def delete(self, kind: str, name: str, *, now_ms: int) -> None:
+        if (kind, name) in self.files:
+            raise ReadOnlyDefinition(f"{kind} {name!r} is defined in the workspace files")
+        self.candidate(None, remove=(kind, name))
+        assert self.engine is not None
+        with self.engine.begin() as conn:
+            self._write(conn, kind, name, None, now_ms)
+        self.refresh()
+
+    @staticmethod
+    def _write(conn: Connection, kind: str, name: str, body: Any, now_ms: int) -> None:
+        version = (conn.execute(select(func.max(definitions.c.version))).scalar() or 0) + 1
+        exists = conn.execute(
+            select(definitions.c.name).where(definitions.c.kind == kind, definitions.c.name == name)
+        ).first()
+        values = {"body": body, "version": version, "updated_at": now_ms}
+        if exists:
+            conn.execute(
+                definitions.update()
+                .where(definitions.c.kind == kind, definitions.c.name == name)
+                .values(**values)
+            )
+        else:
+            conn.execute(definitions.insert().values(kind=kind, name=name, **values))
