@@ -138,7 +138,9 @@ def config_validate(folder: Path) -> None:
             click.echo(str(problem), err=True)
         click.echo(f"{len(exc.problems)} problem(s)", err=True)
         sys.exit(1)
-    click.echo(f"ok: {len(ws.sites)} site(s)")
+    click.echo(
+        f"ok: {len(ws.sites)} site(s), {len(ws.segments)} segment(s), {len(ws.outcomes)} outcome(s)"
+    )
 
 
 @main.group()

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     )
     geoip_db: Path | None = Field(default=None, description="Optional MaxMind .mmdb city file")
     commit_max_batch: int = Field(default=2000, ge=1, description="Events per group commit")
+    rules_poll_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Seconds between looks for API-changed rules",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +25,13 @@ from opportune.api.tracking import TrackingEndpoint
 from opportune.engine.enrichment import GeoResolver
 from opportune.engine.ingest import Ingestor
 from opportune.engine.live import LiveStore, Loader, RedisLiveStore
+from opportune.engine.rules import RuleBook
 from opportune.settings import Settings
 from opportune.store.db import Checkpointer, make_engine, migrate
 from opportune.store.writer import GroupCommitWriter, IdentifyOp
 from opportune.workspace import Workspace, load_workspace
 
+log = logging.getLogger(__name__)
 PACKAGE = Path(__file__).resolve().parent.parent
 SDK_FILE = PACKAGE / "sdk" / "opportune.js"
 DEMO_DIR = PACKAGE / "web" / "demo"
@@ -42,7 +46,21 @@ class Runtime:
     workspace: Workspace
     ingestor: Ingestor
     writer: GroupCommitWriter
+    rules: RuleBook
     checkpointer: Checkpointer | None = None
+
+    async def watch_rules(self) -> None:
+        """Poll for definitions changed by any process (the admin API writes them)."""
+        sqlite = self.ingestor.engine.dialect.name == "sqlite"
+        while True:
+            await asyncio.sleep(self.settings.rules_poll_s)
+            try:
+                if sqlite:  # one indexed max(): cheaper on the loop than a thread hop
+                    self.rules.refresh()
+                else:
+                    await asyncio.to_thread(self.rules.refresh)
+            except Exception:  # the database is away: keep the rules, try again
+                log.exception("could not refresh the rules")
 
     async def aclose(self) -> None:
         await self.writer.aclose()
@@ -69,8 +87,14 @@ def build_runtime(settings: Settings, *, auto_migrate: bool = True) -> Runtime:
         def live(loader: Loader) -> LiveStore:
             return RedisLiveStore(redis_url, loader, prefix=prefix)
 
-    ingestor = Ingestor(settings=settings, engine=engine, writer=writer, geo=geo, live=live)
-    return Runtime(settings, workspace, ingestor, writer, Checkpointer(engine) if sqlite else None)
+    rules = RuleBook(workspace, engine)
+    rules.refresh()
+    ingestor = Ingestor(
+        settings=settings, engine=engine, writer=writer, geo=geo, live=live, rules=rules
+    )
+    return Runtime(
+        settings, workspace, ingestor, writer, rules, Checkpointer(engine) if sqlite else None
+    )
 
 
 def _identify(conn: Connection, op: IdentifyOp) -> Any:
@@ -96,9 +120,13 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        watcher = asyncio.get_running_loop().create_task(runtime.watch_rules())
         try:
             yield
         finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
             await runtime.aclose()
 
     app = FastAPI(title="Opportune", version=__version__, lifespan=lifespan)
@@ -109,12 +137,19 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
 
     require_api_key = api_key_dependency(settings.api_key)
     from opportune.api.customers import customers_router
+    from opportune.api.definitions import definitions_router
 
     app.include_router(
         customers_router(
             get_engine=lambda: runtime.ingestor.engine,
             on_evict=runtime.ingestor.live.evict,
             require_api_key=require_api_key,
+        )
+    )
+
+    app.include_router(
+        definitions_router(
+            rules=runtime.rules, ingestor=runtime.ingestor, require_api_key=require_api_key
         )
     )
 

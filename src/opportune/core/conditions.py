@@ -21,6 +21,7 @@ import bisect
 import fnmatch
 import hashlib
 import json
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -145,6 +146,8 @@ def parse_duration(value: Any, path: Sequence[str | int]) -> int:
     if isinstance(value, bool):
         raise ConditionError(path, "a duration like '30s', '5m', '2h' or '1d' is expected")
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ConditionError(path, "a duration must be a finite number of seconds")
         ms = int(value * 1000)
     elif isinstance(value, str) and (m := _DURATION.match(value)):
         ms = int(float(m.group(1)) * _UNITS[m.group(2) or "s"])
@@ -158,16 +161,18 @@ def parse_duration(value: Any, path: Sequence[str | int]) -> int:
 # ---- predicates on one value -----------------------------------------------------------
 
 
+# Text that counts as a number: a plain decimal. Not "NaN", "Infinity" or "1_000", which
+# float() accepts but a page sends only by mistake (String(NaN)); a NaN would poison a sum.
+_DECIMAL = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
+
+
 def _number(x: Any) -> float | None:
     if isinstance(x, bool) or x is None:
         return None
     if isinstance(x, int | float):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, str) and _DECIMAL.match(x):
         return float(x)
-    if isinstance(x, str):
-        try:
-            return float(x)
-        except ValueError:
-            return None
     return None
 
 
@@ -275,6 +280,9 @@ def parse_predicate(
     elif op in NUMBER_OPS:
         if _number(operand) is None or isinstance(operand, str):
             raise ConditionError(at, f"a number is expected, not {operand!r}")
+    elif op in ("equals", "notEquals") and isinstance(operand, list | dict):
+        alt = "in" if op == "equals" else "notIn"
+        raise ConditionError(at, f"one value is expected; for a list use {alt!r}")
     elif op in ("in", "notIn"):
         if not isinstance(operand, list) or not operand:
             raise ConditionError(at, "a non-empty list is expected")
@@ -341,8 +349,10 @@ def parse_filter(raw: Any, path: list[str | int]) -> EventFilter:
     types: frozenset[str] | None = None
     if "type" in raw:
         given = _as_list(raw["type"])
+        if not given:
+            raise ConditionError([*path, "type"], "a non-empty list of event types is expected")
         for i, t in enumerate(given):
-            if t not in EVENT_TYPES:
+            if not isinstance(t, str) or t not in EVENT_TYPES:
                 at = [*path, "type", i] if isinstance(raw["type"], list) else [*path, "type"]
                 raise ConditionError(
                     at, f"unknown event type {t!r}; one of {', '.join(sorted(EVENT_TYPES))}"
@@ -837,7 +847,7 @@ def _parse(raw: Any, path: list[str | int], depth: int) -> Node:
         return Attribute(value, test, types)
     if head == "metric":
         _only(raw, path, ("metric", "equals", *NUMBER_OPS))
-        if value not in METRICS:
+        if not isinstance(value, str) or value not in METRICS:
             raise ConditionError(at, f"unknown metric {value!r}; one of {', '.join(METRICS)}")
         ops = {k: v for k, v in raw.items() if k != "metric"}
         if value in _DURATION_METRICS:

@@ -84,6 +84,10 @@ class LiveStore(Protocol):
         """Forget visitors whose stored truth changed underneath (erase, merge)."""
         ...
 
+    async def peek(self, visitor_id: str, now_ms: int) -> VisitorLive | None:
+        """The visitor's state for reading (a view, not a hold: never written back)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -149,6 +153,9 @@ class MemoryLiveStore:
             raise
         finally:
             del self._loading[visitor_id]
+
+    async def peek(self, visitor_id: str, now_ms: int) -> VisitorLive | None:
+        return await self.get(visitor_id, now_ms)
 
     def put(self, visitor_id: str, item: VisitorLive) -> None:
         self._items[visitor_id] = item
@@ -259,6 +266,12 @@ class RedisLiveStore:
             await asyncio.sleep(delay)
             waited += delay
             delay = min(delay * 2, 0.05)
+
+    async def peek(self, visitor_id: str, now_ms: int) -> VisitorLive | None:
+        raw = await self._redis.get(self._key(visitor_id))
+        if raw is not None:
+            return _DECODE_STATE.decode(raw)
+        return await self._loader(visitor_id, now_ms)
 
     def evict(self, visitor_ids: list[str]) -> None:
         if visitor_ids:

@@ -1,0 +1,253 @@
+"""Admin REST: segments and outcomes (create, read, update, delete, validate, estimate), and
+a visitor's live journey (what the agent and Live Now views show).
+
+Definitions from the workspace files are listed with ``"source": "workspace"`` and cannot
+be changed here (409: edit the file); those created here are stored in the database and
+reach every server process within a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Query
+from pydantic import ValidationError
+
+from opportune.core.conditions import ConditionError, format_path
+from opportune.core.rules import RulesError
+from opportune.engine.audience import estimate
+from opportune.engine.ingest import Ingestor
+from opportune.engine.rules import MODELS, Doc, ReadOnlyDefinition, RuleBook
+from opportune.workspace.documents import SegmentDoc
+
+PLURAL = {"segments": "segment", "outcomes": "outcome"}
+
+
+def _invalid(errors: list[dict[str, str]]) -> HTTPException:
+    first = errors[0]
+    return HTTPException(
+        422,
+        detail={
+            "code": "invalid_definition",
+            "message": f"{first['path']}: {first['message']}"
+            if first["path"]
+            else first["message"],
+            "path": first["path"],
+            "errors": errors,
+        },
+    )
+
+
+def parse_definition(kind: str, body: Any, name: str | None = None) -> Doc:
+    """A validated document of ``kind`` from a JSON body; 422 naming every problem."""
+    if not isinstance(body, dict):
+        raise _invalid([{"path": "", "message": "the body must be a JSON object"}])
+    body = {**body}
+    body.setdefault("kind", kind)
+    if name is not None and body.setdefault("name", name) != name:
+        raise _invalid([{"path": "name", "message": f"does not match the path ({name!r})"}])
+    if body["kind"] != kind:
+        raise _invalid([{"path": "kind", "message": f"must be {kind!r} here"}])
+    try:
+        doc = MODELS[kind].model_validate(body)
+    except ValidationError as exc:
+        raise _invalid(
+            [
+                {
+                    "path": format_path([p for p in e["loc"] if isinstance(p, str | int)]),
+                    "message": "unknown field"
+                    if e["type"] == "extra_forbidden"
+                    else str(e["msg"]).removeprefix("Value error, "),
+                }
+                for e in exc.errors()
+            ]
+        ) from None
+    try:
+        doc.to_core()
+    except ConditionError as exc:
+        raise _invalid([{"path": format_path(exc.path), "message": exc.message}]) from None
+    return doc
+
+
+def _check_together(rules: RuleBook, doc: Doc | None, remove: tuple[str, str] | None) -> None:
+    try:
+        rules.candidate(doc, remove=remove)
+    except RulesError as exc:
+        raise _invalid(
+            [{"path": "condition", "message": f"{k} {n!r}: {m}"} for k, n, m in exc.problems]
+        ) from None
+
+
+def _json(doc: Doc, source: str) -> dict[str, Any]:
+    return {**doc.model_dump(mode="json", by_alias=True), "source": source}
+
+
+def definitions_router(
+    *,
+    rules: RuleBook,
+    ingestor: Ingestor,
+    require_api_key: Callable[..., None],
+) -> APIRouter:
+    router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["rules"])
+
+    def now_ms() -> int:
+        return int(time.time() * 1000)
+
+    for collection, kind in PLURAL.items():
+
+        def make(kind: str, collection: str) -> None:
+            @router.get(f"/{collection}", name=f"list_{collection}")
+            def list_all() -> dict[str, Any]:
+                return {"items": [_json(d, s) for d, s in rules.docs(kind)]}
+
+            @router.get(f"/{collection}/{{name}}", name=f"get_{kind}")
+            def get_one(name: str) -> dict[str, Any]:
+                found = rules.get(kind, name)
+                if found is None:
+                    raise HTTPException(
+                        404, detail={"code": "not_found", "message": f"{kind} {name!r} not found"}
+                    )
+                return _json(*found)
+
+            @router.post(f"/{collection}/validate", name=f"validate_{kind}")
+            def validate(body: Annotated[Any, Body()]) -> dict[str, Any]:
+                doc = parse_definition(kind, body)
+                _check_together(rules, doc, None)
+                return {"valid": True, "definition": _json(doc, "draft")}
+
+            @router.post(f"/{collection}/estimate", name=f"estimate_draft_{kind}")
+            def estimate_draft(
+                body: Annotated[Any, Body()], days: Annotated[int, Query(ge=1, le=400)] = 7
+            ) -> dict[str, Any]:
+                doc = parse_definition(kind, body)
+                _check_together(rules, doc, None)
+                rs = rules.candidate(doc)
+                return estimate(
+                    ingestor.engine, rs, kind=kind, name=doc.name, days=days, now_ms=now_ms()
+                ).to_json()
+
+            @router.get(f"/{collection}/{{name}}/estimate", name=f"estimate_{kind}")
+            def estimate_one(
+                name: str, days: Annotated[int, Query(ge=1, le=400)] = 7
+            ) -> dict[str, Any]:
+                if rules.get(kind, name) is None:
+                    raise HTTPException(
+                        404, detail={"code": "not_found", "message": f"{kind} {name!r} not found"}
+                    )
+                return estimate(
+                    ingestor.engine,
+                    rules.ruleset,
+                    kind=kind,
+                    name=name,
+                    days=days,
+                    now_ms=now_ms(),
+                ).to_json()
+
+            @router.post(f"/{collection}", status_code=201, name=f"create_{kind}")
+            def create(body: Annotated[Any, Body()]) -> dict[str, Any]:
+                doc = parse_definition(kind, body)
+                if rules.get(kind, doc.name) is not None:
+                    raise HTTPException(
+                        409,
+                        detail={
+                            "code": "already_exists",
+                            "message": f"{kind} {doc.name!r} exists; PUT to replace it",
+                        },
+                    )
+                return save(doc)
+
+            @router.put(f"/{collection}/{{name}}", name=f"put_{kind}")
+            def put(name: str, body: Annotated[Any, Body()]) -> dict[str, Any]:
+                return save(parse_definition(kind, body, name))
+
+            @router.delete(f"/{collection}/{{name}}", name=f"delete_{kind}")
+            def delete(name: str) -> dict[str, Any]:
+                found = rules.get(kind, name)
+                if found is None:
+                    raise HTTPException(
+                        404, detail={"code": "not_found", "message": f"{kind} {name!r} not found"}
+                    )
+                _check_together(rules, None, (kind, name))
+                try:
+                    rules.delete(kind, name, now_ms=now_ms())
+                except ReadOnlyDefinition as exc:
+                    raise _read_only(exc) from None
+                return {"deleted": {"kind": kind, "name": name}}
+
+        make(kind, collection)
+
+    def save(doc: Doc) -> dict[str, Any]:
+        _check_together(rules, doc, None)
+        try:
+            rules.put(doc, now_ms=now_ms())
+        except ReadOnlyDefinition as exc:
+            raise _read_only(exc) from None
+        return _json(doc, "api")
+
+    @router.get("/visitors/{visitor_id}/live", tags=["journeys"])
+    async def live_view(visitor_id: str) -> dict[str, Any]:
+        """The visitor's live state: current visit, page, times, segments, outcomes."""
+        now = now_ms()
+        state = await ingestor.live.peek(visitor_id, now)
+        if state is None:
+            raise HTTPException(
+                404, detail={"code": "not_found", "message": f"visitor {visitor_id!r} not found"}
+            )
+        rs = rules.ruleset
+        j = state.journey
+        if j is not None and j.rules != rs.fingerprint and len(rs):
+            j = await asyncio.to_thread(ingestor.rebuild_journey, visitor_id, state)
+        track = state.track
+        current = j is not None and j.session_id == track.session_id
+        timeout_ms = ingestor.settings.session_timeout_s * 1000
+        members = rs.members(j if current else None, state.assignments, now)
+        segments = []
+        for name, since in members.items():
+            seg = rules.get("segment", name)
+            doc = seg[0] if seg else None
+            assert doc is None or isinstance(doc, SegmentDoc)
+            segments.append(
+                {
+                    "name": name,
+                    "since": since,
+                    "scope": doc.scope if doc else "session",
+                    "description": doc.description if doc else "",
+                    "colour": doc.colour if doc else None,
+                    "visibleToAgents": doc.visible_to_agents if doc else True,
+                    **(
+                        {"expiresAt": state.assignments[name][1]}
+                        if name in state.assignments
+                        else {}
+                    ),
+                }
+            )
+        return {
+            "visitorId": visitor_id,
+            "customerId": state.customer_id,
+            "sessionId": track.session_id,
+            "visitNumber": track.number,
+            "active": track.session_id is not None and now - track.last_at <= timeout_ms,
+            "startedAt": track.started_at or None,
+            "lastEventAt": track.last_at or None,
+            "timeOnSiteMs": (track.last_at - track.started_at) if track.session_id else 0,
+            "currentPage": j.url if current and j else None,
+            "pageSince": j.page_at if current and j and j.url else None,
+            "pageViews": j.counts.get("page_view", 0) if current and j else 0,
+            "events": sum(j.counts.values()) if current and j else 0,
+            "segments": segments,
+            "outcomes": [
+                {"name": n, "achievedAt": at, "value": value}
+                for n, (at, value) in (j.outcomes.items() if current and j else ())
+            ],
+        }
+
+    return router
+
+
+def _read_only(exc: ReadOnlyDefinition) -> HTTPException:
+    return HTTPException(
+        409, detail={"code": "defined_in_workspace", "message": f"{exc}; edit that file instead"}
+    )
