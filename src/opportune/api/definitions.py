@@ -170,6 +170,10 @@ def definitions_router(
                     raise HTTPException(
                         404, detail={"code": "not_found", "message": f"{kind} {name!r} not found"}
                     )
+                if found[1] == "workspace":
+                    raise _read_only(
+                        ReadOnlyDefinition(f"{kind} {name!r} is defined in the workspace files")
+                    )
                 _check_together(rules, None, (kind, name))
                 try:
                     rules.delete(kind, name, now_ms=now_ms())
@@ -180,6 +184,11 @@ def definitions_router(
         make(kind, collection)
 
     def save(doc: Doc) -> dict[str, Any]:
+        found = rules.get(doc.kind, doc.name)
+        if found is not None and found[1] == "workspace":
+            raise _read_only(
+                ReadOnlyDefinition(f"{doc.kind} {doc.name!r} is defined in the workspace files")
+            )
         _check_together(rules, doc, None)
         try:
             rules.put(doc, now_ms=now_ms())
