@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, select, text
 
 from opportune.store.schema import events, sessions, visitors
 
@@ -42,6 +42,7 @@ def two_servers(pg_url: str, tmp_path: Path) -> Iterator[tuple[list[str], str]]:
             "OPPORTUNE_REDIS_URL": REDIS_URL,
             "OPPORTUNE_REDIS_PREFIX": prefix,
             "OPPORTUNE_DATA_DIR": str(tmp_path / f"d{i}"),
+            "OPPORTUNE_API_KEY": "k",
         }
         log = tmp_path / f"server{i}.log"
         with log.open("wb") as out:
@@ -143,3 +144,106 @@ def test_interleaved_batches_on_two_processes_equal_the_sequential_result(two_se
         (f"mp-{v}", 1, n_batches * per_batch, n_batches) for v in range(n_visitors)
     )
     assert sorted(vis) == sorted((f"mp-{v}", 1) for v in range(n_visitors))
+
+
+PHONE = (
+    "Mozilla/5.0 (Linux; Android 14; Pixel 7) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/129.0.0.0 Mobile Safari/537.36"
+)
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_segments_and_outcomes_on_two_processes_equal_the_sequential_result(two_servers) -> None:
+    from opportune.api.app import EXAMPLE_WORKSPACE
+    from opportune.core.conditions import Context
+    from opportune.core.journey import JourneyEvent
+    from opportune.core.rules import evaluate_history
+    from opportune.engine.rules import RuleBook
+    from opportune.workspace import load_workspace
+
+    urls, db_url = two_servers
+    now = int(time.time() * 1000)
+    base = "https://x.example/demo/"
+    n_visitors = 10
+
+    def script(v: int) -> list[dict]:
+        """Each visitor's events, in order; what they do depends on v."""
+        t = now - 4 * 60_000
+        evs: list[dict] = [
+            {"type": "page_view", "url": base + ("index.html?utm_medium=cpc" if v % 2 else "")},
+            {"type": "page_view", "url": base + "product.html"},
+            {"type": "page_view", "url": base + "apply.html"},
+        ]
+        if v % 3:
+            evs.append({"type": "search", "query": "Travel alert", "url": base + "search.html"})
+        for _ in range(v % 4):
+            evs.append({"type": "form_error", "name": "loan", "url": base + "apply.html"})
+        if v % 5 < 2:
+            evs.append({"type": "custom", "name": "loan_submitted", "attributes": {"amount": v}})
+        return [{**e, "id": f"{v}-{i}", "ts": t + i * 7_000} for i, e in enumerate(evs)]
+
+    def body(v: int, chunk: list[dict]) -> str:
+        return json.dumps(
+            {"siteKey": "demo-site-key", "visitorId": f"sg-{v}", "sentAt": now, "events": chunk}
+        )
+
+    async def send_all() -> None:
+        async with httpx.AsyncClient(timeout=30, headers={"user-agent": PHONE}) as client:
+            # One visitor's batches go in order (as the snippet sends them); visitors
+            # interleave, and every batch goes to both processes at once.
+            async def visitor(v: int) -> None:
+                evs = script(v)
+                for k in range(0, len(evs), 2):
+                    rs = await asyncio.gather(
+                        *[
+                            client.post(u + "/v1/events", content=body(v, evs[k : k + 2]))
+                            for u in urls
+                        ]
+                    )
+                    assert all(r.status_code == 200 for r in rs), [r.text for r in rs]
+
+            await asyncio.gather(*[visitor(v) for v in range(n_visitors)])
+
+    asyncio.run(send_all())
+    rules = RuleBook(load_workspace(EXAMPLE_WORKSPACE)).ruleset
+    for v in range(n_visitors):
+        history = [
+            JourneyEvent(
+                e["type"],
+                e["ts"],
+                e.get("url"),
+                e.get("name"),
+                e.get("query"),
+                e.get("attributes", {}),
+                e["id"],
+            )
+            for e in script(v)
+        ]
+        landing = history[0].url or ""
+        facts = {"device": "mobile", "landingUrl": landing}
+        if "utm_medium=cpc" in landing:
+            facts["utmMedium"] = "cpc"
+        expected = evaluate_history(
+            rules, history, Context(facts=facts, visit_number=1, started_at=history[0].ts)
+        )
+        for url in urls:
+            view = httpx.get(f"{url}/v1/visitors/sg-{v}/live", headers={"X-API-Key": "k"}).json()
+            assert {s["name"] for s in view["segments"]} == {
+                k for k, held in expected.segments.items() if held
+            }, f"visitor {v} on {url}"
+            assert {o["name"] for o in view["outcomes"]} == set(expected.outcomes)
+    eng = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with eng.connect() as c:
+            rows = c.execute(
+                text(
+                    "SELECT visitor_id, segment, change, count(*) FROM segment_changes "
+                    "GROUP BY visitor_id, segment, change"
+                )
+            ).all()
+            won = c.execute(text("SELECT count(*) FROM outcome_achievements")).scalar_one()
+    finally:
+        eng.dispose()
+    assert all(n == 1 for *_, n in rows), "a fact was recorded twice"
+    assert won == sum(1 for v in range(n_visitors) if v % 5 < 2)
