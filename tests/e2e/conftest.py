@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE_SITES = ROOT / "src/opportune/examples/workspace/sites.yaml"
+EXAMPLE_WORKSPACE = ROOT / "src/opportune/examples/workspace"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -87,7 +87,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     port = _free_port()
     workspace = tmp / "workspace"
     workspace.mkdir()
-    site = yaml.safe_load(EXAMPLE_SITES.read_text())
+    # Every file of the example workspace (its segments and outcomes too), the site's
+    # origins rewritten to allow this port.
+    for source in sorted([*EXAMPLE_WORKSPACE.glob("*.yaml"), *EXAMPLE_WORKSPACE.glob("*.yml")]):
+        shutil.copyfile(source, workspace / source.name)
+    site = yaml.safe_load((EXAMPLE_WORKSPACE / "sites.yaml").read_text())
     site["origins"] = [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
     (workspace / "sites.yaml").write_text(yaml.safe_dump(site))
     api_key = "e2e-test-key"
