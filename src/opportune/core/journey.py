@@ -48,6 +48,13 @@ class Journey(msgspec.Struct, array_like=True):
     segments: dict[str, int] = msgspec.field(default_factory=dict)
     # Outcome name -> [achieved at, value or None]; at most once per visit.
     outcomes: dict[str, list[Any]] = msgspec.field(default_factory=dict)
+    # Page views per page group of the workspace (product, pricing, help, form steps...).
+    groups: dict[str, int] = msgspec.field(default_factory=dict)
+    # End of the visitor's previous visit (0: none), and outcomes its earlier visits achieved.
+    previous_visit_at: int = 0
+    past_outcomes: dict[str, int] = msgspec.field(default_factory=dict)
+    # Outcome name -> [probability, visit max, quantile, visit-max quantile] (scored ones).
+    scores: dict[str, list[float]] = msgspec.field(default_factory=dict)
     # Fingerprint of the rules ``acc`` was built for; a mismatch means: rebuild by replay.
     rules: str = ""
     # Evaluate every rule on the next event (after a rebuild), not only the changed ones.

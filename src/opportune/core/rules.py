@@ -22,6 +22,7 @@ from typing import Any
 from opportune.core.conditions import Context, Node, references, stateful_nodes
 from opportune.core.journey import Journey, JourneyEvent, fold
 from opportune.core.outcomes import Outcome
+from opportune.core.pages import PageGroup, PageGroups
 from opportune.core.segments import Segment
 
 DAY_MS = 86_400_000
@@ -93,8 +94,10 @@ class Ruleset:
         segments: Sequence[Segment] = (),
         outcomes: Sequence[Outcome] = (),
         *,
+        page_groups: Sequence[PageGroup] = (),
         fingerprint: str | None = None,
     ) -> None:
+        self.pages = PageGroups(page_groups)
         problems: list[tuple[str, str, str]] = []
         by_name: dict[str, Segment] = {}
         for s in segments:
@@ -156,6 +159,9 @@ class Ruleset:
         """
         fold(journey, event)
         etype = event.type
+        if etype == "page_view":
+            for g in self.pages.of(event.url):
+                journey.groups[g] = journey.groups.get(g, 0) + 1
         for n in self._by_type.get(etype, ()):
             n.update(journey, event)
         for n in self._any_type:

@@ -188,6 +188,15 @@ return 0
 """
 
 
+def _decode(raw: bytes) -> VisitorLive | None:
+    """The stored state, or None if it was written by another version of the code (the
+    state is then rebuilt from the database, as after an expiry)."""
+    try:
+        return _DECODE_STATE.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
 class LockTimeout(RuntimeError):
     """Another process held a visitor's lock for too long; the batch should be retried."""
 
@@ -233,11 +242,9 @@ class RedisLiveStore:
                 await self._acquire(lock_key, token)
                 try:
                     raw = await self._redis.get(self._key(visitor_id))
-                    state = (
-                        _DECODE_STATE.decode(raw)
-                        if raw is not None
-                        else await self._loader(visitor_id, now_ms)
-                    )
+                    state = _decode(raw) if raw is not None else None
+                    if state is None:
+                        state = await self._loader(visitor_id, now_ms)
                     slot = Slot(state, None)
                     try:
                         yield slot
@@ -269,9 +276,8 @@ class RedisLiveStore:
 
     async def peek(self, visitor_id: str, now_ms: int) -> VisitorLive | None:
         raw = await self._redis.get(self._key(visitor_id))
-        if raw is not None:
-            return _DECODE_STATE.decode(raw)
-        return await self._loader(visitor_id, now_ms)
+        state = _decode(raw) if raw is not None else None
+        return state if state is not None else await self._loader(visitor_id, now_ms)
 
     def evict(self, visitor_ids: list[str]) -> None:
         if visitor_ids:

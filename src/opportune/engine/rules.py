@@ -36,7 +36,7 @@ class ReadOnlyDefinition(Exception):
     """The definition comes from a workspace file; the API may not change it."""
 
 
-def _fingerprint(docs: list[Doc]) -> str:
+def _fingerprint(docs: list[Any]) -> str:
     text = json.dumps(
         sorted((d.kind, d.name, d.model_dump(mode="json")) for d in docs),
         sort_keys=True,
@@ -54,6 +54,7 @@ class RuleBook:
             **{("segment", n): d for n, d in workspace.segments.items()},
             **{("outcome", n): d for n, d in workspace.outcomes.items()},
         }
+        self.page_groups = list(workspace.page_groups.values())
         self.api: dict[tuple[str, str], Doc] = {}
         self.version = -1
         self.ruleset = self._compile(self.files)
@@ -83,14 +84,14 @@ class RuleBook:
             merged[(doc.kind, doc.name)] = doc
         return self._compile(merged)
 
-    @staticmethod
-    def _compile(docs: dict[tuple[str, str], Doc]) -> Ruleset:
+    def _compile(self, docs: dict[tuple[str, str], Doc]) -> Ruleset:
         values = list(docs.values())
         rs = build_ruleset(
             [d for d in values if isinstance(d, SegmentDoc)],
             [d for d in values if isinstance(d, OutcomeDoc)],
+            self.page_groups,
         )
-        rs.fingerprint = _fingerprint(values)
+        rs.fingerprint = _fingerprint([*values, *self.page_groups])
         return rs
 
     # -- the definitions table -----------------------------------------------------------

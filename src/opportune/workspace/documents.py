@@ -10,6 +10,7 @@ from pydantic.alias_generators import to_camel
 
 from opportune.core.conditions import parse_condition
 from opportune.core.outcomes import Outcome as CoreOutcome
+from opportune.core.pages import PageGroup
 from opportune.core.segments import Segment as CoreSegment
 
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -79,6 +80,18 @@ class SegmentDoc(Document):
         )
 
 
+class ScoringDoc(BaseModel):
+    """Whether an outcome is predicted, and how much history it needs first."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
+    )
+
+    enabled: bool = False
+    min_sessions: int = Field(default=1000, ge=10)
+    min_achievements: int = Field(default=50, ge=5)
+
+
 class OutcomeDoc(Document):
     """A goal of the site, achieved at most once per visit when its condition first holds."""
 
@@ -89,6 +102,7 @@ class OutcomeDoc(Document):
     value_from: str | None = Field(
         default=None, min_length=1, max_length=64, description="event attribute with the value"
     )
+    scoring: ScoringDoc = Field(default_factory=ScoringDoc)
 
     def to_core(self) -> CoreOutcome:
         return CoreOutcome(
@@ -96,4 +110,22 @@ class OutcomeDoc(Document):
         )
 
 
-KINDS: dict[str, type[Document]] = {"site": Site, "segment": SegmentDoc, "outcome": OutcomeDoc}
+class PageGroupDoc(Document):
+    """A named set of pages, by URL globs (``*`` any run of characters, case-insensitive);
+    outcome models count page views per group."""
+
+    kind: Literal["pageGroup"] = "pageGroup"
+    name: str = Field(pattern=_NAME)
+    description: str = Field(default="", max_length=500)
+    urls: list[str] = Field(min_length=1, max_length=50)
+
+    def to_core(self) -> PageGroup:
+        return PageGroup(self.name, tuple(self.urls))
+
+
+KINDS: dict[str, type[Document]] = {
+    "site": Site,
+    "segment": SegmentDoc,
+    "outcome": OutcomeDoc,
+    "pageGroup": PageGroupDoc,
+}

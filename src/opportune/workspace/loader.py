@@ -12,7 +12,14 @@ from pydantic import ValidationError
 
 from opportune.core.conditions import ConditionError
 from opportune.core.rules import RulesError, Ruleset
-from opportune.workspace.documents import KINDS, Document, OutcomeDoc, SegmentDoc, Site
+from opportune.workspace.documents import (
+    KINDS,
+    Document,
+    OutcomeDoc,
+    PageGroupDoc,
+    SegmentDoc,
+    Site,
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class Workspace:
     sites: dict[str, Site] = field(default_factory=dict)
     segments: dict[str, SegmentDoc] = field(default_factory=dict)
     outcomes: dict[str, OutcomeDoc] = field(default_factory=dict)
+    page_groups: dict[str, PageGroupDoc] = field(default_factory=dict)
 
     @property
     def sites_by_key(self) -> dict[str, Site]:
@@ -76,10 +84,18 @@ def _loc_path(loc: Iterable[int | str]) -> str:
     return out
 
 
-def build_ruleset(segments: list[SegmentDoc], outcomes: list[OutcomeDoc]) -> Ruleset:
+def build_ruleset(
+    segments: list[SegmentDoc],
+    outcomes: list[OutcomeDoc],
+    page_groups: list[PageGroupDoc] | None = None,
+) -> Ruleset:
     """The core ruleset of these documents; ``RulesError`` for unknown references, cycles
     and names defined twice (their conditions must already be valid)."""
-    return Ruleset([s.to_core() for s in segments], [o.to_core() for o in outcomes])
+    return Ruleset(
+        [s.to_core() for s in segments],
+        [o.to_core() for o in outcomes],
+        page_groups=[g.to_core() for g in page_groups or ()],
+    )
 
 
 def parse_documents(text: str, file: str) -> tuple[list[Document], list[Problem]]:
@@ -157,6 +173,7 @@ def load_workspace(folder: Path) -> Workspace:
     sites: dict[str, Site] = {}
     keys: dict[str, str] = {}
     rules: dict[tuple[str, str], tuple[SegmentDoc | OutcomeDoc, str, int]] = {}
+    page_groups: dict[str, PageGroupDoc] = {}
     files = sorted([*folder.rglob("*.yaml"), *folder.rglob("*.yml")])
     for path in files:
         rel = str(path.relative_to(folder))
@@ -176,6 +193,10 @@ def load_workspace(folder: Path) -> Workspace:
                     )
                 else:
                     rules[(doc.kind, doc.name)] = (doc, rel, line)
+            elif isinstance(doc, PageGroupDoc):
+                if doc.name in page_groups:
+                    problems.append(Problem(rel, line, "name", f"page group {doc.name!r} twice"))
+                page_groups[doc.name] = doc
             elif isinstance(doc, Site):
                 if doc.name in sites:
                     problems.append(Problem(rel, 1, "name", f"site {doc.name!r} defined twice"))
@@ -189,11 +210,11 @@ def load_workspace(folder: Path) -> Workspace:
     segments = {n: d for (k, n), (d, _, _) in rules.items() if isinstance(d, SegmentDoc)}
     outcomes = {n: d for (k, n), (d, _, _) in rules.items() if isinstance(d, OutcomeDoc)}
     try:
-        build_ruleset(list(segments.values()), list(outcomes.values()))
+        build_ruleset(list(segments.values()), list(outcomes.values()), list(page_groups.values()))
     except RulesError as exc:
         for kind, name, message in exc.problems:
             _, rel, line = rules[(kind, name)]
             problems.append(Problem(rel, line, "condition", f"{kind} {name!r} {message}"))
     if problems:
         raise ConfigError(problems)
-    return Workspace(sites=sites, segments=segments, outcomes=outcomes)
+    return Workspace(sites=sites, segments=segments, outcomes=outcomes, page_groups=page_groups)
