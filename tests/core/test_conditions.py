@@ -53,7 +53,7 @@ INVALID = [
         ("all", 0),
         "all[0]",
         "exactly one of all, any, not, attribute, metric, returning, event, searched, "
-        "sequence, sum, segment is needed, found attribute, metric",
+        "sequence, sum, segment, score is needed, found attribute, metric",
         id="two-heads",
     ),
     pytest.param({}, (), "", "is needed, found none", id="no-head"),

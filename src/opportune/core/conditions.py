@@ -393,6 +393,8 @@ class Context:
     visit_number: int
     started_at: int
     traits: Mapping[str, Scalar] = field(default_factory=dict)
+    # Outcome scores as they stood ([probability, max, quantile, max quantile]).
+    scores: Mapping[str, Sequence[float]] = field(default_factory=dict)
 
 
 class Node:
@@ -733,6 +735,31 @@ class Sequence_(Node):
         return search(0, 0, None)
 
 
+SCORE_FIELDS: Final = {"probability": 0, "maxProbability": 1, "quantile": 2, "maxQuantile": 3}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Score(Node):
+    """An outcome's score in this visit: probability, the visit's maximum probability, the
+    quantile among recent visits, the maximum quantile — each tested by a predicate. A visit
+    not scored (yet) matches none."""
+
+    outcome: str
+    tests: tuple[tuple[int, Predicate], ...]
+    types: frozenset[str] | None = None
+
+    def _check(self, scores: Sequence[float] | None) -> bool:
+        return scores is not None and all(t(scores[i]) for i, t in self.tests)
+
+    def holds(self, j: Journey, now: int, members: Members) -> bool:
+        return self._check(j.scores.get(self.outcome))
+
+    def holds_over(
+        self, history: Sequence[JourneyEvent], ctx: Context, now: int, members: Members
+    ) -> bool:
+        return self._check(ctx.scores.get(self.outcome))
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class InSegment(Node):
     segment: str
@@ -760,6 +787,7 @@ HEADS: Final = (
     "sequence",
     "sum",
     "segment",
+    "score",
 )
 
 
@@ -907,6 +935,35 @@ def _parse(raw: Any, path: list[str | int], depth: int) -> Node:
             allowed=("equals", *NUMBER_OPS),
         )
         return Sum(value, flt, test, key="s" + _content_key(raw), types=flt.types)
+    if head == "score":
+        sugar = ("maxQuantileAbove", "quantileBelow")
+        _only(raw, path, ("score", *SCORE_FIELDS, *sugar))
+        if not isinstance(value, str) or not value:
+            raise ConditionError(at, "the name of a scored outcome is expected")
+        tests: list[tuple[int, Predicate]] = []
+        for fname, idx in SCORE_FIELDS.items():
+            if fname in raw:
+                pred = parse_predicate(
+                    raw[fname], [*path, fname], default_op="gte", allowed=NUMBER_OPS
+                )
+                tests.append((idx, pred))
+        # "Was on track, is now falling off it": the visit's max quantile was above X and
+        # the current quantile is below Y.
+        for fname, idx, op in (("maxQuantileAbove", 3, "gt"), ("quantileBelow", 2, "lt")):
+            if fname in raw:
+                bound = raw[fname]
+                if (
+                    isinstance(bound, bool)
+                    or not isinstance(bound, int | float)
+                    or not (0 <= bound <= 1)
+                ):
+                    raise ConditionError([*path, fname], "a number from 0 to 1 is expected")
+                tests.append((idx, Predicate(op, bound)))
+        if not tests:
+            raise ConditionError(
+                path, f"a test is needed: one of {', '.join((*SCORE_FIELDS, *sugar))}"
+            )
+        return Score(value, tuple(tests))
     # segment
     _only(raw, path, ("segment",))
     if not isinstance(value, str) or not value:
@@ -926,6 +983,11 @@ def _summarise(node: Node, items: Sequence[Node]) -> Node:
 def references(node: Node) -> set[str]:
     """The segments a condition reads."""
     return {n.segment for n in node.walk() if isinstance(n, InSegment)}
+
+
+def scored_outcomes(node: Node) -> set[str]:
+    """The outcomes whose scores a condition reads."""
+    return {n.outcome for n in node.walk() if isinstance(n, Score)}
 
 
 def stateful_nodes(node: Node) -> list[Node]:

@@ -15,11 +15,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from opportune.core.conditions import Context, Node, references, stateful_nodes
+from opportune.core.conditions import (
+    Context,
+    Node,
+    references,
+    scored_outcomes,
+    stateful_nodes,
+)
 from opportune.core.journey import Journey, JourneyEvent, fold
 from opportune.core.outcomes import Outcome
 from opportune.core.pages import PageGroup, PageGroups
@@ -27,6 +33,8 @@ from opportune.core.segments import Segment
 
 DAY_MS = 86_400_000
 log = logging.getLogger(__name__)
+# Scores a journey in place (journey.scores), given its current segments and the time.
+Scorer = Callable[[Journey, Mapping[str, int], int], None]
 
 
 class RulesError(ValueError):
@@ -115,6 +123,8 @@ class Ruleset:
         ]:
             for ref in sorted(references(node) - set(by_name)):
                 problems.append((kind, name, f"refers to unknown segment {ref!r}"))
+            for ref in sorted(scored_outcomes(node) - seen_outcomes):
+                problems.append((kind, name, f"reads the score of unknown outcome {ref!r}"))
         order = _topological(by_name, problems)
         if problems:
             raise RulesError(problems)
@@ -152,10 +162,15 @@ class Ruleset:
         event: JourneyEvent,
         now: int,
         assignments: dict[str, list[int]],
+        scorer: Scorer | None = None,
     ) -> Changes:
         """Fold ``event`` into ``journey`` and re-evaluate what it can have changed.
 
         ``assignments`` (customer-scope segment -> [since, expires at]) is updated in place.
+        ``scorer``, if given, is called after the fold and before the rules, with the
+        segments the visitor is in before this event's evaluation, so that rules can read
+        the new scores (outcome models run here; training records its features here, so
+        both see the same state at the same moment).
         """
         fold(journey, event)
         etype = event.type
@@ -166,6 +181,8 @@ class Ruleset:
             n.update(journey, event)
         for n in self._any_type:
             n.update(journey, event)
+        if scorer is not None:
+            scorer(journey, self.members(journey, assignments, now), now)
         out = Changes()
         full = journey.full
         journey.full = False

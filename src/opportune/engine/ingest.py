@@ -25,6 +25,7 @@ from opportune.engine.rules import RuleBook
 from opportune.settings import Settings
 from opportune.store.facts import (
     active_assignments,
+    past_outcomes,
     recorded_state,
     session_facts,
     session_history,
@@ -152,7 +153,18 @@ class Ingestor:
             assignments = active_assignments(
                 conn, visitor_id=visitor_id, customer_id=row.customer_id, now_ms=now_ms
             )
-            journey = self._replay(conn, recent[0].id, assignments) if recent else None
+            past = past_outcomes(conn, visitor_id, recent[0].started_at) if recent else {}
+            journey = (
+                self._replay(
+                    conn,
+                    recent[0].id,
+                    assignments,
+                    past,
+                    recent[1].last_event_at if len(recent) > 1 else 0,
+                )
+                if recent
+                else None
+            )
         track = SessionTrack()
         if recent:
             cur = recent[0]
@@ -173,10 +185,16 @@ class Ingestor:
             recent_ids={r.event_id: r.ts for r in ids},
             journey=journey,
             assignments=assignments,
+            past_outcomes=past,
         )
 
     def _replay(
-        self, conn: Any, session_id: str, assignments: dict[str, list[int]]
+        self,
+        conn: Any,
+        session_id: str,
+        assignments: dict[str, list[int]],
+        past: dict[str, int],
+        previous_visit_at: int,
     ) -> Journey | None:
         """The visit's journey rebuilt from its stored events under the rules in force, with
         the segments and outcomes as recorded: the next event evaluates every rule and
@@ -192,6 +210,8 @@ class Ingestor:
             facts=session_facts(srow._mapping),
             visit_number=srow.number,
             traits=traits,
+            previous_visit_at=previous_visit_at,
+            past_outcomes=dict(past),
             rules=rs.fingerprint,
         )
         if srow.customer_id:
@@ -209,7 +229,9 @@ class Ingestor:
         if sid is None:
             return None
         with self.engine.connect() as conn:
-            return self._replay(conn, sid, state.assignments)
+            return self._replay(
+                conn, sid, state.assignments, state.past_outcomes, state.track.previous_last_at
+            )
 
     def assignments_of(
         self, visitor_id: str, customer_id: str | None, now_ms: int
@@ -345,11 +367,16 @@ class Ingestor:
             if sid == state.track.session_id and len(rs):
                 j = state.journey
                 if j is None or j.session_id != sid:
+                    if j is not None:  # the visit before ends: its outcomes become history
+                        for name in j.outcomes:
+                            state.past_outcomes[name] = state.past_outcomes.get(name, 0) + 1
                     j = state.journey = Journey(
                         session_id=sid,
                         started_at=state.track.started_at,
                         facts=session_facts(row),
                         visit_number=state.track.number,
+                        previous_visit_at=state.track.previous_last_at,
+                        past_outcomes=dict(state.past_outcomes),
                         rules=rs.fingerprint,
                     )
                     if state.customer_id:

@@ -50,6 +50,8 @@ class VisitorLive:
     journey: Journey | None = None
     # Customer-scope segments in force: name -> [since, expires at].
     assignments: dict[str, list[int]] = field(default_factory=dict)
+    # Outcomes achieved by this visitor's visits before the current one: name -> count.
+    past_outcomes: dict[str, int] = field(default_factory=dict)
 
     def prune(self, horizon_ms: int) -> None:
         if len(self.recent_ids) > 64:

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection
 
 from opportune.core.conditions import Context
@@ -113,6 +113,19 @@ def recorded_state(conn: Connection, session_id: str) -> tuple[dict[str, int], d
         )
     }
     return current, achieved
+
+
+def past_outcomes(conn: Connection, visitor_id: str, before_ms: int) -> dict[str, int]:
+    """Outcomes achieved by the visitor's visits that started before ``before_ms``."""
+    q = (
+        select(outcome_achievements.c.outcome, func.count())
+        .select_from(
+            outcome_achievements.join(sessions, sessions.c.id == outcome_achievements.c.session_id)
+        )
+        .where(outcome_achievements.c.visitor_id == visitor_id, sessions.c.started_at < before_ms)
+        .group_by(outcome_achievements.c.outcome)
+    )
+    return {name: int(n) for name, n in conn.execute(q)}
 
 
 def active_assignments(
