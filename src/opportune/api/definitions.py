@@ -251,9 +251,26 @@ def definitions_router(
                 {"name": n, "achievedAt": at, "value": value}
                 for n, (at, value) in (j.outcomes.items() if current and j else ())
             ],
+            "scores": _scores(j, ingestor, members, track.last_at) if current and j else [],
         }
 
     return router
+
+
+def _scores(j: Any, ingestor: Ingestor, members: dict[str, int], at: int) -> list[dict[str, Any]]:
+    """Each outcome's score with the features that weigh most in it ("why this score")."""
+    why = ingestor.scorer.explain(j, members, at) if j.scores else {}
+    return [
+        {
+            "outcome": name,
+            "probability": p,
+            "maxProbability": mp,
+            "quantile": q,
+            "maxQuantile": mq,
+            "why": why.get(name, []),
+        }
+        for name, (p, mp, q, mq) in j.scores.items()
+    ]
 
 
 def _read_only(exc: ReadOnlyDefinition) -> HTTPException:

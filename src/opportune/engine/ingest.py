@@ -22,6 +22,7 @@ from opportune.core.session import SessionTrack, landing_attributes, place
 from opportune.engine.enrichment import GeoResolver, parse_user_agent
 from opportune.engine.live import LiveStore, Loader, MemoryLiveStore, Slot, VisitorLive
 from opportune.engine.rules import RuleBook
+from opportune.engine.scoring import OutcomeScorer
 from opportune.settings import Settings
 from opportune.store.facts import (
     active_assignments,
@@ -67,6 +68,7 @@ class IngestResult:
     visit_number: int
     segments: list[str] = field(default_factory=list)
     outcomes: list[str] = field(default_factory=list)
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -80,6 +82,7 @@ class IngestResult:
             "visitNumber": self.visit_number,
             "segments": self.segments,
             "outcomes": self.outcomes,
+            **({"scores": self.scores} if self.scores else {}),
             **self.extra,
         }
 
@@ -96,12 +99,14 @@ class Ingestor:
         geo: GeoResolver,
         live: Callable[[Loader], LiveStore] | None = None,
         rules: RuleBook | None = None,
+        scorer: OutcomeScorer | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.writer = writer
         self.geo = geo
         self.rules = rules or RuleBook(Workspace())
+        self.scorer = scorer or OutcomeScorer()
         self._rule_errors: set[str] = set()
         self.live: LiveStore = (live or MemoryLiveStore)(self.load)
         self._max_age_ms = settings.max_event_age_s * 1000
@@ -217,8 +222,9 @@ class Ingestor:
         if srow.customer_id:
             j.facts["identified"] = True
         scratch = {k: list(v) for k, v in assignments.items()}
+        scorer = self.scorer if len(self.scorer) else None
         for ev in history:
-            rs.step(j, ev, max(j.last_at, ev.ts), scratch)
+            rs.step(j, ev, max(j.last_at, ev.ts), scratch, scorer)
         j.segments, j.outcomes = recorded_state(conn, session_id)
         j.full = True
         return j
@@ -294,6 +300,7 @@ class Ingestor:
                 "$.visitorId",
             )
         rs = self.rules.ruleset
+        scorer = self.scorer if len(self.scorer) else None
         stale = state.journey is None or state.journey.rules != rs.fingerprint
         if stale and state.track.session_id is not None and len(rs):
             # The rules changed since this visit's journey was built (or it has none):
@@ -364,7 +371,7 @@ class Ingestor:
                 if row["landing_url"] is None and (new or row.get("_new")):
                     row.update(landing_attributes(ev.url, ev.referrer))
                     landed = True
-            if sid == state.track.session_id and len(rs):
+            if sid == state.track.session_id and (len(rs) or scorer is not None):
                 j = state.journey
                 if j is None or j.session_id != sid:
                     if j is not None:  # the visit before ends: its outcomes become history
@@ -393,7 +400,7 @@ class Ingestor:
                     ev.id,
                 )
                 at = max(j.last_at, ts)
-                changes = rs.step(j, jev, at, state.assignments)
+                changes = rs.step(j, jev, at, state.assignments, scorer)
                 if changes:
                     cid = state.customer_id
                     for name, t in changes.entered:
@@ -503,7 +510,20 @@ class Ingestor:
             visit_number=state.track.number,
             segments=list(rs.members(j if current else None, state.assignments, at)),
             outcomes=list(j.outcomes) if current and j is not None else [],
+            scores=_scores(j) if current and j is not None else {},
         )
+
+
+def _scores(j: Journey) -> dict[str, dict[str, float]]:
+    return {
+        name: {
+            "probability": round(p, 4),
+            "maxProbability": round(mp, 4),
+            "quantile": round(q, 4),
+            "maxQuantile": round(mq, 4),
+        }
+        for name, (p, mp, q, mq) in j.scores.items()
+    }
 
 
 def _session_row(sid: str, site_id: str, vid: str, customer_id: str | None, ts: int) -> dict:

@@ -1,0 +1,93 @@
+"""Outcome scores in the live pipeline: the active model of each scoring-enabled outcome,
+run through the rules step's scorer hook on every event of the current visit.
+
+Per visit and outcome the journey keeps ``[probability, visit max, quantile, visit-max
+quantile]``; the quantile is the share of recent visits (the model's test visits) whose
+maximum probability is lower. Models are picked up from the registry when a new one is
+activated (``refresh``), without a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from opportune.core.journey import Journey
+from opportune.ml.features import FeatureSpec, vector
+
+log = logging.getLogger(__name__)
+
+
+class Model(Protocol):
+    """What serving needs of a trained outcome model (``ml.registry.LoadedModel``)."""
+
+    outcome: str
+    version: str
+    spec: FeatureSpec
+    card: dict[str, Any]
+
+    def predict_one(self, x: list[float]) -> float: ...
+
+    def contributions(self, x: list[float], top: int = 5) -> list[tuple[str, float]]: ...
+
+    def quantile(self, p: float) -> float: ...
+
+
+class OutcomeScorer:
+    """Scores a journey in place for every outcome that has an active model."""
+
+    def __init__(self, load: Callable[[], Mapping[str, Model]] | None = None) -> None:
+        self._load = load
+        self.models: dict[str, Model] = {}
+        self.errors = 0
+        if load is not None:
+            self.refresh()
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    def refresh(self) -> bool:
+        """Reload the active models; True if the set of (outcome, version) changed."""
+        if self._load is None:
+            return False
+        models = dict(self._load())
+        before = {(o, m.version) for o, m in self.models.items()}
+        self.models = models
+        return before != {(o, m.version) for o, m in models.items()}
+
+    def __call__(self, journey: Journey, members: Mapping[str, int], now: int) -> None:
+        vectors: dict[FeatureSpec, list[float]] = {}
+        for outcome, model in self.models.items():
+            if outcome in journey.outcomes:
+                continue  # achieved: the score no longer says anything about this visit
+            spec = model.spec
+            x = vectors.get(spec)
+            if x is None:
+                x = vectors[spec] = vector(journey, members, now, spec)
+            try:
+                p = model.predict_one(x)
+            except Exception:  # a broken model fails alone; the event is still stored
+                self.errors += 1
+                if self.errors <= 10:
+                    log.exception("scoring %s failed", outcome)
+                continue
+            q = model.quantile(p)
+            prev = journey.scores.get(outcome)
+            journey.scores[outcome] = (
+                [p, p, q, q] if prev is None else [p, max(p, prev[1]), q, max(q, prev[3])]
+            )
+
+    def explain(
+        self, journey: Journey, members: Mapping[str, int], now: int, top: int = 5
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Why each score is what it is: the features contributing most, with their values."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for outcome, model in self.models.items():
+            x = vector(journey, members, now, model.spec)
+            values = dict(zip(model.spec.names, x, strict=True))
+            out[outcome] = [
+                {"feature": name, "value": values.get(name), "contribution": round(c, 6)}
+                for name, c in model.contributions(x, top)
+            ]
+        return out
