@@ -997,3 +997,53 @@ def stateful_nodes(node: Node) -> list[Node]:
         if n.stateful and n.key not in seen:
             seen[n.key] = n
     return list(seen.values())
+
+
+def describe(node: Node) -> str:
+    """A short human reading of a condition, for explanations ("why this did not fire").
+
+    >>> describe(parse_condition({"event": {"type": "form_error"}, "atLeast": 2,
+    ...                           "within": "5m"}))
+    'at least 2 form_error event(s) within 300 s'
+    """
+    if isinstance(node, All):
+        return "all of (" + "; ".join(describe(n) for n in node.items) + ")"
+    if isinstance(node, AnyOf):
+        return "any of (" + "; ".join(describe(n) for n in node.items) + ")"
+    if isinstance(node, Not):
+        return f"not ({describe(node.item)})"
+    if isinstance(node, Attribute | Metric):
+        return f"{node.name} {node.test.op} {node.test.operand!r}"
+    if isinstance(node, Count):
+        kinds = "/".join(sorted(node.filter.types)) if node.filter.types else "any"
+        bound = f"at least {node.at_least}"
+        if node.at_most is not None:
+            bound = f"{node.at_least} to {node.at_most}"
+        window = f" within {node.within // 1000} s" if node.within is not None else " this visit"
+        return f"{bound} {kinds} event(s){window}"
+    if isinstance(node, Sequence_):
+        return f"a sequence of {len(node.steps)} steps" + (
+            f" within {node.within // 1000} s" if node.within is not None else ""
+        )
+    if isinstance(node, Sum):
+        return f"sum of {node.attribute} {node.test.op} {node.test.operand!r}"
+    if isinstance(node, Score):
+        fields = {i: f for f, i in SCORE_FIELDS.items()}
+        return f"score of {node.outcome}: " + ", ".join(
+            f"{fields[i]} {t.op} {t.operand!r}" for i, t in node.tests
+        )
+    if isinstance(node, InSegment):
+        return f"in segment {node.segment}"
+    return type(node).__name__
+
+
+def why_not(node: Node, j: Journey, now: int, members: Members) -> str | None:
+    """The part of a condition that does not hold now (None if it holds)."""
+    if node.holds(j, now, members):
+        return None
+    if isinstance(node, All):
+        for n in node.items:
+            reason = why_not(n, j, now, members)
+            if reason is not None:
+                return reason
+    return describe(node)

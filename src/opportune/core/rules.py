@@ -103,8 +103,11 @@ class Ruleset:
         outcomes: Sequence[Outcome] = (),
         *,
         page_groups: Sequence[PageGroup] = (),
+        triggers: Sequence[Node] = (),
         fingerprint: str | None = None,
     ) -> None:
+        """``triggers``: other conditions read from the journey (action-map triggers) whose
+        journey patterns must be kept up to date with the rules'."""
         self.pages = PageGroups(page_groups)
         problems: list[tuple[str, str, str]] = []
         by_name: dict[str, Segment] = {}
@@ -139,8 +142,8 @@ class Ruleset:
         self.segment_by_name = by_name
         self.outcome_by_name = {o.name: o for o in outcomes}
         nodes: dict[str, Node] = {}
-        for rule in [*self.segments, *self.outcomes]:
-            for n in stateful_nodes(rule.condition):
+        for cond in [*(r.condition for r in [*self.segments, *self.outcomes]), *triggers]:
+            for n in stateful_nodes(cond):
                 nodes.setdefault(n.key, n)
         self.stateful = list(nodes.values())
         self._any_type = [n for n in self.stateful if n.types is None]
@@ -154,7 +157,7 @@ class Ruleset:
         )
 
     def __len__(self) -> int:
-        return len(self.segments) + len(self.outcomes)
+        return len(self.segments) + len(self.outcomes) + len(self.stateful)
 
     def step(
         self,
