@@ -139,7 +139,9 @@ def config_validate(folder: Path) -> None:
         click.echo(f"{len(exc.problems)} problem(s)", err=True)
         sys.exit(1)
     click.echo(
-        f"ok: {len(ws.sites)} site(s), {len(ws.segments)} segment(s), {len(ws.outcomes)} outcome(s)"
+        f"ok: {len(ws.sites)} site(s), {len(ws.segments)} segment(s), "
+        f"{len(ws.outcomes)} outcome(s), {len(ws.page_groups)} page group(s), "
+        f"{len(ws.action_maps)} action map(s), {len(ws.queues)} queue(s)"
     )
 
 

@@ -13,13 +13,25 @@ from pydantic import ValidationError
 from opportune.core.conditions import ConditionError
 from opportune.core.rules import RulesError, Ruleset
 from opportune.workspace.documents import (
-    KINDS,
+    KINDS as BASE_KINDS,
+)
+from opportune.workspace.documents import (
     Document,
     OutcomeDoc,
     PageGroupDoc,
     SegmentDoc,
     Site,
 )
+from opportune.workspace.engagement import (
+    ENGAGEMENT_KINDS,
+    ActionMapDoc,
+    ContentTemplate,
+    EngagementSettings,
+    QueueDoc,
+    build_maps,
+)
+
+KINDS = {**BASE_KINDS, **ENGAGEMENT_KINDS}
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,10 @@ class Workspace:
     segments: dict[str, SegmentDoc] = field(default_factory=dict)
     outcomes: dict[str, OutcomeDoc] = field(default_factory=dict)
     page_groups: dict[str, PageGroupDoc] = field(default_factory=dict)
+    action_maps: dict[str, ActionMapDoc] = field(default_factory=dict)
+    templates: dict[str, ContentTemplate] = field(default_factory=dict)
+    queues: dict[str, QueueDoc] = field(default_factory=dict)
+    engagement: EngagementSettings = field(default_factory=EngagementSettings)
 
     @property
     def sites_by_key(self) -> dict[str, Site]:
@@ -144,7 +160,7 @@ def _parse_documents(text: str, file: str) -> tuple[list[Document], list[Problem
                     )
                 )
             continue
-        if isinstance(doc, SegmentDoc | OutcomeDoc):
+        if isinstance(doc, SegmentDoc | OutcomeDoc | ActionMapDoc):
             try:
                 doc.to_core()
             except ConditionError as exc:
@@ -172,7 +188,8 @@ def load_workspace(folder: Path) -> Workspace:
     problems: list[Problem] = []
     sites: dict[str, Site] = {}
     keys: dict[str, str] = {}
-    rules: dict[tuple[str, str], tuple[SegmentDoc | OutcomeDoc, str, int]] = {}
+    rules: dict[tuple[str, str], tuple[Any, str, int]] = {}
+    others: dict[tuple[str, str], Any] = {}
     page_groups: dict[str, PageGroupDoc] = {}
     files = sorted([*folder.rglob("*.yaml"), *folder.rglob("*.yml")])
     for path in files:
@@ -180,7 +197,7 @@ def load_workspace(folder: Path) -> Workspace:
         docs, probs, lines = _parse_documents(path.read_text(encoding="utf-8"), rel)
         problems += probs
         for doc, line in zip(docs, lines, strict=True):
-            if isinstance(doc, SegmentDoc | OutcomeDoc):
+            if isinstance(doc, SegmentDoc | OutcomeDoc | ActionMapDoc):
                 if (doc.kind, doc.name) in rules:
                     first = rules[(doc.kind, doc.name)]
                     problems.append(
@@ -193,6 +210,10 @@ def load_workspace(folder: Path) -> Workspace:
                     )
                 else:
                     rules[(doc.kind, doc.name)] = (doc, rel, line)
+            elif isinstance(doc, ContentTemplate | QueueDoc | EngagementSettings):
+                if (doc.kind, doc.name) in others:
+                    problems.append(Problem(rel, line, "name", f"{doc.kind} {doc.name!r} twice"))
+                others[(doc.kind, doc.name)] = doc
             elif isinstance(doc, PageGroupDoc):
                 if doc.name in page_groups:
                     problems.append(Problem(rel, line, "name", f"page group {doc.name!r} twice"))
@@ -215,6 +236,33 @@ def load_workspace(folder: Path) -> Workspace:
         for kind, name, message in exc.problems:
             _, rel, line = rules[(kind, name)]
             problems.append(Problem(rel, line, "condition", f"{kind} {name!r} {message}"))
+    maps = {n: d for (k, n), (d, _, _) in rules.items() if isinstance(d, ActionMapDoc)}
+    templates = {n: d for (k, n), d in others.items() if isinstance(d, ContentTemplate)}
+    queues = {n: d for (k, n), d in others.items() if isinstance(d, QueueDoc)}
+    settings = [d for d in others.values() if isinstance(d, EngagementSettings)]
+    try:
+        build_maps(
+            list(maps.values()),
+            segments=segments,
+            outcomes=set(outcomes),
+            templates=templates,
+            queues=set(queues),
+        )
+    except RulesError as exc:
+        for kind, name, message in exc.problems:
+            _, rel, line = rules[(kind, name)]
+            problems.append(Problem(rel, line, "", f"{kind} {name!r} {message}"))
+    if len(settings) > 1:
+        problems.append(Problem("", 0, "", "more than one kind: engagement document"))
     if problems:
         raise ConfigError(problems)
-    return Workspace(sites=sites, segments=segments, outcomes=outcomes, page_groups=page_groups)
+    return Workspace(
+        sites=sites,
+        segments=segments,
+        outcomes=outcomes,
+        page_groups=page_groups,
+        action_maps=maps,
+        templates=templates,
+        queues=queues,
+        engagement=settings[0] if settings else EngagementSettings(),
+    )

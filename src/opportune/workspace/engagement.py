@@ -1,0 +1,346 @@
+"""Workspace documents for engagement: action maps, content templates, the workspace's
+engagement settings (frequency caps per channel, pacing target), and chat queues as pacing
+sees them until routing provides them."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, time, tzinfo
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from opportune.core.actionmaps import ActionMap, Caps, Schedule
+from opportune.core.conditions import ConditionError, Predicate, parse_condition, parse_duration
+from opportune.workspace.documents import _NAME, Document
+
+_DAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
+_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+_COLOUR = r"^#[0-9a-fA-F]{6}$"
+
+
+def _ms(value: Any, field: str) -> int:
+    try:
+        return parse_duration(value, [field])
+    except ConditionError as exc:
+        raise ValueError(exc.message) from None
+
+
+def _duration(v: str | int) -> str | int:
+    _ms(v, "")
+    return v
+
+
+# "30s", "5m", "2h", "1d", "500ms", or a number of seconds.
+Duration = Annotated[str | int, AfterValidator(_duration)]
+
+
+class Style(Document):
+    primary: str = Field(default="#0b5fff", pattern=_COLOUR)
+    background: str = Field(default="#ffffff", pattern=_COLOUR)
+    text: str = Field(default="#1a1a1a", pattern=_COLOUR)
+    radius: str = Field(default="12px", pattern=r"^\d{1,2}px$")
+
+
+class ContentTemplate(Document):
+    """A reusable look for content offers: layout and styling."""
+
+    kind: Literal["contentTemplate"] = "contentTemplate"
+    name: str = Field(pattern=_NAME)
+    layout: Literal["banner", "modal", "slide-in"] = "slide-in"
+    style: Style = Field(default_factory=Style)
+
+
+class Cta(Document):
+    label: str = Field(min_length=1, max_length=60)
+    url: str = Field(pattern=r"^(https?://|/)", max_length=2048)
+
+
+class Content(Document):
+    title: str = Field(min_length=1, max_length=120)
+    body: str = Field(default="", max_length=1000)
+    image_url: str | None = Field(default=None, pattern=r"^(https?://|/)", max_length=2048)
+    image_alt: str = Field(default="", max_length=200)
+    cta: Cta | None = None
+    template: str | None = Field(default=None, pattern=_NAME)
+    layout: Literal["banner", "modal", "slide-in"] | None = None
+
+
+class FormField(Document):
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
+    label: str = Field(min_length=1, max_length=80)
+    type: Literal["text", "email", "tel", "select", "textarea"] = "text"
+    required: bool = False
+    options: list[str] = Field(default_factory=list, max_length=50)
+    # Prefill from what is known: a customer trait or session attribute, e.g. traits.firstName
+    prefill: str | None = Field(default=None, max_length=64)
+
+
+class ChatForm(Document):
+    title: str = Field(default="", max_length=120)
+    fields: list[FormField] = Field(default_factory=list, max_length=12)
+    submit: str = Field(default="", max_length=40)
+
+
+class Invitation(Document):
+    title: str = Field(min_length=1, max_length=120)
+    body: str = Field(default="", max_length=500)
+    accept: str = Field(default="", max_length=40)
+    decline: str = Field(default="", max_length=40)
+
+
+class Chat(Document):
+    queue: str = Field(pattern=_NAME)
+    invitation: Invitation
+    form: ChatForm | None = None
+
+
+class Bot(Document):
+    flow: str = Field(pattern=_NAME)
+    title: str = Field(min_length=1, max_length=120)
+    greeting: str = Field(default="", max_length=500)
+
+
+class Webhook(Document):
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    url: str = Field(pattern=r"^https?://", max_length=2048)
+    # Header values may name a secret from the settings: "Bearer ${secret:CRM_TOKEN}".
+    headers: dict[str, str] = Field(default_factory=dict, max_length=20)
+    # A JSON body with {{ ... }} placeholders (visitor, customer, segments, scores, map).
+    body: dict[str, Any] = Field(default_factory=dict)
+    timeout: Duration = "5s"
+    retries: int = Field(default=4, ge=0, le=10)
+
+
+class Action(Document):
+    type: Literal["content", "chat", "bot", "webhook"]
+    timeout: Duration = "30s"  # an offer unanswered this long times out
+    content: Content | None = None
+    chat: Chat | None = None
+    bot: Bot | None = None
+    webhook: Webhook | None = None
+    # Texts per locale: {"es": {"title": "...", "body": "...", ...}} over the defaults.
+    texts: dict[Literal["en", "es"], dict[str, str]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one(self) -> Action:
+        given = [k for k in ("content", "chat", "bot", "webhook") if getattr(self, k) is not None]
+        if given != [self.type]:
+            raise ValueError(f"an action of type {self.type!r} needs exactly its {self.type!r}")
+        return self
+
+
+class Pages(Document):
+    include: list[str] = Field(default_factory=list, max_length=50)
+    exclude: list[str] = Field(default_factory=list, max_length=50)
+
+
+class ScheduleDoc(Document):
+    timezone: str = "UTC"
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        default_factory=lambda: list(_DAYS)
+    )
+    hours: str = "00:00-24:00"
+    start: date | None = None
+    end: date | None = None
+    closed: bool = False
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}; e.g. Europe/Madrid") from None
+        return v
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, v: str) -> str:
+        m = _HOURS.match(v)
+        if not m or (int(m[3]) == 24 and m[4] != "00"):
+            raise ValueError("hours look like '08:30-20:00'")
+        if int(m[1]) * 60 + int(m[2]) >= int(m[3]) * 60 + int(m[4]):
+            raise ValueError("hours must end after they start")
+        return v
+
+    def to_core(self) -> Schedule:
+        tz: tzinfo = ZoneInfo(self.timezone) if self.timezone != "UTC" else UTC
+        m = _HOURS.match(self.hours)
+        assert m is not None
+
+        def at(d: date | None, t: time) -> int | None:
+            return int(datetime.combine(d, t, tz).timestamp() * 1000) if d else None
+
+        return Schedule(
+            tz=tz,
+            days=frozenset(_DAYS[d] for d in self.days),
+            start_minute=int(m[1]) * 60 + int(m[2]),
+            end_minute=int(m[3]) * 60 + int(m[4]),
+            start_ms=at(self.start, time.min),
+            end_ms=at(self.end, time.max),
+            closed=self.closed,
+        )
+
+
+class CapsDoc(Document):
+    min_wait: Duration = "10s"
+    none_after_rejection: bool = True
+    none_after_agent_chat: bool = True
+
+    def to_core(self) -> Caps:
+        return Caps(
+            _ms(self.min_wait, "minWait"), self.none_after_rejection, self.none_after_agent_chat
+        )
+
+
+class Activation(Document):
+    type: Literal["immediately", "delay", "nextPage", "nextVisit"] = "immediately"
+    delay: Duration = 0
+
+
+class ActionMapDoc(Document):
+    """When to engage whom, and how (docs/actions.md)."""
+
+    kind: Literal["actionMap"] = "actionMap"
+    name: str = Field(pattern=_NAME)
+    description: str = Field(default="", max_length=500)
+    enabled: bool = True
+    trigger: dict[str, Any]
+    pages: Pages = Field(default_factory=Pages)
+    activation: Activation = Field(default_factory=Activation)
+    schedule: ScheduleDoc = Field(default_factory=ScheduleDoc)
+    priority: int = Field(default=0, ge=0, le=1000)
+    caps: CapsDoc | None = None
+    holdout_percent: float = Field(default=0.0, ge=0, le=100)
+    once_per_assignment_of: str | None = Field(default=None, pattern=_NAME)
+    action: Action
+
+    def to_core(self, templates: dict[str, ContentTemplate] | None = None) -> ActionMap:
+        """The core map; ``ConditionError`` with a path under ``trigger`` if it is invalid."""
+        trigger = parse_condition(self.trigger, ["trigger"])
+        act = self.action
+        payload = action_payload(act, templates or {})
+        return ActionMap(
+            name=self.name,
+            trigger=trigger,
+            channel=act.type,
+            action=payload,
+            queue=act.chat.queue if act.chat else None,
+            priority=self.priority,
+            activation={"nextPage": "next_page", "nextVisit": "next_visit"}.get(
+                self.activation.type,
+                self.activation.type,  # type: ignore[arg-type]
+            ),
+            delay_ms=_ms(self.activation.delay, "activation.delay"),
+            include_urls=tuple(Predicate("glob", u) for u in self.pages.include),
+            exclude_urls=tuple(Predicate("glob", u) for u in self.pages.exclude),
+            schedule=self.schedule.to_core(),
+            caps=self.caps.to_core() if self.caps else None,
+            holdout=self.holdout_percent / 100,
+            per_assignment_of=self.once_per_assignment_of,
+            enabled=self.enabled,
+        )
+
+
+def action_payload(act: Action, templates: dict[str, ContentTemplate]) -> dict[str, Any]:
+    """What the widget is sent (or the webhook worker is given), with the template applied."""
+    out: dict[str, Any] = {"timeoutMs": _ms(act.timeout, "timeout")}
+    if act.content is not None:
+        c = act.content.model_dump(mode="json", by_alias=True, exclude_none=True)
+        t = templates.get(act.content.template or "")
+        c["layout"] = act.content.layout or (t.layout if t else "slide-in")
+        c["style"] = (t.style if t else Style()).model_dump(mode="json", by_alias=True)
+        c.pop("template", None)
+        out["content"] = c
+    for key in ("chat", "bot", "webhook"):
+        value = getattr(act, key)
+        if value is not None:
+            out[key] = value.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if act.texts:
+        out["texts"] = act.texts
+    return out
+
+
+class PacingDoc(Document):
+    service_level: float = Field(default=0.8, gt=0, le=1)
+    answer_within: Duration = "20s"
+    short_abandon: Duration = "5s"
+
+
+class EngagementSettings(Document):
+    """Workspace-wide engagement settings: caps per channel and the pacing target."""
+
+    kind: Literal["engagement"] = "engagement"
+    name: str = Field(default="default", pattern=_NAME)
+    caps: dict[Literal["content", "chat", "bot"], CapsDoc] = Field(default_factory=dict)
+    pacing: PacingDoc = Field(default_factory=PacingDoc)
+
+
+class QueueDoc(Document):
+    """A chat queue as pacing needs it: capacity per agent and recent handling figures
+    (measured figures replace these defaults once chats are routed)."""
+
+    kind: Literal["queue"] = "queue"
+    name: str = Field(pattern=_NAME)
+    description: str = Field(default="", max_length=500)
+    capacity_per_agent: int = Field(default=2, ge=1, le=20)
+    handle_time: Duration = "6m"
+    patience: Duration = "2m"
+    arrival_rate_per_hour: float = Field(default=20.0, ge=0)
+    acceptance_rate: float = Field(default=0.3, gt=0, le=1)
+
+
+ENGAGEMENT_KINDS: dict[str, type[Document]] = {
+    "actionMap": ActionMapDoc,
+    "contentTemplate": ContentTemplate,
+    "engagement": EngagementSettings,
+    "queue": QueueDoc,
+}
+
+
+def build_maps(
+    maps: list[ActionMapDoc],
+    *,
+    segments: dict[str, Any],
+    outcomes: set[str],
+    templates: dict[str, ContentTemplate],
+    queues: set[str],
+) -> list[ActionMap]:
+    """The core action maps, checked against the rest of the workspace; ``RulesError``
+    naming every map whose references do not resolve."""
+    from opportune.core.conditions import references, scored_outcomes
+    from opportune.core.rules import RulesError
+
+    problems: list[tuple[str, str, str]] = []
+    out: list[ActionMap] = []
+    seen: set[str] = set()
+    for doc in maps:
+        if doc.name in seen:
+            problems.append(("actionMap", doc.name, "defined twice"))
+        seen.add(doc.name)
+        core = doc.to_core(templates)
+        for ref in sorted(references(core.trigger) - set(segments)):
+            problems.append(("actionMap", doc.name, f"refers to unknown segment {ref!r}"))
+        for ref in sorted(scored_outcomes(core.trigger) - outcomes):
+            problems.append(("actionMap", doc.name, f"reads the score of unknown outcome {ref!r}"))
+        if core.queue is not None and core.queue not in queues:
+            problems.append(("actionMap", doc.name, f"offers chat on unknown queue {core.queue!r}"))
+        content = doc.action.content
+        if content is not None and content.template and content.template not in templates:
+            problems.append(
+                ("actionMap", doc.name, f"uses unknown content template {content.template!r}")
+            )
+        seg = doc.once_per_assignment_of
+        if seg is not None:
+            if seg not in segments:
+                problems.append(("actionMap", doc.name, f"oncePerAssignmentOf: unknown {seg!r}"))
+            elif getattr(segments[seg], "scope", "customer") != "customer":
+                problems.append(
+                    ("actionMap", doc.name, f"oncePerAssignmentOf: {seg!r} is not customer-scope")
+                )
+        out.append(core)
+    if problems:
+        raise RulesError(problems)
+    return out
