@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     )
     geoip_db: Path | None = Field(default=None, description="Optional MaxMind .mmdb city file")
     commit_max_batch: int = Field(default=2000, ge=1, description="Events per group commit")
+    webhook_secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description='Secrets webhook headers may name as ${secret:NAME}, JSON: {"NAME": "..."}',
+    )
     rules_poll_s: float = Field(
         default=1.0,
         gt=0,

@@ -26,6 +26,7 @@ from opportune.engine.enrichment import GeoResolver
 from opportune.engine.ingest import Ingestor
 from opportune.engine.live import LiveStore, Loader, RedisLiveStore
 from opportune.engine.rules import RuleBook
+from opportune.engine.webhooks import WebhookWorker
 from opportune.settings import Settings
 from opportune.store.db import Checkpointer, make_engine, migrate
 from opportune.store.writer import GroupCommitWriter, IdentifyOp
@@ -48,21 +49,32 @@ class Runtime:
     writer: GroupCommitWriter
     rules: RuleBook
     checkpointer: Checkpointer | None = None
+    webhooks: WebhookWorker | None = None
 
-    async def watch_rules(self) -> None:
-        """Poll for definitions changed by any process (the admin API writes them)."""
+    async def watch_rules(self, stop: asyncio.Event) -> None:
+        """Until ``stop``: poll for definitions changed by any process (the admin API writes
+        them) and for queue presence. A pass in progress finishes (it runs in a thread)."""
         sqlite = self.ingestor.engine.dialect.name == "sqlite"
-        while True:
-            await asyncio.sleep(self.settings.rules_poll_s)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.rules_poll_s)
+            if stop.is_set():
+                return
             try:
                 if sqlite:  # one indexed max(): cheaper on the loop than a thread hop
                     self.rules.refresh()
                 else:
                     await asyncio.to_thread(self.rules.refresh)
+                if self.workspace.queues:
+                    await asyncio.to_thread(
+                        self.ingestor.engager.board.refresh, self.ingestor.engine
+                    )
             except Exception:  # the database is away: keep the rules, try again
                 log.exception("could not refresh the rules")
 
     async def aclose(self) -> None:
+        if self.webhooks is not None:
+            await self.webhooks.aclose()
         await self.writer.aclose()
         await self.ingestor.live.aclose()
         if self.checkpointer is not None:
@@ -92,8 +104,16 @@ def build_runtime(settings: Settings, *, auto_migrate: bool = True) -> Runtime:
     ingestor = Ingestor(
         settings=settings, engine=engine, writer=writer, geo=geo, live=live, rules=rules
     )
+    if workspace.queues:
+        ingestor.engager.board.refresh(engine)
     return Runtime(
-        settings, workspace, ingestor, writer, rules, Checkpointer(engine) if sqlite else None
+        settings,
+        workspace,
+        ingestor,
+        writer,
+        rules,
+        Checkpointer(engine) if sqlite else None,
+        WebhookWorker(engine, secrets=settings.webhook_secrets),
     )
 
 
@@ -120,13 +140,18 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        watcher = asyncio.get_running_loop().create_task(runtime.watch_rules())
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        watcher = loop.create_task(runtime.watch_rules(stop))
+        sender = loop.create_task(runtime.webhooks.run()) if runtime.webhooks else None
         try:
             yield
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            stop.set()
+            await watcher
+            if sender is not None and runtime.webhooks is not None:
+                runtime.webhooks.stop()  # let a pass in progress finish its database work
+                await sender
             await runtime.aclose()
 
     app = FastAPI(title="Opportune", version=__version__, lifespan=lifespan)
@@ -138,6 +163,7 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
     require_api_key = api_key_dependency(settings.api_key)
     from opportune.api.customers import customers_router
     from opportune.api.definitions import definitions_router
+    from opportune.api.engagement import engagement_router
 
     app.include_router(
         customers_router(
@@ -151,6 +177,10 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
         definitions_router(
             rules=runtime.rules, ingestor=runtime.ingestor, require_api_key=require_api_key
         )
+    )
+
+    app.include_router(
+        engagement_router(ingestor=runtime.ingestor, require_api_key=require_api_key)
     )
 
     @app.exception_handler(StarletteHTTPException)
@@ -186,6 +216,14 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
     async def sdk() -> Response:
         return FileResponse(
             SDK_FILE,
+            media_type="application/javascript",
+            headers={"cache-control": "public, max-age=300", "access-control-allow-origin": "*"},
+        )
+
+    @app.get("/sdk/opportune-widget.js", include_in_schema=False)
+    async def sdk_widget() -> Response:
+        return FileResponse(
+            SDK_FILE.with_name("opportune-widget.js"),
             media_type="application/javascript",
             headers={"cache-control": "public, max-age=300", "access-control-allow-origin": "*"},
         )

@@ -23,7 +23,7 @@ from opportune.engine.ingest import Ingestor
 from opportune.engine.rules import MODELS, Doc, ReadOnlyDefinition, RuleBook
 from opportune.workspace.documents import SegmentDoc
 
-PLURAL = {"segments": "segment", "outcomes": "outcome"}
+PLURAL = {"segments": "segment", "outcomes": "outcome", "action-maps": "actionMap"}
 
 
 def _invalid(errors: list[dict[str, str]]) -> HTTPException:
@@ -118,6 +118,10 @@ def definitions_router(
                 _check_together(rules, doc, None)
                 return {"valid": True, "definition": _json(doc, "draft")}
 
+            if kind == "actionMap":
+                make_writes(kind, collection)
+                return
+
             @router.post(f"/{collection}/estimate", name=f"estimate_draft_{kind}")
             def estimate_draft(
                 body: Annotated[Any, Body()], days: Annotated[int, Query(ge=1, le=400)] = 7
@@ -146,6 +150,9 @@ def definitions_router(
                     now_ms=now_ms(),
                 ).to_json()
 
+            make_writes(kind, collection)
+
+        def make_writes(kind: str, collection: str) -> None:
             @router.post(f"/{collection}", status_code=201, name=f"create_{kind}")
             def create(body: Annotated[Any, Body()]) -> dict[str, Any]:
                 doc = parse_definition(kind, body)

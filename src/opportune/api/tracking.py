@@ -1,4 +1,6 @@
-"""``POST /v1/events``: the hot path, a raw ASGI endpoint in front of the FastAPI app.
+"""``POST /v1/events``: the hot path, a raw ASGI endpoint in front of the FastAPI app; and
+the widget's two public endpoints beside it, ``POST /v1/actions`` (reports) and
+``POST /v1/recheck``, checked by the same site key and origins.
 
 It skips the framework's middleware and request objects: on a 2-core machine the HTTP
 layer is the largest cost per batch after the database, so it is kept to the minimum.
@@ -18,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from opportune.core.events import BATCH_DECODER
+from opportune.core.events import BATCH_DECODER, RECHECK_DECODER, REPORTS_DECODER
 from opportune.engine.ingest import IngestError, Ingestor
 from opportune.store.writer import WriterClosed
 from opportune.workspace import Site
@@ -38,6 +40,12 @@ _PREFLIGHT = [
     (b"access-control-max-age", b"86400"),
 ]
 PATH = "/v1/events"
+# With the widget's endpoints: reports of what the visitor did with an offer, and rechecks.
+_DECODERS: dict[str, Any] = {
+    PATH: BATCH_DECODER,
+    "/v1/actions": REPORTS_DECODER,
+    "/v1/recheck": RECHECK_DECODER,
+}
 
 
 class TrackingEndpoint:
@@ -53,7 +61,7 @@ class TrackingEndpoint:
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH:
+        if scope["type"] != "http" or scope["path"] not in _DECODERS:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -134,8 +142,9 @@ class TrackingEndpoint:
                 )
             chunks.append(chunk)
             more = message.get("more_body", False)
+        path = scope["path"]
         try:
-            batch = BATCH_DECODER.decode(b"".join(chunks))
+            batch = _DECODERS[path].decode(b"".join(chunks))
         except msgspec.ValidationError as exc:
             text = str(exc)
             m = _PATH.search(text)
@@ -171,14 +180,24 @@ class TrackingEndpoint:
                 cors=cors,
             )
         client = scope.get("client")
+        now_ms = int(time.time() * 1000)
         try:
-            result = await self.ingestor.ingest(
-                batch,
-                site,
-                now_ms=int(time.time() * 1000),
-                headers=headers,
-                peer=client[0] if client else None,
-            )
+            if path == PATH:
+                result = await self.ingestor.ingest(
+                    batch,
+                    site,
+                    now_ms=now_ms,
+                    headers=headers,
+                    peer=client[0] if client else None,
+                )
+            elif path == "/v1/recheck":
+                result = await self.ingestor.recheck(batch, site, now_ms=now_ms)
+            else:
+                return (
+                    200,
+                    _ENCODE.encode(await self.ingestor.report(batch, site, now_ms=now_ms)),
+                    cors,
+                )
         except IngestError as exc:
             return _error(exc.status, exc.code, exc.message, exc.path, cors=cors)
         except WriterClosed:

@@ -102,6 +102,57 @@ class Batch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 
 BATCH_DECODER: Final = msgspec.json.Decoder(Batch)
 
+ReportState = Literal[
+    "offered",
+    "accepted",
+    "rejected",
+    "timeout",
+    "ignored",
+    "started",
+    "engaged",
+    "abandoned",
+    "completed",
+]
+
+
+class ActionReport(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """What the widget saw the visitor do with an offer (``id``: the action instance)."""
+
+    id: Annotated[str, msgspec.Meta(min_length=4, max_length=40, pattern=r"^ai_[0-9a-f]+$")]
+    state: ReportState
+    ts: EpochMs
+    form: (
+        Annotated[
+            dict[Key, Annotated[str, msgspec.Meta(max_length=1024)]], msgspec.Meta(max_length=20)
+        ]
+        | None
+    ) = None
+
+
+class ReportBatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """``POST /v1/actions``: reports of one visitor."""
+
+    site_key: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = msgspec.field(
+        name="siteKey"
+    )
+    visitor_id: Id = msgspec.field(name="visitorId")
+    sent_at: EpochMs = msgspec.field(name="sentAt")
+    reports: Annotated[list[ActionReport], msgspec.Meta(min_length=1, max_length=50)]
+
+
+class Recheck(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """``POST /v1/recheck``: look again at a visitor's action maps now (time-based triggers)."""
+
+    site_key: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = msgspec.field(
+        name="siteKey"
+    )
+    visitor_id: Id = msgspec.field(name="visitorId")
+    sent_at: EpochMs = msgspec.field(name="sentAt")
+
+
+REPORTS_DECODER: Final = msgspec.json.Decoder(ReportBatch)
+RECHECK_DECODER: Final = msgspec.json.Decoder(Recheck)
+
 # Strings the identify call must never accept as an identifier: they are what a page
 # sends when its own variable is empty, and would merge unrelated people into one.
 JUNK_IDENTIFIERS: Final = frozenset(

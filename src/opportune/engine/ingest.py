@@ -8,6 +8,7 @@ only by the group-commit writer, and the answer waits for that commit.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,9 +17,11 @@ from typing import Any, NamedTuple
 import msgspec
 from sqlalchemy import Engine, select
 
-from opportune.core.events import Batch, Refusal, check_event
+from opportune.core.actionmaps import answered, instance_id
+from opportune.core.events import Batch, Recheck, Refusal, ReportBatch, check_event
 from opportune.core.journey import Journey, JourneyEvent
 from opportune.core.session import SessionTrack, landing_attributes, place
+from opportune.engine.engagement import Engager, Outcome, locale_of, payload, prefill_sources
 from opportune.engine.enrichment import GeoResolver, parse_user_agent
 from opportune.engine.live import LiveStore, Loader, MemoryLiveStore, Slot, VisitorLive
 from opportune.engine.rules import RuleBook
@@ -69,6 +72,8 @@ class IngestResult:
     segments: list[str] = field(default_factory=list)
     outcomes: list[str] = field(default_factory=list)
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    recheck_in_ms: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -83,6 +88,8 @@ class IngestResult:
             "segments": self.segments,
             "outcomes": self.outcomes,
             **({"scores": self.scores} if self.scores else {}),
+            **({"actions": self.actions} if self.actions else {}),
+            **({"recheckInMs": self.recheck_in_ms} if self.recheck_in_ms else {}),
             **self.extra,
         }
 
@@ -107,6 +114,8 @@ class Ingestor:
         self.geo = geo
         self.rules = rules or RuleBook(Workspace())
         self.scorer = scorer or OutcomeScorer()
+        ws = self.rules.workspace
+        self.engager = Engager(ws.engagement, ws.queues)
         self._rule_errors: set[str] = set()
         self.live: LiveStore = (live or MemoryLiveStore)(self.load)
         self._max_age_ms = settings.max_event_age_s * 1000
@@ -452,6 +461,10 @@ class Ingestor:
                     _ENCODE.encode(data).decode() if data else None,
                 )
             )
+        engaged = None
+        j = state.journey
+        if self.rules.maps and event_rows and j is not None and j.session_id == last_sid:
+            engaged = self._engage(site.name, vid, state, j, now_ms)
         # The visitor row changes only when a visit starts (most batches continue one), so
         # it is written only then: one statement less per batch on the hot path.
         new_visit = any(r.get("_new") for r in session_rows.values())
@@ -471,6 +484,8 @@ class Ingestor:
             identifies=identifies,
             segment_changes=seg_rows,
             achievements=won,
+            action_events=engaged.action_rows if engaged else [],
+            webhooks=engaged.webhook_rows if engaged else [],
         )
         outcomes: list[Any] = []
         if job.visitor is not None or job.events:
@@ -500,6 +515,7 @@ class Ingestor:
         j = state.journey
         current = j is not None and j.session_id == state.track.session_id
         at = j.last_at if current and j is not None else now_ms
+        actions = await self._actions(engaged, state) if engaged else []
         return IngestResult(
             accepted=len(event_rows),
             duplicates=duplicates,
@@ -511,7 +527,124 @@ class Ingestor:
             segments=list(rs.members(j if current else None, state.assignments, at)),
             outcomes=list(j.outcomes) if current and j is not None else [],
             scores=_scores(j) if current and j is not None else {},
+            actions=actions,
+            recheck_in_ms=engaged.decision.recheck_in_ms if engaged else None,
         )
+
+    def _engage(self, site_id: str, vid: str, state: VisitorLive, j: Journey, now: int) -> Outcome:
+        return self.engager.run(
+            site_id=site_id,
+            visitor_id=vid,
+            customer_id=state.customer_id,
+            journey=j,
+            members=self.rules.ruleset.members(j, state.assignments, now),
+            engagement=state.engagement,
+            maps=self.rules.maps,
+            assignments=state.assignments,
+            now=now,
+        )
+
+    async def _actions(self, engaged: Outcome, state: VisitorLive) -> list[dict[str, Any]]:
+        """The widget's view of this batch's offers (forms prefilled from what is known)."""
+        j = state.journey
+        if not engaged.decision.offers or j is None:
+            return []
+        needs = any(
+            f.get("prefill")
+            for _, m in engaged.decision.offers
+            for f in (m.action.get("chat", {}).get("form") or {}).get("fields", [])
+        )
+        known = await self._db(prefill_sources, self.engine, j, state.customer_id) if needs else {}
+        return [payload(inst, m, locale_of(j), known) for inst, m in engaged.decision.offers]
+
+    async def recheck(self, req: Recheck, site: Site, *, now_ms: int) -> IngestResult:
+        """Look at a visitor's action maps again now: time-based triggers, delayed offers."""
+        async with self.live.hold(req.visitor_id, now_ms) as slot:
+            state = slot.state
+            if state is None or state.site_id != site.name:
+                raise IngestError(404, "unknown_visitor", "no such visitor", "$.visitorId")
+            j = state.journey
+            engaged = None
+            if self.rules.maps and j is not None and j.session_id == state.track.session_id:
+                if j.rules != self.rules.ruleset.fingerprint:
+                    await slot.settled()
+                    j = state.journey = await self._db(self.rebuild_journey, req.visitor_id, state)
+                if j is not None:
+                    engaged = self._engage(site.name, req.visitor_id, state, j, now_ms)
+            if engaged and (engaged.action_rows or engaged.webhook_rows):
+                job = WriteJob(
+                    visitor=None,
+                    sessions=[],
+                    events=[],
+                    action_events=engaged.action_rows,
+                    webhooks=engaged.webhook_rows,
+                )
+                job.future = slot.write = asyncio.get_running_loop().create_future()
+                await self.writer.submit(job)
+            return IngestResult(
+                accepted=0,
+                duplicates=0,
+                refused=[],
+                visitor_id=req.visitor_id,
+                session_id=state.track.session_id,
+                customer_id=state.customer_id,
+                visit_number=state.track.number,
+                segments=list(self.rules.ruleset.members(j, state.assignments, now_ms))
+                if j is not None
+                else [],
+                outcomes=list(j.outcomes) if j is not None else [],
+                actions=await self._actions(engaged, state) if engaged else [],
+                recheck_in_ms=engaged.decision.recheck_in_ms if engaged else None,
+            )
+
+    async def report(self, batch: ReportBatch, site: Site, *, now_ms: int) -> dict[str, Any]:
+        """Store what the widget reports of its offers; refuse unknown instances one by one."""
+        async with self.live.hold(batch.visitor_id, now_ms) as slot:
+            state = slot.state
+            if state is None or state.site_id != site.name:
+                raise IngestError(404, "unknown_visitor", "no such visitor", "$.visitorId")
+            e = state.engagement
+            by_instance = {instance_id(e.session_id, name): name for name in e.maps}
+            channel_of = {m.name: m.channel for m in self.rules.maps}
+            skew = now_ms - batch.sent_at
+            rows: list[tuple[Any, ...]] = []
+            refused: list[dict[str, Any]] = []
+            for i, r in enumerate(batch.reports):
+                name = by_instance.get(r.id)
+                if name is None:
+                    refused.append(
+                        {
+                            "index": i,
+                            "id": r.id,
+                            "reason": "unknown action instance for this visitor's current visit",
+                        }
+                    )
+                    continue
+                at = min(r.ts + skew, now_ms)
+                channel = channel_of.get(name, "content")
+                answered(e, r.id, r.state, at, channel)
+                if r.state != "offered":
+                    self.engager.board.answered(r.id)
+                detail = json.dumps({"fields": sorted(r.form)}) if r.form else None
+                rows.append(
+                    (
+                        site.name,
+                        name,
+                        r.id,
+                        r.state,
+                        None,
+                        at,
+                        e.session_id,
+                        batch.visitor_id,
+                        state.customer_id,
+                        detail,
+                    )
+                )
+            if rows:
+                job = WriteJob(visitor=None, sessions=[], events=[], action_events=rows)
+                job.future = slot.write = asyncio.get_running_loop().create_future()
+                await self.writer.submit(job)
+            return {"accepted": len(rows), "refused": refused}
 
 
 def _scores(j: Journey) -> dict[str, dict[str, float]]:

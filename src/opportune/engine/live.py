@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from opportune.core.actionmaps import Engagement
 from opportune.core.journey import Journey
 from opportune.core.session import SessionTrack
 
@@ -52,6 +53,8 @@ class VisitorLive:
     assignments: dict[str, list[int]] = field(default_factory=dict)
     # Outcomes achieved by this visitor's visits before the current one: name -> count.
     past_outcomes: dict[str, int] = field(default_factory=dict)
+    # Offers made and answered, caps, maps waiting for a later page or visit.
+    engagement: Engagement = field(default_factory=Engagement)
 
     def prune(self, horizon_ms: int) -> None:
         if len(self.recent_ids) > 64:

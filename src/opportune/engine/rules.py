@@ -17,17 +17,20 @@ from typing import Any, Literal
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import Connection
 
+from opportune.core.actionmaps import ActionMap
 from opportune.core.rules import Ruleset
 from opportune.store.schema import definitions
 from opportune.workspace import Workspace
 from opportune.workspace.documents import OutcomeDoc, SegmentDoc
+from opportune.workspace.engagement import ActionMapDoc, build_maps
 from opportune.workspace.loader import build_ruleset
 
-Kind = Literal["segment", "outcome"]
-Doc = SegmentDoc | OutcomeDoc
-MODELS: dict[str, type[SegmentDoc] | type[OutcomeDoc]] = {
+Kind = Literal["segment", "outcome", "actionMap"]
+Doc = SegmentDoc | OutcomeDoc | ActionMapDoc
+MODELS: dict[str, type[SegmentDoc] | type[OutcomeDoc] | type[ActionMapDoc]] = {
     "segment": SegmentDoc,
     "outcome": OutcomeDoc,
+    "actionMap": ActionMapDoc,
 }
 log = logging.getLogger(__name__)
 
@@ -53,11 +56,14 @@ class RuleBook:
         self.files: dict[tuple[str, str], Doc] = {
             **{("segment", n): d for n, d in workspace.segments.items()},
             **{("outcome", n): d for n, d in workspace.outcomes.items()},
+            **{("actionMap", n): d for n, d in workspace.action_maps.items()},
         }
+        self.workspace = workspace
         self.page_groups = list(workspace.page_groups.values())
         self.api: dict[tuple[str, str], Doc] = {}
         self.version = -1
-        self.ruleset = self._compile(self.files)
+        self.maps: list[ActionMap] = []
+        self.ruleset, self.maps = self._compile(self.files)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -82,17 +88,26 @@ class RuleBook:
             merged.pop(remove, None)
         if doc is not None:
             merged[(doc.kind, doc.name)] = doc
-        return self._compile(merged)
+        return self._compile(merged)[0]
 
-    def _compile(self, docs: dict[tuple[str, str], Doc]) -> Ruleset:
+    def _compile(self, docs: dict[tuple[str, str], Doc]) -> tuple[Ruleset, list[ActionMap]]:
         values = list(docs.values())
+        segments = {d.name: d for d in values if isinstance(d, SegmentDoc)}
+        outcomes = [d for d in values if isinstance(d, OutcomeDoc)]
+        ws = self.workspace
+        maps = build_maps(
+            [d for d in values if isinstance(d, ActionMapDoc)],
+            segments=segments,
+            outcomes={o.name for o in outcomes},
+            templates=ws.templates,
+            queues=set(ws.queues),
+        )
+        # The maps' journey patterns are kept up to date with the rules'.
         rs = build_ruleset(
-            [d for d in values if isinstance(d, SegmentDoc)],
-            [d for d in values if isinstance(d, OutcomeDoc)],
-            self.page_groups,
+            list(segments.values()), outcomes, self.page_groups, [m.trigger for m in maps]
         )
         rs.fingerprint = _fingerprint([*values, *self.page_groups])
-        return rs
+        return rs, maps
 
     # -- the definitions table -----------------------------------------------------------
 
@@ -119,12 +134,12 @@ class RuleBook:
             except Exception:  # stored by an older version: keep the others working
                 log.exception("definition %s %s no longer validates; ignored", kind, name)
         try:
-            ruleset = self._compile({**self.files, **api})
+            ruleset, maps = self._compile({**self.files, **api})
         except Exception:
             log.exception("stored definitions do not compile together; keeping the rules")
             self.version = version
             return False
-        self.api, self.ruleset, self.version = api, ruleset, version
+        self.api, self.ruleset, self.maps, self.version = api, ruleset, maps, version
         return True
 
     def put(self, doc: Doc, *, now_ms: int) -> Ruleset:

@@ -206,3 +206,62 @@ definitions = Table(
     Column("updated_at", BigInteger, nullable=False),
     Index(None, "version"),
 )
+
+# Every state an action instance goes through (qualified, holdout, blocked with its reason,
+# offered, accepted, rejected, timeout, ignored, started, engaged, abandoned, completed,
+# errored), append-only: the engaged-vs-holdout uplift and the explanations read it.
+action_events = Table(
+    "action_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("site_id", String(64), nullable=False),
+    Column("map", String(64), nullable=False),
+    Column("instance_id", String(40), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("reason", String(255), nullable=True),
+    Column("at", BigInteger, nullable=False),
+    Column("session_id", String(40), nullable=False),
+    Column("visitor_id", String(64), nullable=False),
+    Column("customer_id", String(32), nullable=True),
+    Column("detail", Text, nullable=True),  # JSON: a form's field names, an error code
+    Index(None, "instance_id"),
+    Index(None, "map", "at"),
+    Index(None, "session_id"),
+)
+
+# Webhook calls to make, written with the decision (an outbox): the worker sends them,
+# retries with backoff, and leaves those that never succeed as dead letters.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(40), primary_key=True),  # the action instance: one call per instance
+    Column("site_id", String(64), nullable=False),
+    Column("map", String(64), nullable=False),
+    Column("session_id", String(40), nullable=False),
+    Column("visitor_id", String(64), nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("headers", Text, nullable=False),  # JSON, secrets still as ${secret:NAME}
+    Column("body", Text, nullable=False),  # the rendered JSON body
+    Column("timeout_ms", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("status", String(8), nullable=False),  # pending | sent | dead
+    Column("next_at", BigInteger, nullable=False),
+    Column("claimed_until", BigInteger, nullable=False, default=0),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("done_at", BigInteger, nullable=True),
+    Index(None, "status", "next_at"),
+)
+
+# Agents present per chat queue, as pacing sees them until routing provides it (admin API).
+queue_presence = Table(
+    "queue_presence",
+    metadata,
+    Column("queue", String(64), primary_key=True),
+    Column("agents_available", Integer, nullable=False),
+    Column("busy_slots", Integer, nullable=False),
+    Column("waiting", Integer, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)

@@ -60,6 +60,10 @@ class WriteJob:
     # Facts of the rules, as tuples in SEGMENT_CHANGE_COLUMNS / ACHIEVEMENT_COLUMNS order.
     segment_changes: list[tuple[Any, ...]] = field(default_factory=list)
     achievements: list[tuple[Any, ...]] = field(default_factory=list)
+    # Action instances' states and webhook calls to make (ACTION_EVENT_COLUMNS,
+    # WEBHOOK_COLUMNS order).
+    action_events: list[tuple[Any, ...]] = field(default_factory=list)
+    webhooks: list[tuple[Any, ...]] = field(default_factory=list)
     future: asyncio.Future[list[Any]] | None = None
     loop: asyncio.AbstractEventLoop | None = None
 
@@ -216,6 +220,12 @@ def _statements(sql: _Sql, group: Sequence[WriteJob]) -> list[tuple[str, list[tu
     achieved = [a for j in group for a in j.achievements]
     if achieved:
         out.append((sql.achievements, achieved))
+    acts = [a for j in group for a in j.action_events]
+    if acts:
+        out.append((sql.action_events, acts))
+    hooks = [h for j in group for h in j.webhooks]
+    if hooks:
+        out.append((sql.webhooks, hooks))
     new_ids = [(r["id"],) for r in session_rows if r.get("_new")]
     if new_ids:
         # A new visit takes the visitor's customer as it stands in the database now,
@@ -259,6 +269,38 @@ SEGMENT_CHANGE_COLUMNS = (
     "visitor_id",
     "customer_id",
 )
+ACTION_EVENT_COLUMNS = (
+    "site_id",
+    "map",
+    "instance_id",
+    "state",
+    "reason",
+    "at",
+    "session_id",
+    "visitor_id",
+    "customer_id",
+    "detail",
+)
+WEBHOOK_COLUMNS = (
+    "id",
+    "site_id",
+    "map",
+    "session_id",
+    "visitor_id",
+    "method",
+    "url",
+    "headers",
+    "body",
+    "timeout_ms",
+    "max_attempts",
+    "attempts",
+    "status",
+    "next_at",
+    "claimed_until",
+    "last_error",
+    "created_at",
+    "done_at",
+)
 ACHIEVEMENT_COLUMNS = (
     "session_id",
     "outcome",
@@ -301,6 +343,11 @@ class _Sql:
         self.pg = pg
         self.events = f"INSERT INTO events {values(EVENT_COLUMNS)} ON CONFLICT DO NOTHING"
         self.segment_changes = f"INSERT INTO segment_changes {values(SEGMENT_CHANGE_COLUMNS)}"
+        self.action_events = f"INSERT INTO action_events {values(ACTION_EVENT_COLUMNS)}"
+        # One call per action instance: a retried batch must not call twice.
+        self.webhooks = (
+            f"INSERT INTO webhook_deliveries {values(WEBHOOK_COLUMNS)} ON CONFLICT DO NOTHING"
+        )
         # A visit achieves an outcome once: a retried batch must not count it twice.
         self.achievements = (
             f"INSERT INTO outcome_achievements {values(ACHIEVEMENT_COLUMNS)} ON CONFLICT DO NOTHING"
