@@ -263,3 +263,29 @@ def test_a_broken_rule_does_not_break_ingestion(harness: Harness, engine: Engine
     r = harness.send("v4", [page("index.html?utm_medium=cpc", NOW - 1000)])
     assert r.accepted == 1
     assert "mobile-visitors" in r.segments and "paid-campaign" not in r.segments
+
+
+def test_export_holds_the_facts_and_erase_removes_them(harness: Harness, engine: Engine) -> None:
+    from opportune.store.customers import erase_customer, export_customer
+    from opportune.store.schema import action_events
+
+    t = NOW - 5 * MIN
+    r = harness.send(
+        "gd1",
+        [
+            page("index.html?utm_medium=cpc", t),
+            {"type": "identify", "ts": t + 1, "identity": Identity(email="gdpr@example.com")},
+            {"type": "custom", "ts": t + 2, "name": "quote_requested", "attributes": {"amount": 5}},
+        ],
+    )
+    assert r.outcomes == ["quote_requested"] and r.customer_id
+    with engine.connect() as c:
+        data = export_customer(c, r.customer_id)
+    assert {x["segment"] for x in data["segmentChanges"]} >= {"paid-campaign"}
+    assert [o["outcome"] for o in data["outcomes"]] == ["quote_requested"]
+    with engine.begin() as c:
+        erase_customer(c, r.customer_id, now_ms=NOW)
+    with engine.connect() as c:
+        for table in (segment_changes, outcome_achievements, action_events):
+            left = c.execute(select(table).where(table.c.visitor_id == "gd1")).all()
+            assert left == [], table.name

@@ -214,7 +214,7 @@ def definitions_router(
             )
         rs = rules.ruleset
         j = state.journey
-        if j is not None and j.rules != rs.fingerprint and len(rs):
+        if j is not None and j.rules != rs.fingerprint and rs:
             j = await asyncio.to_thread(ingestor.rebuild_journey, visitor_id, state)
         track = state.track
         current = j is not None and j.session_id == track.session_id

@@ -157,7 +157,11 @@ class Ruleset:
         )
 
     def __len__(self) -> int:
-        return len(self.segments) + len(self.outcomes) + len(self.stateful)
+        return len(self.segments) + len(self.outcomes)
+
+    def __bool__(self) -> bool:
+        """Whether there is anything to keep or evaluate (rules, or triggers' patterns)."""
+        return bool(self.segments or self.outcomes or self.stateful)
 
     def step(
         self,

@@ -311,7 +311,7 @@ class Ingestor:
         rs = self.rules.ruleset
         scorer = self.scorer if len(self.scorer) else None
         stale = state.journey is None or state.journey.rules != rs.fingerprint
-        if stale and state.track.session_id is not None and len(rs):
+        if stale and state.track.session_id is not None and rs:
             # The rules changed since this visit's journey was built (or it has none):
             # rebuild it from the stored visit, once its earlier writes are durable.
             await slot.settled()
@@ -380,7 +380,7 @@ class Ingestor:
                 if row["landing_url"] is None and (new or row.get("_new")):
                     row.update(landing_attributes(ev.url, ev.referrer))
                     landed = True
-            if sid == state.track.session_id and (len(rs) or scorer is not None):
+            if sid == state.track.session_id and (rs or scorer is not None):
                 j = state.journey
                 if j is None or j.session_id != sid:
                     if j is not None:  # the visit before ends: its outcomes become history
@@ -502,7 +502,7 @@ class Ingestor:
                 refused.append(Refusal(op.event_index, batch.events[op.event_index].id, reason))
         if state.customer_id is not None and state.customer_id != customer_before:
             # Newly identified: the customer's assignments from its other devices apply here.
-            if len(rs):
+            if rs:
                 more = await self._db(self.assignments_of, vid, state.customer_id, now_ms)
                 for name, (since, expires) in more.items():
                     mine = state.assignments.get(name)

@@ -23,15 +23,21 @@ from opportune.core.identity import (
     plan_merge,
 )
 from opportune.store.schema import (
+    action_events,
     customer_identifiers,
     customers,
     erasures,
     events,
     identity_log,
+    outcome_achievements,
+    segment_changes,
     sessions,
     visitors,
+    webhook_deliveries,
 )
 
+# Tables of facts recorded per visit: they go with the visit.
+FACT_TABLES = (segment_changes, outcome_achievements, action_events, webhook_deliveries)
 _CHUNK = 500  # rows per statement when deleting or moving in bulk
 
 
@@ -471,6 +477,16 @@ def export_customer(conn: Connection, customer_id: str) -> dict[str, Any]:
                 .order_by(events.c.ts, events.c.received_at, events.c.seq)
             )
         )
+    sids = [x["id"] for x in sess]
+    facts: dict[str, list[dict[str, Any]]] = {}
+    for name, table in (
+        ("segmentChanges", segment_changes),
+        ("outcomes", outcome_achievements),
+        ("actions", action_events),
+    ):
+        facts[name] = []
+        for chunk in _chunks(sids):
+            facts[name] += _rows(conn.execute(select(table).where(table.c.session_id.in_(chunk))))
     log = _rows(
         conn.execute(
             select(
@@ -499,6 +515,7 @@ def export_customer(conn: Connection, customer_id: str) -> dict[str, Any]:
         "visitors": vis,
         "sessions": sess,
         "events": evs,
+        **facts,
         "identityLog": log,
     }
 
@@ -544,6 +561,9 @@ def erase_customer(conn: Connection, customer_id: str, *, now_ms: int) -> Erased
         ).rowcount
     n_sessions = 0
     for chunk in _chunks([s.id for s in sess]):
+        # What the rules and action maps recorded of these visits goes with them.
+        for table in FACT_TABLES:
+            conn.execute(delete(table).where(table.c.session_id.in_(chunk)))
         n_sessions += conn.execute(delete(sessions).where(sessions.c.id.in_(chunk))).rowcount
     # A shared device keeps the visits of its other people; an emptied one goes.
     n_visitors = 0
@@ -599,6 +619,14 @@ def purge_older_than(conn: Connection, cutoff_ms: int) -> Purged:
         upper = min(cutoff_ms, oldest + 86_400_000)
         n_events += conn.execute(delete(events).where(events.c.ts < upper)).rowcount
         oldest = upper
+    conn.execute(delete(segment_changes).where(segment_changes.c.at < cutoff_ms))
+    conn.execute(delete(outcome_achievements).where(outcome_achievements.c.achieved_at < cutoff_ms))
+    conn.execute(delete(action_events).where(action_events.c.at < cutoff_ms))
+    conn.execute(
+        delete(webhook_deliveries).where(
+            webhook_deliveries.c.created_at < cutoff_ms, webhook_deliveries.c.status != "pending"
+        )
+    )
     n_sessions = conn.execute(delete(sessions).where(sessions.c.last_event_at < cutoff_ms)).rowcount
     orphans = select(sessions.c.id).where(sessions.c.visitor_id == visitors.c.id).exists()
     n_visitors = conn.execute(
