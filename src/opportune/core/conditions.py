@@ -222,6 +222,11 @@ class Predicate:
         if op in ("equals", "notEquals", "in", "notIn"):
             options = operand if op in ("in", "notIn") else [operand]
             eq = [self._equals(o) for o in options]
+            if len(eq) == 1:
+                one = eq[0]
+                if op in ("equals", "in"):
+                    return lambda x: x is not None and one(x)
+                return lambda x: x is None or not one(x)
             if op in ("equals", "in"):
                 return lambda x: x is not None and any(e(x) for e in eq)
             return lambda x: x is None or not any(e(x) for e in eq)
@@ -238,9 +243,12 @@ class Predicate:
             patterns = [re.compile(str(o), flags) for o in _as_list(operand)]
         else:  # glob: the whole value, '*' any run of characters, '?' one character
             patterns = [re.compile(fnmatch.translate(str(o)), flags) for o in _as_list(operand)]
+        # One pattern for all the options: one regex call per test (a hot path for URLs).
         if op == "regex":
-            return lambda x: x is not None and any(p.search(str(x)) for p in patterns)
-        return lambda x: x is not None and any(p.match(str(x)) for p in patterns)
+            one = re.compile("|".join(f"(?:{p.pattern})" for p in patterns), flags)
+            return lambda x: x is not None and one.search(str(x)) is not None
+        one = re.compile("|".join(f"(?:{p.pattern})" for p in patterns), flags)
+        return lambda x: x is not None and one.match(str(x)) is not None
 
     def _equals(self, option: Any) -> Callable[[Any], bool]:
         if isinstance(option, bool):
@@ -324,15 +332,19 @@ class EventFilter:
     attributes: tuple[tuple[str, Predicate], ...] = ()
 
     def __call__(self, ev: JourneyEvent) -> bool:
+        # Plain code, no generators: this runs for every pattern an event can touch.
         if self.types is not None and ev.type not in self.types:
             return False
-        if self.name is not None and not self.name(ev.name):
+        if self.name is not None and not self.name._test(ev.name):
             return False
-        if self.url is not None and not self.url(ev.url):
+        if self.url is not None and not self.url._test(ev.url):
             return False
-        if self.query is not None and not self.query(ev.query):
+        if self.query is not None and not self.query._test(ev.query):
             return False
-        return all(pred(ev.attributes.get(key)) for key, pred in self.attributes)
+        for key, pred in self.attributes:  # noqa: SIM110 - a loop is cheaper than all(...)
+            if not pred._test(ev.attributes.get(key)):
+                return False
+        return True
 
 
 _FILTER_FIELDS: Final = ("type", "name", "url", "query", "attributes")
@@ -431,7 +443,10 @@ class All(Node):
     items: tuple[Node, ...]
 
     def holds(self, j: Journey, now: int, members: Members) -> bool:
-        return all(n.holds(j, now, members) for n in self.items)
+        for n in self.items:  # noqa: SIM110 - a loop is cheaper than all(...) on the hot path
+            if not n.holds(j, now, members):
+                return False
+        return True
 
     def holds_over(
         self, history: Sequence[JourneyEvent], ctx: Context, now: int, members: Members
@@ -447,7 +462,10 @@ class AnyOf(Node):
     items: tuple[Node, ...]
 
     def holds(self, j: Journey, now: int, members: Members) -> bool:
-        return any(n.holds(j, now, members) for n in self.items)
+        for n in self.items:  # noqa: SIM110 - a loop is cheaper than any(...) on the hot path
+            if n.holds(j, now, members):
+                return True
+        return False
 
     def holds_over(
         self, history: Sequence[JourneyEvent], ctx: Context, now: int, members: Members
@@ -496,7 +514,7 @@ class Attribute(Node):
         return j.facts.get(name)
 
     def holds(self, j: Journey, now: int, members: Members) -> bool:
-        return self.test(self._value(j))
+        return self.test._test(self._value(j))
 
     def holds_over(
         self, history: Sequence[JourneyEvent], ctx: Context, now: int, members: Members
@@ -523,7 +541,7 @@ class Attribute(Node):
             )
         else:
             value = ctx.facts.get(name)
-        return self.test(value)
+        return self.test._test(value)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -550,7 +568,7 @@ class Metric(Node):
             if j.url is None:
                 return False
             value = now - j.page_at
-        return self.test(value)
+        return self.test._test(value)
 
     def holds_over(
         self, history: Sequence[JourneyEvent], ctx: Context, now: int, members: Members
@@ -581,7 +599,7 @@ class Metric(Node):
             if not pages:
                 return False
             value = now - pages[-1].ts
-        return self.test(value)
+        return self.test._test(value)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -626,7 +644,11 @@ class Count(Node):
         if not got:
             return self._decide(0)
         start = now - self.within
-        return self._decide(sum(1 for t in got if start <= t <= now))
+        n = 0
+        for t in got:
+            if start <= t <= now:
+                n += 1
+        return self._decide(n)
 
     def holds_over(
         self, history: Sequence[JourneyEvent], ctx: Context, now: int, members: Members
@@ -657,7 +679,7 @@ class Sum(Node):
             j.acc[self.key] = j.acc.get(self.key, 0.0) + n
 
     def holds(self, j: Journey, now: int, members: Members) -> bool:
-        return self.test(j.acc.get(self.key, 0.0))
+        return self.test._test(j.acc.get(self.key, 0.0))
 
     def holds_over(
         self, history: Sequence[JourneyEvent], ctx: Context, now: int, members: Members
@@ -668,7 +690,7 @@ class Sum(Node):
                 n = _number(ev.attributes.get(self.attribute))
                 if n is not None:
                     total += n
-        return self.test(total)
+        return self.test._test(total)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -151,6 +151,11 @@ class Ruleset:
         for n in self.stateful:
             for t in n.types or ():
                 self._by_type.setdefault(t, []).append(n)
+        # Per event type, the rules that may change, in evaluation order, each with whether
+        # it must run (it reads this type, any type, or the clock) or only if a segment it
+        # reads changed: a rule reading none of that is never even looked at.
+        self._plan_cache: dict[str, tuple[list[tuple[_Rule, bool]], list[tuple[_Rule, bool]]]]
+        self._plan_cache = {}
         self.fingerprint = (
             fingerprint
             or hashlib.blake2b(",".join(sorted(nodes)).encode(), digest_size=8).hexdigest()
@@ -158,6 +163,22 @@ class Ruleset:
 
     def __len__(self) -> int:
         return len(self.segments) + len(self.outcomes)
+
+    def _plan(self, etype: str) -> tuple[list[tuple[_Rule, bool]], list[tuple[_Rule, bool]]]:
+        plan = self._plan_cache.get(etype)
+        if plan is None:
+
+            def pick(rules: list[_Rule]) -> list[tuple[_Rule, bool]]:
+                out = []
+                for r in rules:
+                    c = r.condition
+                    must = c.timed or c.types is None or etype in c.types
+                    if must or r.refs:
+                        out.append((r, must))
+                return out
+
+            plan = self._plan_cache[etype] = (pick(self.segments), pick(self.outcomes))
+        return plan
 
     def __bool__(self) -> bool:
         """Whether there is anything to keep or evaluate (rules, or triggers' patterns)."""
@@ -195,16 +216,11 @@ class Ruleset:
         journey.full = False
         members = _Members(journey, assignments, now)
         changed: set[str] = set()
-        for rule in self.segments:
-            c = rule.condition
-            if not (
-                full
-                or c.timed
-                or c.types is None
-                or etype in c.types
-                or (rule.refs and not rule.refs.isdisjoint(changed))
-            ):
+        seg_plan, out_plan = self._plan(etype)
+        for rule, must in ((r, True) for r in self.segments) if full else seg_plan:
+            if not must and (not changed or rule.refs.isdisjoint(changed)):
                 continue
+            c = rule.condition
             try:
                 holds = c.holds(journey, now, members)
             except Exception as exc:  # a broken rule fails alone, as "not matched"
@@ -230,18 +246,12 @@ class Ruleset:
                 del journey.segments[rule.name]
                 if seg.scope == "session":
                     out.left.append((rule.name, now))
-        for rule in self.outcomes:
+        for rule, must in ((r, True) for r in self.outcomes) if full else out_plan:
             if rule.name in journey.outcomes:
                 continue
-            c = rule.condition
-            if not (
-                full
-                or c.timed
-                or c.types is None
-                or etype in c.types
-                or (rule.refs and not rule.refs.isdisjoint(changed))
-            ):
+            if not must and (not changed or rule.refs.isdisjoint(changed)):
                 continue
+            c = rule.condition
             try:
                 holds = c.holds(journey, now, members)
             except Exception as exc:

@@ -104,6 +104,7 @@ def build_ruleset(
     segments: list[SegmentDoc],
     outcomes: list[OutcomeDoc],
     page_groups: list[PageGroupDoc] | None = None,
+    triggers: list[Any] | None = None,
 ) -> Ruleset:
     """The core ruleset of these documents; ``RulesError`` for unknown references, cycles
     and names defined twice (their conditions must already be valid)."""
@@ -111,6 +112,7 @@ def build_ruleset(
         [s.to_core() for s in segments],
         [o.to_core() for o in outcomes],
         page_groups=[g.to_core() for g in page_groups or ()],
+        triggers=triggers or (),
     )
 
 
