@@ -58,7 +58,7 @@ def two_servers(pg_url: str, tmp_path: Path) -> Iterator[tuple[list[str], str]]:
         urls.append(f"http://127.0.0.1:{port}")
     try:
         for url, proc, log in zip(urls, procs, logs, strict=True):
-            deadline = time.time() + 30
+            deadline = time.time() + 90  # a loaded 2-core machine starts slowly
             while True:
                 try:
                     if httpx.get(url + "/healthz", timeout=1).status_code == 200:

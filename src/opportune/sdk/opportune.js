@@ -314,7 +314,7 @@
       // this batch can never succeed; keeping it would block everything behind it.
       if (s >= 400 && w.console) console.warn('[opportune] batch refused with status', s);
       ack(b.ids);
-      if (s < 300) batchCap = BATCH_MAX;
+      if (s < 300) { batchCap = BATCH_MAX; readAnswer(r); }
       done(false, s);
     }, function () { done(true, 0); });
   }
@@ -560,6 +560,97 @@
     });
   }
 
+  // ---- engagement: the server's offers (actions), the widget, rechecks -----------------------
+  // The widget is a second script, loaded only when the first action arrives: pages that are
+  // never offered anything pay nothing for it. docs/widget.md has the contract.
+  var widget = null; // null: not loaded; an array: loading (actions waiting); a function: loaded
+  var recheckTimer = 0;
+  var recheckDue = false; // the timer fired while the page was hidden: recheck when visible
+  var reports = []; // reports made in this task: they travel together at its end
+  var reportsSent = null;
+
+  // The server's base URL: the endpoint without its trailing /v1/events.
+  function base() { return cfg.endpoint.replace(/\/v1\/events\/?$/, ''); }
+
+  function post(path, o, useBeacon) {
+    var body = JSON.stringify(Object.assign({ siteKey: cfg.siteKey, visitorId: visitorId, sentAt: now() }, o));
+    var url = base() + path;
+    if (useBeacon && navigator.sendBeacon && navigator.sendBeacon(url, body)) return Promise.resolve(null);
+    return fetch(url, {
+      method: 'POST', body: body, headers: { 'Content-Type': 'text/plain;charset=UTF-8' },
+      credentials: 'omit', keepalive: true // a CTA's report must survive the navigation it starts
+    });
+  }
+
+  function readAnswer(r) {
+    if (cfg.engage) r.json().then(safe(answer), function () { /* no JSON: nothing to do */ });
+  }
+
+  // An answer of /v1/events or /v1/recheck: actions to offer, and when to ask again.
+  function answer(a) {
+    if (!a || !cfg.engage || !allowed()) return;
+    var acts = a.actions;
+    if (acts && acts.length) {
+      if (typeof widget === 'function') widget(acts);
+      else if (widget) widget.push.apply(widget, acts);
+      else {
+        widget = acts.slice();
+        var el = d.createElement('script');
+        el.async = true;
+        el.src = base() + '/sdk/opportune-widget.js';
+        el.onload = safe(function () {
+          var q = widget;
+          widget = safe(w.OpportuneWidget({
+            report: report, siteKey: cfg.siteKey, visitorId: visitorId, locale: cfg.locale,
+            texts: cfg.texts, theme: cfg.theme, debug: cfg.debug
+          }));
+          widget(q);
+        });
+        el.onerror = function () { widget = null; }; // a later action tries again
+        d.head.appendChild(el);
+      }
+    }
+    // A number replaces the pending recheck; null or 0 cancels it; no field leaves it be.
+    if ('recheckInMs' in a) {
+      clearTimeout(recheckTimer);
+      recheckTimer = 0;
+      recheckDue = false;
+      var ms = +a.recheckInMs;
+      // At least 1 s (a server bug must not become a request loop); setTimeout's own limit.
+      if (ms > 0) recheckTimer = setTimeout(safe(recheck), Math.min(Math.max(ms, 1000), 2147483647));
+    }
+  }
+
+  function recheck() {
+    recheckTimer = 0;
+    recheckDue = d.visibilityState === 'hidden'; // a background tab asks when seen again
+    if (recheckDue || !allowed()) return;
+    post('/v1/recheck', {}).then(function (r) { if (r.ok) readAnswer(r); }, function () { /* offline */ });
+  }
+
+  // What the visitor did with an action; resolves true once the server took it (a beacon
+  // is taken on trust: it has no answer).
+  function report(id, state, form, useBeacon) {
+    if (!allowed()) return Promise.resolve(false);
+    var r = { id: String(id), state: String(state), ts: now() };
+    if (form) r.form = attrs(form);
+    reports.push(r);
+    if (useBeacon) return sendReports(true); // the page is going away: now, by beacon
+    if (!reportsSent) reportsSent = new Promise(function (ok) { setTimeout(function () { ok(sendReports()); }, 0); });
+    return reportsSent;
+  }
+
+  function sendReports(useBeacon) {
+    var list = reports;
+    reports = [];
+    reportsSent = null;
+    if (!list.length) return Promise.resolve(true);
+    return post('/v1/actions', { reports: list }, useBeacon).then(function (r) {
+      // 200 with `refused` entries: the server did not take them (e.g. an expired offer).
+      return !r || (r.ok && r.json().then(function (a) { return !(a && a.refused && a.refused.length); }));
+    }).catch(function () { return false; });
+  }
+
   // ---- commands -----------------------------------------------------------------------------
   var commands = {
     init: function (o) {
@@ -580,6 +671,10 @@
         autoTrack: o.autoTrack || {},
         cookieDomain: o.cookieDomain || '',
         debug: !!o.debug,
+        engage: o.engage !== false,
+        locale: o.locale,
+        texts: o.texts,
+        theme: o.theme,
         context: context()
       };
       var at = cfg.autoTrack;
@@ -618,7 +713,10 @@
         beacon();
       };
       on(w, 'pagehide', hidden);
-      on(d, 'visibilitychange', function () { if (d.visibilityState === 'hidden') hidden(); });
+      on(d, 'visibilitychange', function () {
+        if (d.visibilityState === 'hidden') hidden();
+        else if (recheckDue) recheck();
+      });
       on(w, 'online', function () { clearTimeout(retryTimer); retryTimer = 0; failures = 0; flush(); });
       if (at.pageViews !== false) {
         hookHistory();
