@@ -123,6 +123,7 @@ def engagement_router(*, ingestor: Ingestor, require_api_key: Callable[..., None
             outlooks=board.outlooks(now),
             pacing=ingestor.engager.pacing,
             assignments=state.assignments,
+            explain=True,
         )
         with engine().connect() as conn:
             history = conn.execute(

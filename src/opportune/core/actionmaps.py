@@ -186,10 +186,13 @@ def decide(
     outlooks: Mapping[str, QueueOutlook],
     pacing: PacingTarget,
     assignments: Mapping[str, list[int]] | None = None,
+    explain: bool = False,
 ) -> Decision:
     """Which action, if any, to offer now — and why every other map did not fire.
 
-    ``engagement`` is updated in place (qualifications, the offer now showing).
+    ``engagement`` is updated in place (qualifications, the offer now showing). With
+    ``explain``, a map whose trigger fails says which part failed (costlier: the live
+    pipeline leaves it off; the explain endpoint turns it on).
     """
     e = engagement
     start_visit(e, journey.session_id)
@@ -213,9 +216,11 @@ def decide(
                 if a is not None and e.assignment_used.get(m.name) == a[0]:
                     out.why[m.name] = "already fired for this segment assignment"
                     continue
-            failed = why_not(m.trigger, journey, now, members)
-            if failed is not None:
-                out.why[m.name] = f"not qualified: {failed}"
+            if not m.trigger.holds(journey, now, members):
+                if explain:
+                    out.why[m.name] = f"not qualified: {why_not(m.trigger, journey, now, members)}"
+                else:
+                    out.why[m.name] = "not qualified"
                 if m.trigger.timed:
                     recheck.append(5_000)
                 continue

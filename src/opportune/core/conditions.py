@@ -244,11 +244,10 @@ class Predicate:
         else:  # glob: the whole value, '*' any run of characters, '?' one character
             patterns = [re.compile(fnmatch.translate(str(o)), flags) for o in _as_list(operand)]
         # One pattern for all the options: one regex call per test (a hot path for URLs).
+        joined = re.compile("|".join(f"(?:{p.pattern})" for p in patterns), flags)
         if op == "regex":
-            one = re.compile("|".join(f"(?:{p.pattern})" for p in patterns), flags)
-            return lambda x: x is not None and one.search(str(x)) is not None
-        one = re.compile("|".join(f"(?:{p.pattern})" for p in patterns), flags)
-        return lambda x: x is not None and one.match(str(x)) is not None
+            return lambda x: x is not None and joined.search(str(x)) is not None
+        return lambda x: x is not None and joined.match(str(x)) is not None
 
     def _equals(self, option: Any) -> Callable[[Any], bool]:
         if isinstance(option, bool):

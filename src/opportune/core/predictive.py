@@ -225,7 +225,7 @@ def route_predictive_greedy(
                 for a in book.pool_for(interaction, queue)
                 if a.id in scores[interaction.id]
             ]
-            rank = sum(u > util[best.id] for u in pool)
+            rank = sum(u > util[best.id] + settings.balance_margin for u in pool)
             # Acceptable: within the top ceil(n * wait / timeout) of the pool (at least one).
             if rank > 0 and wait_s * len(pool) <= settings.hold_timeout_s * rank:
                 when = settings.hold_timeout_s * rank / len(pool)
@@ -337,7 +337,11 @@ def route_predictive_assignment(
                     queue,
                     free,
                     method="dry_run",
-                    reason=f"dry run: assignment would choose {w}",
+                    reason=(
+                        f"dry run: assignment would choose {w}"
+                        if w
+                        else "dry run: assignment would leave it waiting"
+                    ),
                     scores=_scored(interaction, free, scores, settings) or (),
                     would_choose=w,
                 )

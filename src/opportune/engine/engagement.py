@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,25 +54,30 @@ class QueueBoard:
             for r in rows
         }
 
-    def outlooks(self, now: int) -> dict[str, QueueOutlook]:
-        out: dict[str, QueueOutlook] = {}
-        for name, q in self.queues.items():
-            p = self.presence.get(name, Presence())
-            pending = self.pending.get(name, {})
-            for inst in [i for i, exp in pending.items() if exp <= now]:
-                del pending[inst]
-            out[name] = QueueOutlook(
-                agents_available=p.agents_available,
-                capacity_per_agent=q.capacity_per_agent,
-                busy_slots=p.busy_slots,
-                waiting=p.waiting,
-                arrival_rate=q.arrival_rate_per_hour / 3600,
-                handle_time_s=parse_duration(q.handle_time, []) / 1000,
-                patience_s=parse_duration(q.patience, []) / 1000,
-                pending_offers=len(pending),
-                acceptance_rate=q.acceptance_rate,
-            )
-        return out
+    def outlooks(self, now: int) -> Mapping[str, QueueOutlook]:
+        """Each queue's outlook now, built only when a decision asks for it (most batches
+        offer no chat)."""
+        return _Outlooks(self, now)
+
+    def outlook(self, name: str, now: int) -> QueueOutlook | None:
+        q = self.queues.get(name)
+        if q is None:
+            return None
+        p = self.presence.get(name, Presence())
+        pending = self.pending.get(name, {})
+        for inst in [i for i, exp in pending.items() if exp <= now]:
+            del pending[inst]
+        return QueueOutlook(
+            agents_available=p.agents_available,
+            capacity_per_agent=q.capacity_per_agent,
+            busy_slots=p.busy_slots,
+            waiting=p.waiting,
+            arrival_rate=q.arrival_rate_per_hour / 3600,
+            handle_time_s=parse_duration(q.handle_time, []) / 1000,
+            patience_s=parse_duration(q.patience, []) / 1000,
+            pending_offers=len(pending),
+            acceptance_rate=q.acceptance_rate,
+        )
 
     def offered(self, queue: str, instance: str, expires: int) -> None:
         self.pending.setdefault(queue, {})[instance] = expires
@@ -80,6 +85,25 @@ class QueueBoard:
     def answered(self, instance: str) -> None:
         for pending in self.pending.values():
             pending.pop(instance, None)
+
+
+class _Outlooks(Mapping[str, QueueOutlook]):
+    __slots__ = ("board", "now")
+
+    def __init__(self, board: QueueBoard, now: int) -> None:
+        self.board, self.now = board, now
+
+    def __getitem__(self, name: str) -> QueueOutlook:
+        o = self.board.outlook(name, self.now)
+        if o is None:
+            raise KeyError(name)
+        return o
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.board.queues)
+
+    def __len__(self) -> int:
+        return len(self.board.queues)
 
 
 @dataclass(slots=True)
