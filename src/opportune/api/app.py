@@ -164,6 +164,8 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
     from opportune.api.customers import customers_router
     from opportune.api.definitions import definitions_router
     from opportune.api.engagement import engagement_router
+    from opportune.api.routing import routing_router
+    from opportune.engine.router import Router
 
     app.include_router(
         customers_router(
@@ -182,6 +184,9 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
     app.include_router(
         engagement_router(ingestor=runtime.ingestor, require_api_key=require_api_key)
     )
+    ws = runtime.workspace
+    router = Router(runtime.ingestor.engine, queues=ws.queues, agents=ws.agents, kpis=ws.kpis)
+    app.include_router(routing_router(router=router, require_api_key=require_api_key))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_req: Request, exc: StarletteHTTPException) -> JSONResponse:

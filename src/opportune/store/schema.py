@@ -265,3 +265,69 @@ queue_presence = Table(
     Column("waiting", Integer, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
 )
+
+# Routing: agents' live state (their definitions are workspace documents), interactions
+# with the decision that routed each (scores, propensity, why: unbiased offline evaluation
+# needs them), and outcomes attributed to interactions from outside.
+agent_state = Table(
+    "agent_state",
+    metadata,
+    Column("agent_id", String(64), primary_key=True),
+    Column("presence", String(12), nullable=False),  # available | busy | away | offline
+    Column("idle_since", BigInteger, nullable=False),
+    Column("last_assigned", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+interactions = Table(
+    "interactions",
+    metadata,
+    Column("id", String(64), primary_key=True),  # the conversation id
+    Column("queue", String(64), nullable=False),
+    Column("medium", String(8), nullable=False),
+    Column("language", String(8), nullable=True),
+    Column("priority", Integer, nullable=False),
+    Column("customer_id", String(128), nullable=True),
+    Column("visitor_id", String(64), nullable=True),
+    Column("features", Text, nullable=True),  # JSON list of numbers, for the KPI model
+    Column("status", String(10), nullable=False),  # waiting | assigned | ended | abandoned
+    Column("arrived_at", BigInteger, nullable=False),
+    Column("assigned_at", BigInteger, nullable=True),
+    Column("agent_id", String(64), nullable=True),
+    Column("ended_at", BigInteger, nullable=True),
+    Column("wrap_up_code", String(64), nullable=True),
+    Column("arm", String(12), nullable=True),  # predictive | standard | control
+    Column("method", String(12), nullable=True),
+    Column("propensity", Float, nullable=True),
+    Column("scores", Text, nullable=True),  # JSON [[agent, score], ...]
+    Column("why", String(500), nullable=True),
+    Index(None, "status", "queue"),
+    Index(None, "agent_id", "ended_at"),
+    Index(None, "customer_id"),
+    Index(None, "arrived_at"),
+)
+
+outcome_attributions = Table(
+    "outcome_attributions",
+    metadata,
+    Column("id", String(128), primary_key=True),  # the outcome id: a repeat is a duplicate
+    Column("customer_id", String(128), nullable=True),
+    Column("external_contact_id", String(128), nullable=True),
+    Column("value", Float, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+)
+
+attribution_touchpoints = Table(
+    "attribution_touchpoints",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("attribution_id", String(128), nullable=False),
+    Column("conversation_id", String(64), nullable=False),
+    Column("agent_id", String(64), nullable=False),
+    Column("medium", String(8), nullable=False),
+    Column("value_share", Float, nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Index(None, "conversation_id"),
+    Index(None, "attribution_id"),
+)

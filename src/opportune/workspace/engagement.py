@@ -278,13 +278,62 @@ class EngagementSettings(Document):
     pacing: PacingDoc = Field(default_factory=PacingDoc)
 
 
+class SkillNeed(Document):
+    skill: str = Field(pattern=_NAME)
+    min_proficiency: int = Field(default=1, ge=1, le=5)
+
+
+class RingDoc(Document):
+    """A bullseye ring: after this wait, these requirements apply instead."""
+
+    after_wait: Duration
+    skills: list[SkillNeed] = Field(default_factory=list)
+    require_language: bool = True
+
+
+class PredictiveDoc(Document):
+    enabled: bool = False
+    method: Literal["greedy", "assignment"] = "assignment"
+    dry_run: bool = False
+    hold_timeout: Duration = "12s"
+    min_free_agents: int = Field(default=4, ge=1, le=1000)
+    exploration: Literal["off", "thompson", "epsilon"] = "off"
+    balance: Literal["idle_time", "occupancy"] = "idle_time"
+    # A permanent share of interactions routed by standard routing (ongoing value).
+    control_share: float = Field(default=0.2, ge=0, le=1)
+
+
+class ComparisonDoc(Document):
+    """A comparison test: predictive against standard, randomly per interaction or in
+    alternating time slices (warm-up slices excluded)."""
+
+    mode: Literal["off", "interaction", "slices"] = "off"
+    start: datetime | None = None
+    slice: Duration = "1h"
+    warmup_slices: int = Field(default=1, ge=0, le=100)
+
+
 class QueueDoc(Document):
-    """A chat queue as pacing needs it: capacity per agent and recent handling figures
-    (measured figures replace these defaults once chats are routed)."""
+    """A queue: routing (media, skills, language, strategy, bullseye, wrap-up codes, its
+    KPI and predictive routing) and, for chat, the figures pacing starts from (measured
+    figures replace these defaults once chats are routed)."""
 
     kind: Literal["queue"] = "queue"
     name: str = Field(pattern=_NAME)
     description: str = Field(default="", max_length=500)
+    media: list[Literal["chat", "message", "voice"]] = Field(default_factory=lambda: ["chat"])
+    skills: list[SkillNeed] = Field(default_factory=list)
+    language: str | None = Field(default=None, pattern=r"^[a-z]{2}$")
+    priority: int = Field(default=0, ge=-100, le=100)
+    strategy: Literal["longest_idle", "round_robin", "least_occupied", "best_skill"] = (
+        "longest_idle"
+    )
+    rings: list[RingDoc] = Field(default_factory=list, max_length=10)
+    wrap_up_codes: list[str] = Field(default_factory=list, max_length=200)
+    kpi: str | None = Field(default=None, pattern=_NAME)
+    predictive: PredictiveDoc = Field(default_factory=PredictiveDoc)
+    comparison: ComparisonDoc = Field(default_factory=ComparisonDoc)
+    service_level_within: Duration = "20s"
     capacity_per_agent: int = Field(default=2, ge=1, le=20)
     handle_time: Duration = "6m"
     patience: Duration = "2m"
@@ -292,11 +341,73 @@ class QueueDoc(Document):
     acceptance_rate: float = Field(default=0.3, gt=0, le=1)
 
 
+class AgentDoc(Document):
+    """An agent: skills with proficiency 1–5, languages, capacity per medium, queues."""
+
+    kind: Literal["agent"] = "agent"
+    name: str = Field(pattern=_NAME)  # the agent id
+    display_name: str = Field(default="", max_length=120)
+    skills: dict[str, int] = Field(default_factory=dict)
+    languages: list[str] = Field(default_factory=list)
+    capacity: dict[Literal["chat", "message", "voice"], int] = Field(
+        default_factory=lambda: {"chat": 2}
+    )
+    queues: list[str] | None = None  # None: every queue
+
+    @field_validator("skills")
+    @classmethod
+    def _skills(cls, v: dict[str, int]) -> dict[str, int]:
+        for skill, level in v.items():
+            if not 1 <= level <= 5:
+                raise ValueError(f"proficiency of {skill!r} must be 1..5, not {level}")
+        return v
+
+
+class KpiDoc(Document):
+    """What a queue's predictive routing optimises, and how its success is known."""
+
+    kind: Literal["kpi"] = "kpi"
+    name: str = Field(pattern=_NAME)
+    type: Literal[
+        "sales_conversion",
+        "retention",
+        "churn",
+        "sales_value",
+        "handle_time",
+        "first_contact_resolution",
+    ]
+    tracking: Literal["wrapUp", "outcome", "measured"] = "wrapUp"
+    success_codes: list[str] = Field(default_factory=list)
+    attribution_window_days: float = Field(default=30, gt=0, le=365)
+
+    def to_core(self) -> Any:
+        from opportune.core.kpis import KPI
+
+        tracking = {"wrapUp": "wrap_up"}.get(self.tracking, self.tracking)
+        try:
+            return KPI(
+                self.name,
+                self.type,
+                tracking,
+                frozenset(self.success_codes),  # type: ignore[arg-type]
+                self.attribution_window_days,
+            )
+        except ValueError as exc:
+            raise ValueError(str(exc).split(": ", 1)[-1]) from None
+
+    @model_validator(mode="after")
+    def _valid(self) -> KpiDoc:
+        self.to_core()
+        return self
+
+
 ENGAGEMENT_KINDS: dict[str, type[Document]] = {
     "actionMap": ActionMapDoc,
     "contentTemplate": ContentTemplate,
     "engagement": EngagementSettings,
     "queue": QueueDoc,
+    "agent": AgentDoc,
+    "kpi": KpiDoc,
 }
 
 

@@ -25,13 +25,16 @@ from opportune.workspace.documents import (
 from opportune.workspace.engagement import (
     ENGAGEMENT_KINDS,
     ActionMapDoc,
+    AgentDoc,
     ContentTemplate,
     EngagementSettings,
+    KpiDoc,
     QueueDoc,
     build_maps,
 )
 
 KINDS = {**BASE_KINDS, **ENGAGEMENT_KINDS}
+_OTHERS = (ContentTemplate, QueueDoc, EngagementSettings, AgentDoc, KpiDoc)
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ class Workspace:
     templates: dict[str, ContentTemplate] = field(default_factory=dict)
     queues: dict[str, QueueDoc] = field(default_factory=dict)
     engagement: EngagementSettings = field(default_factory=EngagementSettings)
+    agents: dict[str, AgentDoc] = field(default_factory=dict)
+    kpis: dict[str, KpiDoc] = field(default_factory=dict)
 
     @property
     def sites_by_key(self) -> dict[str, Site]:
@@ -192,6 +197,7 @@ def load_workspace(folder: Path) -> Workspace:
     keys: dict[str, str] = {}
     rules: dict[tuple[str, str], tuple[Any, str, int]] = {}
     others: dict[tuple[str, str], Any] = {}
+    where_of: dict[tuple[str, str], tuple[str, int]] = {}
     page_groups: dict[str, PageGroupDoc] = {}
     files = sorted([*folder.rglob("*.yaml"), *folder.rglob("*.yml")])
     for path in files:
@@ -212,10 +218,13 @@ def load_workspace(folder: Path) -> Workspace:
                     )
                 else:
                     rules[(doc.kind, doc.name)] = (doc, rel, line)
-            elif isinstance(doc, ContentTemplate | QueueDoc | EngagementSettings):
+            elif isinstance(
+                doc, ContentTemplate | QueueDoc | EngagementSettings | AgentDoc | KpiDoc
+            ):
                 if (doc.kind, doc.name) in others:
                     problems.append(Problem(rel, line, "name", f"{doc.kind} {doc.name!r} twice"))
                 others[(doc.kind, doc.name)] = doc
+                where_of[(doc.kind, doc.name)] = (rel, line)
             elif isinstance(doc, PageGroupDoc):
                 if doc.name in page_groups:
                     problems.append(Problem(rel, line, "name", f"page group {doc.name!r} twice"))
@@ -242,6 +251,24 @@ def load_workspace(folder: Path) -> Workspace:
     templates = {n: d for (k, n), d in others.items() if isinstance(d, ContentTemplate)}
     queues = {n: d for (k, n), d in others.items() if isinstance(d, QueueDoc)}
     settings = [d for d in others.values() if isinstance(d, EngagementSettings)]
+    agents = {n: d for (k, n), d in others.items() if isinstance(d, AgentDoc)}
+    kpis = {n: d for (k, n), d in others.items() if isinstance(d, KpiDoc)}
+    for q in queues.values():
+        where = ("", 0, f"queue {q.name!r}")
+        if q.kpi is not None and q.kpi not in kpis:
+            problems.append(Problem(*where[:2], f"{where[2]}: unknown kpi {q.kpi!r}"))
+        elif q.kpi is not None and kpis[q.kpi].tracking == "wrapUp":
+            lost = sorted(set(kpis[q.kpi].success_codes) - set(q.wrap_up_codes))
+            if lost:
+                problems.append(
+                    Problem(
+                        *where[:2],
+                        f"{where[2]}: KPI success codes {lost} are not among its wrapUpCodes",
+                    )
+                )
+    for a in agents.values():
+        for qn in sorted(set(a.queues or ()) - set(queues)):
+            problems.append(Problem("", 0, f"agent {a.name!r}: unknown queue {qn!r}"))
     try:
         build_maps(
             list(maps.values()),
@@ -267,4 +294,6 @@ def load_workspace(folder: Path) -> Workspace:
         templates=templates,
         queues=queues,
         engagement=settings[0] if settings else EngagementSettings(),
+        agents=agents,
+        kpis=kpis,
     )

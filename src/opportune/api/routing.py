@@ -1,0 +1,438 @@
+"""Admin REST for routing: agents' presence, interactions (arrive, end with a wrap-up code,
+abandon), service figures, outcome attributions, KPI readiness, the comparison test."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from sqlalchemy import and_, select
+
+from opportune.core.conditions import parse_duration
+from opportune.core.kpis import ReadinessThresholds, history_stats, label, readiness
+from opportune.core.routing import abandonment_rate, average_speed_of_answer, service_level
+from opportune.core.valuation import compare, summarise
+from opportune.engine.router import Assigned, Router, RoutingError
+from opportune.store.schema import (
+    attribution_touchpoints,
+    interactions,
+    outcome_attributions,
+)
+
+DAY_MS = 86_400_000
+_ID = r"^[A-Za-z0-9_.:-]{1,64}$"
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+
+class InteractionIn(_In):
+    id: str = Field(pattern=_ID)
+    queue: str
+    medium: str = "chat"
+    language: str | None = Field(default=None, pattern=r"^[a-z]{2}$")
+    priority: int = Field(default=0, ge=-100, le=100)
+    customer_id: str | None = Field(default=None, max_length=128)
+    visitor_id: str | None = Field(default=None, max_length=64)
+    features: list[float] = Field(default_factory=list, max_length=200)
+
+
+class EndIn(_In):
+    wrap_up_code: str | None = Field(default=None, max_length=64)
+
+
+class PresenceIn(_In):
+    presence: str
+
+
+class TouchpointIn(_In):
+    conversation_id: str = Field(min_length=1, max_length=64)
+    agent_id: str = Field(min_length=1, max_length=64)
+    media_type: str = "chat"
+    value_share: float = Field(default=1.0, ge=0, le=1)
+    date: datetime | int
+
+
+class AttributionIn(_In):
+    outcome_id: str = Field(min_length=1, max_length=128)
+    customer_id: str | None = Field(default=None, max_length=128)
+    external_contact_id: str | None = Field(default=None, max_length=128)
+    associated_value: float | None = Field(default=None, ge=0)
+    created_date: datetime | int
+    touchpoints: list[TouchpointIn] = Field(min_length=1, max_length=50)
+
+
+class AttributionsIn(_In):
+    records: list[AttributionIn] = Field(min_length=1, max_length=1000)
+    failure_threshold: float = Field(default=0.05, ge=0, le=1)
+
+
+def _ms(value: datetime | int) -> int:
+    return value if isinstance(value, int) else int(value.timestamp() * 1000)
+
+
+def _err(exc: RoutingError) -> HTTPException:
+    detail: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    if exc.path:
+        detail["path"] = exc.path
+    return HTTPException(exc.status, detail=detail)
+
+
+def _assigned(a: list[Assigned]) -> list[dict[str, Any]]:
+    return [
+        {
+            "interactionId": x.interaction_id,
+            "agentId": x.agent_id,
+            "method": x.method,
+            "arm": x.arm,
+            "propensity": x.propensity,
+            "why": x.why,
+        }
+        for x in a
+    ]
+
+
+def routing_router(*, router: Router, require_api_key: Callable[..., None]) -> APIRouter:
+    api = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["routing"])
+
+    def now() -> int:
+        return int(time.time() * 1000)
+
+    @api.get("/agents")
+    def agents() -> dict[str, Any]:
+        with router.engine.connect() as conn:
+            live = router.agents(conn)
+        return {
+            "items": [
+                {
+                    "id": a.id,
+                    "displayName": router.agent_docs[a.id].display_name,
+                    "presence": a.presence,
+                    "skills": dict(a.skills),
+                    "languages": sorted(a.languages),
+                    "capacity": dict(a.capacity),
+                    "load": dict(a.load),
+                    "idleSince": a.idle_since_ms or None,
+                }
+                for a in live
+            ]
+        }
+
+    @api.put("/agents/{agent_id}/presence")
+    def presence(agent_id: str, body: PresenceIn) -> dict[str, Any]:
+        try:
+            made = router.presence(agent_id, body.presence, now())
+        except RoutingError as exc:
+            raise _err(exc) from None
+        return {"agentId": agent_id, "presence": body.presence, "assigned": _assigned(made)}
+
+    @api.post("/interactions", status_code=201)
+    def arrive(body: InteractionIn) -> dict[str, Any]:
+        try:
+            made = router.arrive(body.model_dump(), now())
+        except RoutingError as exc:
+            raise _err(exc) from None
+        return {"interaction": interaction(body.id), "assigned": _assigned(made)}
+
+    @api.get("/interactions/{interaction_id}")
+    def interaction(interaction_id: str) -> dict[str, Any]:
+        with router.engine.connect() as conn:
+            r = conn.execute(
+                select(interactions).where(interactions.c.id == interaction_id)
+            ).first()
+        if r is None:
+            raise HTTPException(
+                404, detail={"code": "not_found", "message": f"interaction {interaction_id!r}"}
+            )
+        return {
+            "id": r.id,
+            "queue": r.queue,
+            "medium": r.medium,
+            "status": r.status,
+            "arrivedAt": r.arrived_at,
+            "assignedAt": r.assigned_at,
+            "agentId": r.agent_id,
+            "endedAt": r.ended_at,
+            "wrapUpCode": r.wrap_up_code,
+            "arm": r.arm,
+            "method": r.method,
+            "propensity": r.propensity,
+            "scores": json.loads(r.scores) if r.scores else [],
+            "why": r.why,
+        }
+
+    @api.post("/interactions/{interaction_id}/end")
+    def end(interaction_id: str, body: EndIn) -> dict[str, Any]:
+        try:
+            made = router.end(interaction_id, body.wrap_up_code, now())
+        except RoutingError as exc:
+            raise _err(exc) from None
+        return {"interaction": interaction(interaction_id), "assigned": _assigned(made)}
+
+    @api.post("/interactions/{interaction_id}/abandon")
+    def abandon(interaction_id: str) -> dict[str, Any]:
+        try:
+            router.abandon(interaction_id, now())
+        except RoutingError as exc:
+            raise _err(exc) from None
+        return {"interaction": interaction(interaction_id)}
+
+    @api.get("/queues/{name}/service")
+    def service(name: str, hours: Annotated[int, Query(ge=1, le=24 * 90)] = 24) -> dict[str, Any]:
+        """Service figures of a queue over the last hours: answered within T, abandoned."""
+        if name not in router.queues:
+            raise HTTPException(404, detail={"code": "not_found", "message": f"queue {name!r}"})
+        since = now() - hours * 3_600_000
+        with router.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    interactions.c.arrived_at,
+                    interactions.c.assigned_at,
+                    interactions.c.ended_at,
+                    interactions.c.status,
+                ).where(interactions.c.queue == name, interactions.c.arrived_at >= since)
+            ).all()
+        waits = [(r.assigned_at - r.arrived_at) / 1000 for r in rows if r.assigned_at]
+        gave_up = [
+            (r.ended_at - r.arrived_at) / 1000
+            for r in rows
+            if r.status == "abandoned" and not r.assigned_at and r.ended_at
+        ]
+        abandoned = len(gave_up)
+        t = parse_duration(router.docs[name].service_level_within, []) / 1000
+        return {
+            "queue": name,
+            "hours": hours,
+            "arrived": len(rows),
+            "answered": len(waits),
+            "abandoned": abandoned,
+            "waiting": sum(1 for r in rows if r.status == "waiting"),
+            "serviceLevel": service_level(waits, gave_up, t) if rows else None,
+            "answerWithinS": t,
+            "abandonmentRate": abandonment_rate(len(waits), abandoned) if rows else None,
+            "averageSpeedOfAnswerS": average_speed_of_answer(waits) if waits else None,
+        }
+
+    @api.post("/outcome-attributions")
+    def attributions(body: AttributionsIn) -> dict[str, Any]:
+        """Outcomes reported from outside, credited to the interactions and agents that led
+        to them. Idempotent by outcome id; refused whole past the failure threshold."""
+        received = now()
+        accepted: list[AttributionIn] = []
+        duplicates: list[str] = []
+        unmatched: list[dict[str, Any]] = []
+        with router.engine.begin() as conn:
+            seen = {
+                r[0]
+                for r in conn.execute(
+                    select(outcome_attributions.c.id).where(
+                        outcome_attributions.c.id.in_([r.outcome_id for r in body.records])
+                    )
+                )
+            }
+            batch_ids: set[str] = set()
+            for i, rec in enumerate(body.records):
+                if rec.outcome_id in seen or rec.outcome_id in batch_ids:
+                    duplicates.append(rec.outcome_id)
+                    continue
+                problem = _check(conn, rec)
+                if problem:
+                    unmatched.append({"index": i, "outcomeId": rec.outcome_id, "reason": problem})
+                    continue
+                batch_ids.add(rec.outcome_id)
+                accepted.append(rec)
+            failed = len(unmatched) / len(body.records)
+            if failed > body.failure_threshold:
+                raise HTTPException(
+                    422,
+                    detail={
+                        "code": "too_many_failures",
+                        "message": f"{len(unmatched)} of {len(body.records)} records could not "
+                        f"be matched ({failed:.0%} > {body.failure_threshold:.0%}): nothing was "
+                        "stored",
+                        "unmatched": unmatched,
+                    },
+                )
+            for rec in accepted:
+                conn.execute(
+                    outcome_attributions.insert().values(
+                        id=rec.outcome_id,
+                        customer_id=rec.customer_id,
+                        external_contact_id=rec.external_contact_id,
+                        value=rec.associated_value,
+                        created_at=_ms(rec.created_date),
+                        received_at=received,
+                    )
+                )
+                for t in rec.touchpoints:
+                    conn.execute(
+                        attribution_touchpoints.insert().values(
+                            attribution_id=rec.outcome_id,
+                            conversation_id=t.conversation_id,
+                            agent_id=t.agent_id,
+                            medium=t.media_type,
+                            value_share=t.value_share,
+                            at=_ms(t.date),
+                        )
+                    )
+        return {"accepted": len(accepted), "duplicates": duplicates, "unmatched": unmatched}
+
+    @api.get("/kpis/{name}/readiness")
+    def kpi_readiness(name: str, queue: str) -> dict[str, Any]:
+        """Whether the queue's history can train the KPI's model, and what is missing."""
+        if name not in router.kpis:
+            raise HTTPException(404, detail={"code": "not_found", "message": f"kpi {name!r}"})
+        if queue not in router.queues:
+            raise HTTPException(404, detail={"code": "not_found", "message": f"queue {queue!r}"})
+        kpi = router.kpis[name].to_core()
+        rows = _labelled(router, queue, kpi)
+        stats = history_stats([(at, agent, y) for at, agent, y, *_ in rows], _thresholds())
+        r = readiness(kpi, stats, _thresholds())
+        return {
+            "kpi": name,
+            "queue": queue,
+            "ready": r.ready,
+            "missing": list(r.missing),
+            "status": "ready" if r.ready else "collecting data: " + "; ".join(r.missing),
+            "history": {
+                "days": round(stats.days, 2),
+                "interactions": stats.interactions,
+                "successes": stats.successes,
+                "agentsWithHistory": stats.agents_with_history,
+            },
+        }
+
+    @api.get("/queues/{name}/comparison")
+    def comparison(name: str, days: Annotated[int, Query(ge=1, le=400)] = 30) -> dict[str, Any]:
+        """Predictive against standard routing on this queue: KPI rate per arm, uplift with
+        its 95% interval and p-value, and the cost in wait and handle time."""
+        if name not in router.queues:
+            raise HTTPException(404, detail={"code": "not_found", "message": f"queue {name!r}"})
+        kpi = router.kpi_of(name)
+        if kpi is None:
+            raise HTTPException(
+                409, detail={"code": "no_kpi", "message": f"queue {name!r} has no KPI"}
+            )
+        rows = _labelled(router, name, kpi, since=now() - days * DAY_MS)
+        arms: dict[str, tuple[list[float], list[float], list[float]]] = {}
+        for _at, _agent, y, arm, wait, handle in rows:
+            group = (
+                "predictive"
+                if arm == "predictive"
+                else ("standard" if arm in ("standard", "control") else None)
+            )
+            if group is None:
+                continue  # warm-up slices are not measured
+            ys, ws, hs = arms.setdefault(group, ([], [], []))
+            ys.append(y)
+            ws.append(wait)
+            hs.append(handle)
+        out: dict[str, Any] = {
+            "queue": name,
+            "kpi": kpi.name,
+            "days": days,
+            "arms": {
+                k: {"interactions": len(v[0]), "rate": sum(v[0]) / len(v[0])}
+                for k, v in arms.items()
+            },
+        }
+        if "predictive" in arms and "standard" in arms:
+            p, s = arms["predictive"], arms["standard"]
+            c = compare(summarise(*p), summarise(*s), binary=kpi.binary)
+            out.update(
+                uplift=c.uplift,
+                relativeUplift=None if math.isnan(c.relative_uplift) else c.relative_uplift,
+                ciLow=c.ci_low,
+                ciHigh=c.ci_high,
+                pValue=c.p_value,
+                method=c.ci_method,
+                waitCostS=c.wait_cost_s,
+                handleCostS=c.handle_cost_s,
+            )
+        else:
+            out["note"] = "both arms need ended interactions"
+        return out
+
+    return api
+
+
+def _thresholds() -> ReadinessThresholds:
+    return ReadinessThresholds()
+
+
+def _check(conn: Any, rec: AttributionIn) -> str | None:
+    if not rec.customer_id and not rec.external_contact_id:
+        return "customerId or externalContactId is required"
+    if sum(t.value_share for t in rec.touchpoints) > 1.0 + 1e-9:
+        return "the touchpoints' value shares add up to more than 1"
+    for t in rec.touchpoints:
+        row = conn.execute(
+            select(interactions.c.agent_id, interactions.c.status).where(
+                interactions.c.id == t.conversation_id
+            )
+        ).first()
+        if row is None:
+            return f"conversation {t.conversation_id!r} is not known"
+        if row.agent_id != t.agent_id:
+            return (
+                f"conversation {t.conversation_id!r} was handled by {row.agent_id!r}, "
+                f"not {t.agent_id!r}"
+            )
+    return None
+
+
+def _labelled(
+    router: Router, queue: str, kpi: Any, since: int = 0
+) -> list[tuple[int, str, float, str, float, float]]:
+    """Ended interactions of a queue with their KPI label, arm, wait and handle time."""
+    with router.engine.connect() as conn:
+        rows = conn.execute(
+            select(interactions).where(
+                and_(
+                    interactions.c.queue == queue,
+                    interactions.c.status == "ended",
+                    interactions.c.arrived_at >= since,
+                )
+            )
+        ).all()
+        credited: dict[str, float] = {}
+        if kpi.tracking == "outcome" and rows:
+            for conv, value, share in conn.execute(
+                select(
+                    attribution_touchpoints.c.conversation_id,
+                    outcome_attributions.c.value,
+                    attribution_touchpoints.c.value_share,
+                )
+                .select_from(
+                    attribution_touchpoints.join(
+                        outcome_attributions,
+                        outcome_attributions.c.id == attribution_touchpoints.c.attribution_id,
+                    )
+                )
+                .where(attribution_touchpoints.c.conversation_id.in_([r.id for r in rows]))
+            ):
+                credited[conv] = credited.get(conv, 0.0) + (value or 0.0) * share
+    out = []
+    for r in rows:
+        handle = (r.ended_at - r.assigned_at) / 1000 if r.assigned_at and r.ended_at else 0.0
+        y = label(
+            kpi,
+            wrap_up_code=r.wrap_up_code,
+            attributed_value=credited.get(r.id),
+            handle_time_s=handle,
+        )
+        if y is None:
+            continue
+        wait = (r.assigned_at - r.arrived_at) / 1000 if r.assigned_at else 0.0
+        out.append(
+            (r.ended_at or r.arrived_at, r.agent_id or "", float(y), r.arm or "", wait, handle)
+        )
+    return out

@@ -1,0 +1,380 @@
+"""The routing engine in the server: interactions in, agents chosen by the pure policies of
+``core/routing.py`` and ``core/predictive.py``, every decision stored with its scores,
+propensity and "why".
+
+A dispatch pass is one transaction that reads the waiting interactions and the agents,
+runs the policy and writes the assignments; on PostgreSQL it holds an advisory lock, so
+passes of several processes never assign the same agent slot twice. A pass runs when an
+interaction arrives, one ends or is abandoned, or an agent's presence changes — the
+moment capacity frees up.
+
+Arms: a queue with predictive routing keeps a permanent control share routed by the
+standard strategy (ongoing value), and a comparison test assigns predictive or standard
+per interaction (random) or in alternating time slices (warm-up slices not measured).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy.engine import Connection
+
+from opportune.core.conditions import parse_duration
+from opportune.core.kpis import KPI
+from opportune.core.predictive import route_predictive_assignment, route_predictive_greedy
+from opportune.core.routing import (
+    Agent,
+    Interaction,
+    PredictiveSettings,
+    Queue,
+    Ring,
+    Routing,
+    SkillRequirement,
+    apply,
+    route_standard,
+)
+from opportune.core.valuation import time_slice
+from opportune.store.schema import agent_state, interactions
+from opportune.workspace.engagement import AgentDoc, KpiDoc, QueueDoc
+
+# scores[interaction id][agent id]: the predicted KPI of each candidate (a trained model).
+ScoreFn = Callable[[Sequence[Interaction], Sequence[Agent]], Mapping[str, Mapping[str, float]]]
+PRESENCES = ("available", "busy", "away", "offline")
+
+
+class RoutingError(ValueError):
+    """A request the routing state refuses: ``code`` for the API, ``message`` for people."""
+
+    def __init__(self, status: int, code: str, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.path = status, code, message, path
+
+
+def core_queue(doc: QueueDoc, kpi: KpiDoc | None) -> Queue:
+    p = doc.predictive
+    direction = kpi.to_core().direction if kpi else "maximize"
+    return Queue(
+        name=doc.name,
+        media=frozenset(doc.media),
+        skills=tuple(SkillRequirement(s.skill, s.min_proficiency) for s in doc.skills),
+        language=doc.language,
+        priority=doc.priority,
+        strategy=doc.strategy,
+        rings=tuple(
+            Ring(
+                parse_duration(r.after_wait, []) / 1000,
+                tuple(SkillRequirement(s.skill, s.min_proficiency) for s in r.skills),
+                r.require_language,
+            )
+            for r in doc.rings
+        ),
+        predictive=PredictiveSettings(
+            enabled=p.enabled,
+            dry_run=p.dry_run,
+            hold_timeout_s=parse_duration(p.hold_timeout, []) / 1000,
+            min_free_agents=p.min_free_agents,
+            exploration=p.exploration,
+            balance=p.balance,
+            direction=direction,
+            kpi_name=kpi.name if kpi else "KPI",
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Assigned:
+    interaction_id: str
+    agent_id: str
+    method: str
+    arm: str
+    propensity: float
+    why: str
+    scores: tuple[tuple[str, float], ...]
+
+
+class Router:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        queues: Mapping[str, QueueDoc],
+        agents: Mapping[str, AgentDoc],
+        kpis: Mapping[str, KpiDoc],
+        score: ScoreFn | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.engine = engine
+        self.docs = queues
+        self.agent_docs = agents
+        self.kpis = kpis
+        self.queues = {n: core_queue(q, kpis.get(q.kpi or "")) for n, q in queues.items()}
+        self.score = score
+        self.rng = rng or random.Random()
+
+    def kpi_of(self, queue: str) -> KPI | None:
+        doc = self.docs[queue]
+        return self.kpis[doc.kpi].to_core() if doc.kpi and doc.kpi in self.kpis else None
+
+    # -- requests --------------------------------------------------------------------------
+
+    def arrive(self, body: Mapping[str, Any], now_ms: int) -> list[Assigned]:
+        queue = body["queue"]
+        if queue not in self.queues:
+            raise RoutingError(404, "unknown_queue", f"queue {queue!r} not found", "queue")
+        medium = body.get("medium", "chat")
+        if medium not in self.queues[queue].media:
+            raise RoutingError(
+                422,
+                "medium_not_served",
+                f"queue {queue!r} takes {sorted(self.queues[queue].media)}, not {medium!r}",
+                "medium",
+            )
+        with self.engine.begin() as conn:
+            if conn.execute(
+                select(interactions.c.id).where(interactions.c.id == body["id"])
+            ).first():
+                raise RoutingError(
+                    409, "already_exists", f"interaction {body['id']!r} exists", "id"
+                )
+            conn.execute(
+                interactions.insert().values(
+                    id=body["id"],
+                    queue=queue,
+                    medium=medium,
+                    language=body.get("language"),
+                    priority=body.get("priority", 0),
+                    customer_id=body.get("customer_id"),
+                    visitor_id=body.get("visitor_id"),
+                    features=json.dumps(list(body.get("features", ()))),
+                    status="waiting",
+                    arrived_at=now_ms,
+                    arm=self._arm(queue, body["id"], now_ms),
+                )
+            )
+        return self.dispatch(now_ms)
+
+    def _arm(self, queue: str, interaction_id: str, now_ms: int) -> str:
+        doc = self.docs[queue]
+        if not doc.predictive.enabled:
+            return "standard"
+        u = (
+            int.from_bytes(
+                hashlib.blake2b(f"arm\x00{interaction_id}".encode(), digest_size=8).digest(), "big"
+            )
+            / 2**64
+        )
+        c = doc.comparison
+        if c.mode == "interaction":
+            return "predictive" if u < 0.5 else "standard"
+        if c.mode == "slices" and c.start is not None:
+            start = int(c.start.timestamp() * 1000)
+            if now_ms >= start:
+                arm = time_slice(
+                    now_ms,
+                    start_ms=start,
+                    slice_ms=parse_duration(c.slice, []),
+                    warmup_slices=c.warmup_slices,
+                )
+                return arm.arm if arm.measured else f"{arm.arm}-warmup"[:12]
+        return "control" if u < doc.predictive.control_share else "predictive"
+
+    def end(self, interaction_id: str, wrap_up_code: str | None, now_ms: int) -> list[Assigned]:
+        with self.engine.begin() as conn:
+            row = self._row(conn, interaction_id)
+            if row.status == "ended":
+                raise RoutingError(409, "already_ended", "the interaction has ended already")
+            codes = self.docs[row.queue].wrap_up_codes
+            if row.status == "assigned" and codes:
+                if wrap_up_code is None:
+                    raise RoutingError(
+                        422,
+                        "wrap_up_required",
+                        f"a wrap-up code is required: one of {codes}",
+                        "wrapUpCode",
+                    )
+                if wrap_up_code not in codes:
+                    raise RoutingError(
+                        422,
+                        "unknown_wrap_up_code",
+                        f"{wrap_up_code!r} is not a wrap-up code of queue {row.queue!r}; "
+                        f"one of {codes}",
+                        "wrapUpCode",
+                    )
+            status = "ended" if row.status == "assigned" else "abandoned"
+            conn.execute(
+                update(interactions)
+                .where(interactions.c.id == interaction_id)
+                .values(status=status, ended_at=now_ms, wrap_up_code=wrap_up_code)
+            )
+            if row.agent_id:
+                left = conn.execute(
+                    select(func.count()).where(
+                        interactions.c.agent_id == row.agent_id,
+                        interactions.c.status == "assigned",
+                    )
+                ).scalar_one()
+                if not left:
+                    conn.execute(
+                        update(agent_state)
+                        .where(agent_state.c.agent_id == row.agent_id)
+                        .values(idle_since=now_ms, updated_at=now_ms)
+                    )
+        return self.dispatch(now_ms)
+
+    def abandon(self, interaction_id: str, now_ms: int) -> None:
+        with self.engine.begin() as conn:
+            row = self._row(conn, interaction_id)
+            if row.status != "waiting":
+                raise RoutingError(409, "not_waiting", f"the interaction is {row.status}")
+            conn.execute(
+                update(interactions)
+                .where(interactions.c.id == interaction_id)
+                .values(status="abandoned", ended_at=now_ms)
+            )
+
+    def presence(self, agent_id: str, presence: str, now_ms: int) -> list[Assigned]:
+        if agent_id not in self.agent_docs:
+            raise RoutingError(404, "unknown_agent", f"agent {agent_id!r} not found")
+        if presence not in PRESENCES:
+            raise RoutingError(422, "bad_presence", f"presence is one of {PRESENCES}", "presence")
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(agent_state)
+                .where(agent_state.c.agent_id == agent_id)
+                .values(presence=presence, updated_at=now_ms)
+            )
+            if done.rowcount == 0:
+                conn.execute(
+                    agent_state.insert().values(
+                        agent_id=agent_id,
+                        presence=presence,
+                        idle_since=now_ms,
+                        last_assigned=0,
+                        updated_at=now_ms,
+                    )
+                )
+        return self.dispatch(now_ms)
+
+    @staticmethod
+    def _row(conn: Connection, interaction_id: str) -> Any:
+        row = conn.execute(select(interactions).where(interactions.c.id == interaction_id)).first()
+        if row is None:
+            raise RoutingError(404, "not_found", f"interaction {interaction_id!r} not found")
+        return row
+
+    # -- the pass --------------------------------------------------------------------------
+
+    def agents(self, conn: Connection) -> list[Agent]:
+        states = {r.agent_id: r for r in conn.execute(select(agent_state))}
+        load: dict[str, dict[str, int]] = {}
+        for agent_id, medium, n in conn.execute(
+            select(interactions.c.agent_id, interactions.c.medium, func.count())
+            .where(interactions.c.status == "assigned")
+            .group_by(interactions.c.agent_id, interactions.c.medium)
+        ):
+            load.setdefault(agent_id, {})[medium] = int(n)
+        out = []
+        for name, d in sorted(self.agent_docs.items()):
+            st = states.get(name)
+            out.append(
+                Agent(
+                    id=name,
+                    skills=dict(d.skills),
+                    languages=frozenset(d.languages),
+                    presence=st.presence if st else "offline",  # type: ignore[arg-type]
+                    capacity=dict(d.capacity),
+                    load=load.get(name, {}),
+                    idle_since_ms=st.idle_since if st else 0,
+                    last_assigned_ms=st.last_assigned if st else 0,
+                    queues=frozenset(d.queues) if d.queues is not None else None,
+                )
+            )
+        return out
+
+    def dispatch(self, now_ms: int) -> list[Assigned]:
+        """Route what waits to the agents free now; return the assignments made."""
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(720601)"))
+            rows = conn.execute(
+                select(interactions).where(interactions.c.status == "waiting")
+            ).all()
+            if not rows:
+                return []
+            agents = self.agents(conn)
+            waiting = {
+                r.id: Interaction(
+                    id=r.id,
+                    queue=r.queue,
+                    medium=r.medium,  # type: ignore[arg-type]
+                    arrived_at_ms=r.arrived_at,
+                    language=r.language,
+                    priority=r.priority,
+                    customer_id=r.customer_id or "",
+                    features=tuple(json.loads(r.features or "[]")),
+                )
+                for r in rows
+                if r.queue in self.queues
+            }
+            arms = {r.id: r.arm or "standard" for r in rows}
+            predictive = [
+                i
+                for i in waiting.values()
+                if arms[i.id] == "predictive" and self.queues[i.queue].predictive.enabled
+            ]
+            made: list[tuple[Any, str]] = []
+            if predictive and self.score is not None:
+                scores = self.score(predictive, agents)
+                method = {self.docs[i.queue].predictive.method for i in predictive}
+                policy = (
+                    route_predictive_greedy if method == {"greedy"} else route_predictive_assignment
+                )
+                routing: Routing = policy(
+                    predictive, agents, self.queues, now_ms, scores, rng=self.rng
+                )
+                made += [(d, "predictive") for d in routing.decisions]
+                agents = apply(agents, routing, waiting, now_ms)
+            taken = {d.interaction_id for d, _ in made}
+            rest = [i for i in waiting.values() if i.id not in taken]
+            if rest:
+                routing = route_standard(rest, agents, self.queues, now_ms)
+                for d in routing.decisions:
+                    arm = arms[d.interaction_id]
+                    why = d.why
+                    if arm == "predictive":
+                        why = f"no KPI model for this queue yet: standard routing; {why}"
+                    made.append((replace(d, why=why), arm))
+            out = []
+            for d, arm in made:
+                conn.execute(
+                    update(interactions)
+                    .where(
+                        interactions.c.id == d.interaction_id, interactions.c.status == "waiting"
+                    )
+                    .values(
+                        status="assigned",
+                        agent_id=d.agent_id,
+                        assigned_at=now_ms,
+                        method=d.method,
+                        propensity=d.propensity,
+                        scores=json.dumps([list(s) for s in d.scores]),
+                        why=d.why[:500],
+                    )
+                )
+                conn.execute(
+                    update(agent_state)
+                    .where(agent_state.c.agent_id == d.agent_id)
+                    .values(last_assigned=now_ms, updated_at=now_ms)
+                )
+                out.append(
+                    Assigned(
+                        d.interaction_id, d.agent_id, d.method, arm, d.propensity, d.why, d.scores
+                    )
+                )
+            return out
