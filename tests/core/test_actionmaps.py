@@ -265,3 +265,23 @@ def test_properties_of_decisions_over_random_visits(stream, priorities) -> None:
                 answered(v.e, inst, how, T0 + t, m.channel)
     names = [n for _, n in offered]
     assert len(names) == len(set(names))  # each map at most once per visit
+
+
+def test_a_recheck_is_asked_only_when_time_alone_can_make_a_trigger_hold() -> None:
+    idle_on_help = {
+        "all": [
+            {"attribute": "currentUrl", "glob": "*/help*"},
+            {"event": {"type": "idle"}, "within": "2m"},
+        ]
+    }
+    dwell = {
+        "all": [
+            {"attribute": "currentUrl", "glob": "*/help*"},
+            {"metric": "timeOnPage", "gte": "30s"},
+        ]
+    }
+    v = Visit([cmap("idle-help", idle_on_help), cmap("dwell", dwell)])
+    # On another page neither can come true without an event: no polling.
+    assert v.event("page_view", 0, url="https://b/apply").recheck_in_ms is None
+    # On the help page, time on page will reach 30 s by itself: look again.
+    assert v.event("page_view", 1_000, url="https://b/help").recheck_in_ms == 5_000

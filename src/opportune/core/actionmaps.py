@@ -32,7 +32,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from opportune.core.conditions import Members, Node, Predicate, why_not
+from opportune.core.conditions import Members, Node, Predicate, may_change_with_time, why_not
 from opportune.core.journey import Journey
 from opportune.core.pacing import PacingTarget, QueueOutlook
 from opportune.core.pacing import decide as pace
@@ -221,7 +221,7 @@ def decide(
                     out.why[m.name] = f"not qualified: {why_not(m.trigger, journey, now, members)}"
                 else:
                     out.why[m.name] = "not qualified"
-                if m.trigger.timed:
+                if may_change_with_time(m.trigger, journey, now, members):
                     recheck.append(5_000)
                 continue
             inst = instance_id(journey.session_id, m.name)
@@ -275,6 +275,8 @@ def decide(
                 offers.append(m)
             continue
         out.why[m.name] = f"blocked: {reason}"
+        if reason.startswith(("no agents", "service-level")):
+            recheck.append(15_000)  # agents may come: offer then, without waiting for an event
         key = f"{m.name}|{reason.split(':')[0]}"
         if key not in e.blocked:
             e.blocked.append(key)

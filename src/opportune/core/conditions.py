@@ -1068,3 +1068,24 @@ def why_not(node: Node, j: Journey, now: int, members: Members) -> str | None:
             if reason is not None:
                 return reason
     return describe(node)
+
+
+def may_change_with_time(node: Node, j: Journey, now: int, members: Members) -> bool:
+    """Whether a condition that does not hold now could come to hold with time alone (no
+    new event): worth a recheck. A failing part that only events can change rules it out.
+    """
+    if not node.timed:
+        return False
+    if isinstance(node, All):
+        timed = False
+        for n in node.items:
+            if n.timed:
+                timed = (
+                    timed or n.holds(j, now, members) or may_change_with_time(n, j, now, members)
+                )
+            elif not n.holds(j, now, members):
+                return False
+        return timed
+    if isinstance(node, AnyOf):
+        return any(may_change_with_time(n, j, now, members) for n in node.items)
+    return True
