@@ -26,6 +26,7 @@ from opportune.engine.enrichment import GeoResolver
 from opportune.engine.ingest import Ingestor
 from opportune.engine.live import LiveStore, Loader, RedisLiveStore
 from opportune.engine.rules import RuleBook
+from opportune.engine.scoring import OutcomeScorer
 from opportune.engine.webhooks import WebhookWorker
 from opportune.settings import Settings
 from opportune.store.db import Checkpointer, make_engine, migrate
@@ -69,6 +70,8 @@ class Runtime:
                     await asyncio.to_thread(
                         self.ingestor.engager.board.refresh, self.ingestor.engine
                     )
+                # A model trained and activated by `opportune train` is picked up here.
+                await asyncio.to_thread(self.ingestor.scorer.refresh)
             except Exception:  # the database is away: keep the rules, try again
                 log.exception("could not refresh the rules")
 
@@ -102,7 +105,13 @@ def build_runtime(settings: Settings, *, auto_migrate: bool = True) -> Runtime:
     rules = RuleBook(workspace, engine)
     rules.refresh()
     ingestor = Ingestor(
-        settings=settings, engine=engine, writer=writer, geo=geo, live=live, rules=rules
+        settings=settings,
+        engine=engine,
+        writer=writer,
+        geo=geo,
+        live=live,
+        rules=rules,
+        scorer=_scorer(settings, rules),
     )
     if workspace.queues:
         ingestor.engager.board.refresh(engine)
@@ -114,6 +123,22 @@ def build_runtime(settings: Settings, *, auto_migrate: bool = True) -> Runtime:
         rules,
         Checkpointer(engine) if sqlite else None,
         WebhookWorker(engine, secrets=settings.webhook_secrets),
+    )
+
+
+def _scorer(settings: Settings, rules: RuleBook) -> OutcomeScorer:
+    """The active models of the scoring-enabled outcomes, from ``DATA_DIR/models``."""
+    from opportune.ml.registry import ModelRegistry
+    from opportune.ml.training import scoring_enabled
+
+    registry = ModelRegistry(settings.data_dir / "models")
+
+    def enabled() -> list[str]:
+        return scoring_enabled(rules)
+
+    return OutcomeScorer(
+        lambda: registry.active_models(enabled()),
+        lambda: {o: registry.active_version(o) for o in enabled()},
     )
 
 

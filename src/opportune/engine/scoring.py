@@ -37,8 +37,16 @@ class Model(Protocol):
 class OutcomeScorer:
     """Scores a journey in place for every outcome that has an active model."""
 
-    def __init__(self, load: Callable[[], Mapping[str, Model]] | None = None) -> None:
+    def __init__(
+        self,
+        load: Callable[[], Mapping[str, Model]] | None = None,
+        versions: Callable[[], Mapping[str, str | None]] | None = None,
+    ) -> None:
+        """``load`` gives the active models; ``versions`` (cheap) the active version of
+        each outcome, so ``refresh`` reloads only when one changed."""
         self._load = load
+        self._versions = versions
+        self._seen: dict[str, str | None] = {}
         self.models: dict[str, Model] = {}
         self.errors = 0
         if load is not None:
@@ -51,6 +59,11 @@ class OutcomeScorer:
         """Reload the active models; True if the set of (outcome, version) changed."""
         if self._load is None:
             return False
+        if self._versions is not None:
+            seen = dict(self._versions())
+            if seen == self._seen and self.models is not None and self._seen:
+                return False
+            self._seen = seen
         models = dict(self._load())
         before = {(o, m.version) for o, m in self.models.items()}
         self.models = models
