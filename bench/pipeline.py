@@ -795,8 +795,11 @@ def http_row(
     connections: int,
     warm_s: float,
     settle_s: float,
+    models_dir: Path | None = None,
 ) -> dict[str, Any]:
     data = Path(tempfile.mkdtemp(prefix="opp-pipeline-"))
+    if models_dir is not None:  # trained outcome models the server is to score with
+        shutil.copytree(models_dir, data / "models")
     port = ingest.free_port()
     # OPPORTUNE_WORKSPACE is the setting `serve --workspace` sets; start_server passes the
     # environment on. Geo headers are trusted so that the visits carry their country.
