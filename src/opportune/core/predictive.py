@@ -447,11 +447,16 @@ def _assign_jointly(
             n = settings0.propensity_draws
             propensity = max(freq.get((r, agent_id), 0), _UNSEEN_WINS) / n
             how = "; Thompson sampling" if settings0.exploration == "thompson" else "; ε-greedy"
-        why = (
-            _describe(scored, agent_id, settings)
-            + f"; joint assignment of {len(rows)} waiting to {len(columns)} free slot(s)"
-            + how
-        )
+        rank = [a for a, _ in scored].index(agent_id)
+        joint = f"joint assignment of {len(rows)} waiting to {len(columns)} free slot(s)"
+        if rank == 0:
+            why = f"{_describe(scored, agent_id, settings)}; {joint}{how}"
+        else:
+            why = (
+                f"predicted {settings.kpi_name} {dict(scored)[agent_id]:.3g}, "
+                f"{rank + 1} of {len(scored)} free: the {joint} gave better-scored agents "
+                f"to other waiting interactions for a higher total{how}"
+            )
         book.take(agent_id, interaction.medium)
         decisions.append(Decision(interaction.id, agent_id, "predictive", scored, propensity, why))
         assigned.add(r)
