@@ -369,5 +369,185 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+# ---- outcome models ------------------------------------------------------------------------
+
+
+def _training_context(opts: dict[str, Any]) -> tuple[Any, Any, Any, int]:
+    """The database (migrated), the rules in force, the model registry and the longest
+    session timeout of the workspace's sites (visits younger than that may not be over)."""
+    from opportune.api.app import EXAMPLE_WORKSPACE
+    from opportune.engine.rules import RuleBook
+    from opportune.ml.registry import ModelRegistry
+    from opportune.store.db import make_engine
+    from opportune.store.db import migrate as run
+    from opportune.workspace import ConfigError, load_workspace
+
+    settings = _settings(**opts)
+    try:
+        workspace = load_workspace(settings.workspace or EXAMPLE_WORKSPACE)
+    except ConfigError as exc:
+        click.echo("error: the workspace does not validate:", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(2)
+    engine = make_engine(settings.resolved_database_url())
+    run(engine)
+    rules = RuleBook(workspace, engine)
+    rules.refresh()
+    timeout_ms = max(
+        [s.session_timeout_minutes * 60_000 for s in workspace.sites.values()]
+        or [settings.session_timeout_s * 1000]
+    )
+    return engine, rules, ModelRegistry(settings.data_dir / "models"), timeout_ms
+
+
+@main.command()
+@common
+@click.option(
+    "--outcome",
+    "outcomes",
+    multiple=True,
+    help="Outcome to train (repeatable; default: every scoring-enabled outcome)",
+)
+@click.option("--days", type=int, default=90, show_default=True, help="Days of history")
+@click.option("--force", is_flag=True, help="Train even if the history is not ready yet")
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="LightGBM threads (and processes replaying the visits)",
+)
+def train(outcomes: tuple[str, ...], days: int, force: bool, threads: int, **opts: Any) -> None:
+    """Train outcome models on the stored visits; activate each one that is not worse."""
+    import os
+
+    # LightGBM's OpenMP threads spin while they wait by default: on a machine that also
+    # serves traffic that wastes a core and, with a busy neighbour, slows training down
+    # several times. Set before LightGBM (and its OpenMP runtime) is loaded.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from opportune.ml.outcome_model import TrainingConfig, TrainingError, headline
+    from opportune.ml.training import scoring_enabled, train_outcomes
+
+    if days < 1:
+        click.echo("error: --days must be at least 1", err=True)
+        sys.exit(2)
+    engine, rules, registry, timeout_ms = _training_context(opts)
+    names = list(outcomes) or scoring_enabled(rules)
+    if not names:
+        click.echo(
+            "no outcome has scoring enabled (scoring: {enabled: true} in its document); "
+            "name one with --outcome",
+            err=True,
+        )
+        sys.exit(1)
+    with registry.training_lock() as mine:
+        if not mine:
+            click.echo("error: another process is training models right now", err=True)
+            sys.exit(3)
+        try:
+            reports = train_outcomes(
+                engine,
+                rules,
+                registry,
+                now_ms=int(time.time() * 1000),
+                outcomes=names,
+                days=days,
+                session_timeout_ms=timeout_ms,
+                force=force,
+                config=TrainingConfig(num_threads=threads),
+                workers=min(threads, os.cpu_count() or 1),
+                progress=sys.stderr.isatty(),
+            )
+        except TrainingError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+    for r in reports:
+        click.echo(f"{r.outcome}: {r.message}")
+        if r.card is not None:
+            click.echo(f"  {headline(r.card)}")
+            click.echo(f"  card: {registry.root / r.outcome / str(r.version) / 'card.json'}")
+    if not any(r.trained for r in reports):
+        sys.exit(1)
+
+
+@main.group()
+def models() -> None:
+    """Outcome models in the registry: list, activate, roll back."""
+
+
+def _registry(opts: dict[str, Any]) -> Any:
+    from opportune.ml.registry import ModelRegistry
+
+    return ModelRegistry(_settings(**opts).data_dir / "models")
+
+
+@models.command("list")
+@click.option("--outcome", help="Only this outcome")
+@click.option("--data-dir", type=click.Path(path_type=Path))
+def models_list(outcome: str | None, **opts: Any) -> None:
+    """Every saved version with its test figures; * marks the active one."""
+    registry = _registry(opts)
+    names = [outcome] if outcome else registry.outcomes()
+    if not names:
+        click.echo(f"no models under {registry.root}")
+        return
+    for name in names:
+        active = registry.active_version(name)
+        click.echo(f"{name} (active: {active or 'none'})")
+        for v in registry.versions(name):
+            card = registry.card(name, v)
+            t = card.get("test", {})
+            check = card.get("activation") or {}
+
+            def f(x: Any, nd: int = 3) -> str:
+                return "n/a" if x is None else f"{x:.{nd}f}"
+
+            click.echo(
+                f"  {'*' if v == active else ' '} {v:<5} trained {card.get('trainedAt')}  "
+                f"visits {card.get('data', {}).get('visits')}  AUC {f(t.get('rocAuc'))}  "
+                f"Brier {f(t.get('brier'), 4)}  ECE {f(t.get('ece'), 4)}  "
+                f"{'passed' if check.get('notWorse', True) else 'refused'}: "
+                f"{check.get('reason', '')}"
+            )
+
+
+@models.command("activate")
+@click.argument("outcome")
+@click.argument("version")
+@click.option("--force", is_flag=True, help="Activate even a version that failed its check")
+@click.option("--data-dir", type=click.Path(path_type=Path))
+def models_activate(outcome: str, version: str, force: bool, **opts: Any) -> None:
+    """Make VERSION the active model of OUTCOME."""
+    from opportune.ml.registry import ActivationRefused, RegistryError
+
+    registry = _registry(opts)
+    try:
+        registry.activate(outcome, version, force=force)
+    except ActivationRefused as exc:
+        click.echo(f"refused: {exc} (--force)", err=True)
+        sys.exit(1)
+    except RegistryError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"{outcome}: {version} is active")
+
+
+@models.command("rollback")
+@click.argument("outcome")
+@click.option("--data-dir", type=click.Path(path_type=Path))
+def models_rollback(outcome: str, **opts: Any) -> None:
+    """Re-activate the version that was active before the current one."""
+    from opportune.ml.registry import RegistryError
+
+    registry = _registry(opts)
+    try:
+        version = registry.rollback(outcome)
+    except RegistryError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"{outcome}: rolled back to {version}")
+
+
 if __name__ == "__main__":
     main()
