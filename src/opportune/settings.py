@@ -44,6 +44,9 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='Secrets webhook headers may name as ${secret:NAME}, JSON: {"NAME": "..."}',
     )
+    retrain_interval_h: float = Field(
+        default=24.0, ge=0, le=24 * 365, description="Retrain outcome models this often; 0: never"
+    )
     rules_poll_s: float = Field(
         default=1.0,
         gt=0,

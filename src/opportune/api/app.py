@@ -169,11 +169,27 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
         stop = asyncio.Event()
         watcher = loop.create_task(runtime.watch_rules(stop))
         sender = loop.create_task(runtime.webhooks.run()) if runtime.webhooks else None
+        retrain = None
+        if settings.retrain_interval_h > 0:
+            from opportune.ml.schedule import retrain_loop
+
+            retrain = loop.create_task(
+                retrain_loop(
+                    settings,
+                    runtime.rules,
+                    interval_s=settings.retrain_interval_h * 3600,
+                    on_activated=lambda _outcomes: runtime.ingestor.scorer.refresh(),
+                )
+            )
         try:
             yield
         finally:
             stop.set()
             await watcher
+            if retrain is not None:
+                retrain.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retrain
             if sender is not None and runtime.webhooks is not None:
                 runtime.webhooks.stop()  # let a pass in progress finish its database work
                 await sender
