@@ -220,3 +220,32 @@ def _clean_redis() -> AsyncIterator[None]:  # type: ignore[misc]
     for key in r.scan_iter("test-*"):
         r.delete(key)
     r.close()
+
+
+def test_a_new_visitors_concurrent_batches_share_one_state() -> None:
+    """Two batches of a visitor never seen before, under way at once: the second sees the
+    state the first created, instead of starting a visit of its own."""
+    import asyncio
+
+    from opportune.core.session import SessionTrack
+    from opportune.engine.live import MemoryLiveStore, VisitorLive
+
+    async def never_seen(_vid: str, _now: int) -> None:
+        await asyncio.sleep(0)
+        return None
+
+    store = MemoryLiveStore(never_seen)
+    seen: list[object] = []
+
+    async def batch(pause: float) -> None:
+        async with store.hold("v", 0) as slot:
+            if slot.state is None:
+                slot.create(VisitorLive("s", None, 0, SessionTrack()))
+            seen.append(slot.state)
+            await asyncio.sleep(pause)  # the write in flight
+
+    async def both() -> None:
+        await asyncio.gather(batch(0.01), batch(0.0))
+
+    asyncio.run(both())
+    assert len(seen) == 2 and seen[0] is seen[1]

@@ -27,24 +27,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
+from opportune.core.events import EVENT_TYPES as WIRE_EVENT_TYPES
 from opportune.core.journey import Journey, JourneyEvent, Scalar
 
-# Event types a filter may name (the wire model's, see core/events.py).
-EVENT_TYPES: Final = frozenset(
-    {
-        "page_view",
-        "search",
-        "click",
-        "form_submitted",
-        "form_abandoned",
-        "form_error",
-        "idle",
-        "scroll",
-        "viewport",
-        "custom",
-        "identify",
-    }
-)
+# Event types a filter may name: the wire model's.
+EVENT_TYPES: Final = frozenset(WIRE_EVENT_TYPES)
 # Session attributes (fixed at the start of the visit) by their condition name.
 SESSION_ATTRIBUTES: Final = frozenset(
     {

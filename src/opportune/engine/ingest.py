@@ -294,13 +294,16 @@ class Ingestor:
     ) -> IngestResult:
         vid = batch.visitor_id
         if slot.state is None:
-            slot.state = VisitorLive(
-                site_id=site.name,
-                customer_id=None,
-                first_seen_at=now_ms,
-                track=SessionTrack(),
+            slot.create(
+                VisitorLive(
+                    site_id=site.name,
+                    customer_id=None,
+                    first_seen_at=now_ms,
+                    track=SessionTrack(),
+                )
             )
         state = slot.state
+        assert state is not None
         if state.site_id != site.name:
             raise IngestError(
                 409,

@@ -65,14 +65,29 @@ Loader = Callable[[str, int], Awaitable[VisitorLive | None]]
 
 
 class Slot:
-    """One batch's hold on a visitor's state. Set ``state`` to create it."""
+    """One batch's hold on a visitor's state. ``create`` a new visitor's state."""
 
-    __slots__ = ("_settle", "state", "write")
+    __slots__ = ("_adopt", "_settle", "state", "write")
 
-    def __init__(self, state: VisitorLive | None, settle: asyncio.Future[Any] | None) -> None:
+    def __init__(
+        self,
+        state: VisitorLive | None,
+        settle: asyncio.Future[Any] | None,
+        adopt: Callable[[VisitorLive], None] | None = None,
+    ) -> None:
         self.state = state
         self.write: asyncio.Future[Any] | None = None  # this batch's write, once submitted
         self._settle = settle
+        self._adopt = adopt
+
+    def create(self, state: VisitorLive) -> VisitorLive:
+        """The state of a visitor never seen before, shared at once with other batches of
+        the same visitor already under way (memory store: they would otherwise each start
+        one, and their journeys with it)."""
+        self.state = state
+        if self._adopt is not None:
+            self._adopt(state)
+        return state
 
     async def settled(self) -> None:
         """Wait until an earlier batch's write for this visitor is durable (or failed)."""
@@ -113,7 +128,7 @@ class MemoryLiveStore:
     @contextlib.asynccontextmanager
     async def hold(self, visitor_id: str, now_ms: int) -> AsyncIterator[Slot]:
         state = await self.get(visitor_id, now_ms)
-        slot = Slot(state, self._inflight.get(visitor_id))
+        slot = Slot(state, self._inflight.get(visitor_id), lambda st: self.put(visitor_id, st))
         self._pending[visitor_id] = self._pending.get(visitor_id, 0) + 1
         try:
             yield slot

@@ -56,6 +56,10 @@ def session_facts(row: Any) -> dict[str, Any]:
     return {name: row[col] for col, name in SESSION_FACTS.items() if row[col] is not None}
 
 
+# Events are replayed in the order the pipeline processed them: batch by batch as they
+# were received, in batch order; not by ts, which skew correction makes differ per batch.
+
+
 def journey_event(row: Any) -> JourneyEvent:
     data = json.loads(row.data) if row.data else {}
     if row.type == "identify":
@@ -78,7 +82,7 @@ def session_history(
             events.c.ts <= srow.last_event_at,
             events.c.session_id == session_id,
         )
-        .order_by(events.c.ts, events.c.received_at, events.c.seq)
+        .order_by(events.c.received_at, events.c.seq, events.c.ts)
     ).all()
     traits: dict[str, Any] = {}
     if srow.customer_id:
@@ -176,7 +180,7 @@ def sessions_since(
                 events.c.ts <= srow.last_event_at,
                 events.c.session_id == srow.id,
             )
-            .order_by(events.c.ts, events.c.received_at, events.c.seq)
+            .order_by(events.c.received_at, events.c.seq, events.c.ts)
         ).all()
         if not rows:
             continue
