@@ -95,15 +95,62 @@ def serve(**opts: Any) -> None:
 @common
 @click.option("--host")
 @click.option("--port", type=int)
-def demo(**opts: Any) -> None:
+@click.option(
+    "--agents",
+    type=click.IntRange(0, 100),
+    default=2,
+    show_default=True,
+    help="Agents present on each chat queue, so chat offers can be made (0: none)",
+)
+def demo(agents: int, **opts: Any) -> None:
     """Start the server with the example workspace and the demo website."""
     api_key = secrets.token_urlsafe(18)
     settings = _settings(**opts, api_key=api_key)
+    if agents:
+        _demo_agents(settings, agents)
     base = f"http://{settings.host}:{settings.port}"
     click.echo(f"Opportune demo on {base}/demo/  (data in {settings.data_dir}/)")
     click.echo(f"Admin API key for this run: {api_key}")
     click.echo(f"  e.g. curl -H 'X-API-Key: {api_key}' {base}/v1/visitors/<visitorId>")
     _run_server(settings)
+
+
+def _demo_agents(settings: Settings, n: int) -> None:
+    """Agents present for the demo: each queue's presence, and the workspace's agents
+    available (what an operator sets over the API)."""
+    from sqlalchemy import delete
+
+    from opportune.api.app import EXAMPLE_WORKSPACE
+    from opportune.store.db import make_engine
+    from opportune.store.db import migrate as run
+    from opportune.store.schema import agent_state, queue_presence
+    from opportune.workspace import load_workspace
+
+    ws = load_workspace(settings.workspace or EXAMPLE_WORKSPACE)
+    engine = make_engine(settings.resolved_database_url())
+    run(engine)
+    now = int(time.time() * 1000)
+    with engine.begin() as conn:
+        for name in ws.queues:
+            conn.execute(delete(queue_presence).where(queue_presence.c.queue == name))
+            conn.execute(
+                queue_presence.insert().values(
+                    queue=name, agents_available=n, busy_slots=0, waiting=0, updated_at=now
+                )
+            )
+        for name in ws.agents:
+            conn.execute(delete(agent_state).where(agent_state.c.agent_id == name))
+            conn.execute(
+                agent_state.insert().values(
+                    agent_id=name,
+                    presence="available",
+                    idle_since=now,
+                    last_assigned=0,
+                    updated_at=now,
+                )
+            )
+    engine.dispose()
+    click.echo(f"{n} agent(s) present on each chat queue (--agents 0 for none)")
 
 
 @main.command()

@@ -101,3 +101,30 @@ def test_live_traffic_reaches_a_running_server(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_the_demo_puts_agents_on_its_chat_queues(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import create_engine, select
+
+    from opportune.cli import _demo_agents
+    from opportune.settings import Settings
+    from opportune.store.schema import agent_state, queue_presence
+
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    _demo_agents(Settings(database_url=url, data_dir=tmp_path), 3)
+    _demo_agents(Settings(database_url=url, data_dir=tmp_path), 2)  # again: replaced, not added
+    eng = create_engine(url)
+    try:
+        with eng.connect() as c:
+            q = select(queue_presence.c.queue, queue_presence.c.agents_available)
+            queues = {name: n for name, n in c.execute(q)}
+            agents = dict(c.execute(select(agent_state.c.agent_id, agent_state.c.presence)).all())
+    finally:
+        eng.dispose()
+    assert queues == {"loans": 2, "support": 2}
+    assert agents == {
+        "ana": "available",
+        "ben": "available",
+        "carla": "available",
+        "dev": "available",
+    }
