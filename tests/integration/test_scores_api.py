@@ -1,0 +1,111 @@
+"""Outcome scores through the server: a model trained with the project's own training code,
+activated in the registry, is scored on every event of a visit and explained."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from opportune.api.app import EXAMPLE_WORKSPACE, create_app
+from opportune.engine.rules import RuleBook
+from opportune.ml.examples import build_sim_examples, spec_for
+from opportune.ml.outcome_model import TrainingConfig, train_outcome_model
+from opportune.ml.registry import ModelRegistry
+from opportune.settings import Settings
+from opportune.sim.web import generate
+from opportune.workspace import load_workspace
+
+KEY = {"X-API-Key": "k"}
+ORIGIN = "http://127.0.0.1:8000"
+APPLY = f"{ORIGIN}/demo/apply.html"
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A workspace with loan_submitted scored, and a data folder holding its model."""
+    root = tmp_path_factory.mktemp("scored")
+    ws = root / "ws"
+    shutil.copytree(EXAMPLE_WORKSPACE, ws)
+    docs = list(yaml.safe_load_all((ws / "outcomes.yaml").read_text()))
+    for d in docs:
+        if d and d["name"] == "loan_submitted":
+            d["scoring"] = {"enabled": True}
+    (ws / "outcomes.yaml").write_text(yaml.safe_dump_all(docs))
+    rules = RuleBook(load_workspace(ws))
+    spec = spec_for(rules.ruleset)
+    sessions = generate(3, start_ms=1_750_000_000_000, days=8, visitors_per_day=250)
+    ex = build_sim_examples(sessions, rules.ruleset, spec)
+    model = train_outcome_model(
+        ex.for_outcome("loan_submitted"), TrainingConfig(num_threads=1, baselines=False)
+    )
+    registry = ModelRegistry(root / "data" / "models")
+    registry.activate("loan_submitted", registry.save("loan_submitted", model), by="test")
+    return ws, root / "data"
+
+
+@pytest.fixture
+def client(scored: tuple[Path, Path], tmp_path: Path) -> Iterator[TestClient]:
+    ws, data = scored
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        workspace=ws,
+        data_dir=data,
+        api_key="k",
+        retrain_interval_h=0,
+    )
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def send(client: TestClient, vid: str, n: int, *events: dict[str, Any]) -> dict[str, Any]:
+    t = int(time.time() * 1000)
+    body = {
+        "siteKey": "demo-site-key",
+        "visitorId": vid,
+        "sentAt": t,
+        "events": [{"id": f"{vid}-{n}-{i}", "ts": t, **e} for i, e in enumerate(events)],
+    }
+    r = client.post("/v1/events", json=body, headers={"origin": ORIGIN})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_every_event_is_scored_and_the_score_is_explained(client: TestClient) -> None:
+    first = send(client, "sc1", 0, {"type": "page_view", "url": f"{ORIGIN}/demo/index.html"})
+    s0 = first["scores"]["loan_submitted"]
+    assert 0 < s0["probability"] < 1 and 0 <= s0["quantile"] <= 1
+    assert s0["maxProbability"] == s0["probability"]
+    later = send(
+        client,
+        "sc1",
+        1,
+        {"type": "page_view", "url": f"{ORIGIN}/demo/product.html"},
+        {"type": "page_view", "url": APPLY},
+    )["scores"]["loan_submitted"]
+    assert later["probability"] != s0["probability"]  # it moves with the journey
+    assert later["maxProbability"] == max(later["probability"], s0["probability"])
+    view = client.get("/v1/visitors/sc1/live", headers=KEY).json()
+    [score] = view["scores"]
+    assert score["outcome"] == "loan_submitted" and score["probability"] == pytest.approx(
+        later["probability"], abs=1e-4
+    )
+    assert len(score["why"]) == 5 and all(
+        "feature" in w and "contribution" in w for w in score["why"]
+    )
+    # Once achieved, the outcome is no longer scored: its score stops where it was.
+    done = send(
+        client,
+        "sc1",
+        2,
+        {"type": "custom", "name": "loan_submitted", "attributes": {"amount": 5000}},
+    )
+    assert done["outcomes"] == ["loan_submitted"]
+    after = send(client, "sc1", 3, {"type": "page_view", "url": f"{ORIGIN}/demo/confirmation.html"})
+    assert after["scores"]["loan_submitted"] == done["scores"]["loan_submitted"]
