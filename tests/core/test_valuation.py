@@ -203,3 +203,34 @@ def test_off_policy_needs_positive_logged_propensities_where_the_target_acts() -
         ips([1.0, 0.0], [0.5, 0.0], [1.0, 1.0])
     # Where the target does not act, a zero propensity is harmless.
     assert ips([1.0, 0.0], [0.5, 0.0], [1.0, 0.0]).value == pytest.approx(1.0)
+
+
+def test_arms_are_deterministic_shared_as_configured_and_slices_alternate() -> None:
+    from opportune.core.valuation import assign_arm
+
+    ids = [f"i{k}" for k in range(20_000)]
+    arms = [assign_arm(i, 0, predictive=True, control_share=0.2) for i in ids]
+    assert arms == [assign_arm(i, 0, predictive=True, control_share=0.2) for i in ids]
+    share = arms.count("control") / len(arms)
+    assert abs(share - 0.2) < 4 * (0.2 * 0.8 / len(arms)) ** 0.5
+    assert set(arms) == {"control", "predictive"}
+    coin = [assign_arm(i, 0, predictive=True, control_share=0.2, mode="interaction") for i in ids]
+    assert abs(coin.count("predictive") / len(coin) - 0.5) < 4 * (0.25 / len(coin)) ** 0.5
+    hour = 3_600_000
+    by_slice = [
+        assign_arm(
+            "x",
+            t,
+            predictive=True,
+            control_share=0.2,
+            mode="slices",
+            start_ms=0,
+            slice_ms=hour,
+            warmup_slices=1,
+        )
+        for t in (10, hour + 10, 2 * hour + 10, 3 * hour + 10)
+    ]
+    assert by_slice == ["warmup", "standard", "predictive", "standard"]
+    assert assign_arm("x", 5, predictive=False, control_share=0.5, mode="interaction") == (
+        "standard"
+    )

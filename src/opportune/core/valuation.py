@@ -28,6 +28,7 @@ later decisions — the estimate is per decision, on the logged candidate sets).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -168,6 +169,42 @@ def time_slice(
     index = offset // slice_ms
     measured = index >= warmup_slices and offset % slice_ms >= settle_ms
     return SliceArm(arms[index % len(arms)], index, measured)
+
+
+def assign_arm(
+    interaction_id: str,
+    now_ms: int,
+    *,
+    predictive: bool,
+    control_share: float,
+    mode: str = "off",
+    start_ms: int | None = None,
+    slice_ms: int = 3_600_000,
+    warmup_slices: int = 1,
+) -> str:
+    """Which routing an interaction gets: ``standard`` (no predictive routing), ``control``
+    (the permanent control share), ``predictive``; during a comparison test ``predictive``
+    or ``standard`` at random per interaction (``mode="interaction"``) or by alternating
+    time slices (``"slices"``), ``warmup`` in a slice that is not measured.
+
+    Random by a hash of the interaction id: uniform, and the same on every process.
+
+    >>> assign_arm("i1", 0, predictive=False, control_share=0.2)
+    'standard'
+    >>> assign_arm("i1", 90, predictive=True, control_share=0.2, mode="slices", start_ms=0,
+    ...            slice_ms=100, warmup_slices=1)
+    'warmup'
+    """
+    if not predictive:
+        return "standard"
+    digest = hashlib.blake2b(f"arm\x00{interaction_id}".encode(), digest_size=8).digest()
+    u = int.from_bytes(digest, "big") / 2**64
+    if mode == "interaction":
+        return "predictive" if u < 0.5 else "standard"
+    if mode == "slices" and start_ms is not None and now_ms >= start_ms:
+        arm = time_slice(now_ms, start_ms=start_ms, slice_ms=slice_ms, warmup_slices=warmup_slices)
+        return arm.arm if arm.measured else "warmup"
+    return "control" if u < control_share else "predictive"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,6 @@ per interaction (random) or in alternating time slices (warm-up slices not measu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +38,7 @@ from opportune.core.routing import (
     apply,
     route_standard,
 )
-from opportune.core.valuation import time_slice
+from opportune.core.valuation import assign_arm
 from opportune.store.schema import agent_state, interactions
 from opportune.workspace.engagement import AgentDoc, KpiDoc, QueueDoc
 
@@ -161,28 +160,17 @@ class Router:
 
     def _arm(self, queue: str, interaction_id: str, now_ms: int) -> str:
         doc = self.docs[queue]
-        if not doc.predictive.enabled:
-            return "standard"
-        u = (
-            int.from_bytes(
-                hashlib.blake2b(f"arm\x00{interaction_id}".encode(), digest_size=8).digest(), "big"
-            )
-            / 2**64
-        )
         c = doc.comparison
-        if c.mode == "interaction":
-            return "predictive" if u < 0.5 else "standard"
-        if c.mode == "slices" and c.start is not None:
-            start = int(c.start.timestamp() * 1000)
-            if now_ms >= start:
-                arm = time_slice(
-                    now_ms,
-                    start_ms=start,
-                    slice_ms=parse_duration(c.slice, []),
-                    warmup_slices=c.warmup_slices,
-                )
-                return arm.arm if arm.measured else f"{arm.arm}-warmup"[:12]
-        return "control" if u < doc.predictive.control_share else "predictive"
+        return assign_arm(
+            interaction_id,
+            now_ms,
+            predictive=doc.predictive.enabled,
+            control_share=doc.predictive.control_share,
+            mode=c.mode,
+            start_ms=int(c.start.timestamp() * 1000) if c.start is not None else None,
+            slice_ms=parse_duration(c.slice, []),
+            warmup_slices=c.warmup_slices,
+        )
 
     def end(self, interaction_id: str, wrap_up_code: str | None, now_ms: int) -> list[Assigned]:
         with self.engine.begin() as conn:
