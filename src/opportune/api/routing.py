@@ -1,25 +1,31 @@
 """Admin REST for routing: agents' presence, interactions (arrive, end with a wrap-up code,
-abandon), service figures, outcome attributions, KPI readiness, the comparison test."""
+abandon), service figures, outcome attributions, KPI readiness, the comparison test and the
+benefit assessment."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
-from sqlalchemy import and_, select
+from sqlalchemy import select
 
 from opportune.core.conditions import parse_duration
-from opportune.core.kpis import ReadinessThresholds, history_stats, label, readiness
+from opportune.core.kpis import ReadinessThresholds, history_stats, readiness
 from opportune.core.routing import abandonment_rate, average_speed_of_answer, service_level
 from opportune.core.valuation import compare, summarise
 from opportune.engine.router import Assigned, Router, RoutingError
+from opportune.ml.routing_history import decode_features, load_history
+from opportune.ml.routing_registry import RoutingRegistry
+from opportune.ml.routing_training import assess_benefit
 from opportune.store.schema import (
     attribution_touchpoints,
     interactions,
@@ -28,6 +34,7 @@ from opportune.store.schema import (
 
 DAY_MS = 86_400_000
 _ID = r"^[A-Za-z0-9_.:-]{1,64}$"
+_FEATURE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 
 
 class _In(BaseModel):
@@ -42,7 +49,19 @@ class InteractionIn(_In):
     priority: int = Field(default=0, ge=-100, le=100)
     customer_id: str | None = Field(default=None, max_length=128)
     visitor_id: str | None = Field(default=None, max_length=64)
-    features: list[float] = Field(default_factory=list, max_length=200)
+    # Numbers the caller knows of the customer (CRM fields, value, tenure), by name; a
+    # list is accepted too (named x0, x1, …).
+    features: list[float] | dict[str, float] = Field(default_factory=list, max_length=200)
+
+    @field_validator("features")
+    @classmethod
+    def _names(cls, v: list[float] | dict[str, float]) -> list[float] | dict[str, float]:
+        for k, x in v.items() if isinstance(v, dict) else enumerate(v):
+            if isinstance(k, str) and not _FEATURE.match(k):
+                raise ValueError(f"feature name {k!r}: letters, digits, _ . - (1-64)")
+            if not math.isfinite(x):
+                raise ValueError(f"feature {k!r} is not a finite number")
+        return v
 
 
 class EndIn(_In):
@@ -100,7 +119,17 @@ def _assigned(a: list[Assigned]) -> list[dict[str, Any]]:
     ]
 
 
-def routing_router(*, router: Router, require_api_key: Callable[..., None]) -> APIRouter:
+JourneyFn = Callable[[str, int], Awaitable[dict[str, float]]]
+
+
+def routing_router(
+    *,
+    router: Router,
+    require_api_key: Callable[..., None],
+    journey: JourneyFn | None = None,
+    registry: RoutingRegistry | None = None,
+) -> APIRouter:
+    """``journey(visitor_id, now_ms)``: the visitor's segments and scores as features."""
     api = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["routing"])
 
     def now() -> int:
@@ -135,9 +164,13 @@ def routing_router(*, router: Router, require_api_key: Callable[..., None]) -> A
         return {"agentId": agent_id, "presence": body.presence, "assigned": _assigned(made)}
 
     @api.post("/interactions", status_code=201)
-    def arrive(body: InteractionIn) -> dict[str, Any]:
+    async def arrive(body: InteractionIn) -> dict[str, Any]:
+        at = now()
+        data = body.model_dump()
+        if body.visitor_id and journey is not None:
+            data["journey"] = await journey(body.visitor_id, at)
         try:
-            made = router.arrive(body.model_dump(), now())
+            made = await asyncio.to_thread(router.arrive, data, at)
         except RoutingError as exc:
             raise _err(exc) from None
         return {"interaction": interaction(body.id), "assigned": _assigned(made)}
@@ -166,6 +199,9 @@ def routing_router(*, router: Router, require_api_key: Callable[..., None]) -> A
             "method": r.method,
             "propensity": r.propensity,
             "scores": json.loads(r.scores) if r.scores else [],
+            "candidates": json.loads(r.candidates) if r.candidates else [],
+            "heldSince": r.held_since,
+            "features": decode_features(r.features),
             "why": r.why,
         }
 
@@ -293,8 +329,9 @@ def routing_router(*, router: Router, require_api_key: Callable[..., None]) -> A
         if queue not in router.queues:
             raise HTTPException(404, detail={"code": "not_found", "message": f"queue {queue!r}"})
         kpi = router.kpis[name].to_core()
-        rows = _labelled(router, queue, kpi)
-        stats = history_stats([(at, agent, y) for at, agent, y, *_ in rows], _thresholds())
+        with router.engine.connect() as conn:
+            rows = load_history(conn, queue, kpi, now_ms=now())
+        stats = history_stats([(r.ended_at, r.agent_id, r.label) for r in rows], _thresholds())
         r = readiness(kpi, stats, _thresholds())
         return {
             "kpi": name,
@@ -321,9 +358,10 @@ def routing_router(*, router: Router, require_api_key: Callable[..., None]) -> A
             raise HTTPException(
                 409, detail={"code": "no_kpi", "message": f"queue {name!r} has no KPI"}
             )
-        rows = _labelled(router, name, kpi, since=now() - days * DAY_MS)
+        with router.engine.connect() as conn:
+            rows = load_history(conn, name, kpi, now_ms=now(), since_ms=now() - days * DAY_MS)
         arms: dict[str, tuple[list[float], list[float], list[float]]] = {}
-        for _at, _agent, y, arm, wait, handle in rows:
+        for arm, y, wait, handle in ((r.arm, r.label, r.wait_s, r.handle_s) for r in rows):
             group = (
                 "predictive"
                 if arm == "predictive"
@@ -361,6 +399,49 @@ def routing_router(*, router: Router, require_api_key: Callable[..., None]) -> A
             out["note"] = "both arms need ended interactions"
         return out
 
+    @api.get("/queues/{name}/benefit")
+    def benefit_assessment(name: str) -> dict[str, Any]:
+        """What predictive routing would bring on this queue, estimated off-policy from its
+        logged decisions by the active KPI model: on the decisions logged since the model
+        was trained when there are enough (at least 200), else on the newest history the
+        model was not fitted on (its training holdout)."""
+        if name not in router.queues:
+            raise HTTPException(404, detail={"code": "not_found", "message": f"queue {name!r}"})
+        kpi = router.kpi_of(name)
+        if kpi is None:
+            raise HTTPException(
+                409, detail={"code": "no_kpi", "message": f"queue {name!r} has no KPI"}
+            )
+        loaded = registry.active_routing(name) if registry is not None else None
+        if loaded is None:
+            raise HTTPException(
+                409,
+                detail={
+                    "code": "no_model",
+                    "message": f"queue {name!r} has no KPI model yet: check "
+                    f"/v1/kpis/{kpi.name}/readiness?queue={name}, then run "
+                    f"`opportune train routing --queue {name}`",
+                },
+            )
+        since = int(loaded.card.get("window", {}).get("toMs", 0)) + 1
+        with router.engine.connect() as conn:
+            fresh = [
+                r
+                for r in load_history(conn, name, kpi, now_ms=now(), since_ms=since)
+                if r.arm != "predictive"  # assess against the routing it would replace
+            ]
+        head = {"queue": name, "kpi": kpi.name, "model": loaded.version}
+        if len(fresh) >= 200:
+            found = assess_benefit(
+                loaded.model, loaded.spec, fresh, router.agent_docs, direction=kpi.direction
+            )
+            return {**head, "assessedOn": "decisions logged since the model was trained", **found}
+        return {
+            **head,
+            "assessedOn": "the newest history at training, held out from fitting",
+            **loaded.card.get("benefit", {}),
+        }
+
     return api
 
 
@@ -387,52 +468,3 @@ def _check(conn: Any, rec: AttributionIn) -> str | None:
                 f"not {t.agent_id!r}"
             )
     return None
-
-
-def _labelled(
-    router: Router, queue: str, kpi: Any, since: int = 0
-) -> list[tuple[int, str, float, str, float, float]]:
-    """Ended interactions of a queue with their KPI label, arm, wait and handle time."""
-    with router.engine.connect() as conn:
-        rows = conn.execute(
-            select(interactions).where(
-                and_(
-                    interactions.c.queue == queue,
-                    interactions.c.status == "ended",
-                    interactions.c.arrived_at >= since,
-                )
-            )
-        ).all()
-        credited: dict[str, float] = {}
-        if kpi.tracking == "outcome" and rows:
-            for conv, value, share in conn.execute(
-                select(
-                    attribution_touchpoints.c.conversation_id,
-                    outcome_attributions.c.value,
-                    attribution_touchpoints.c.value_share,
-                )
-                .select_from(
-                    attribution_touchpoints.join(
-                        outcome_attributions,
-                        outcome_attributions.c.id == attribution_touchpoints.c.attribution_id,
-                    )
-                )
-                .where(attribution_touchpoints.c.conversation_id.in_([r.id for r in rows]))
-            ):
-                credited[conv] = credited.get(conv, 0.0) + (value or 0.0) * share
-    out = []
-    for r in rows:
-        handle = (r.ended_at - r.assigned_at) / 1000 if r.assigned_at and r.ended_at else 0.0
-        y = label(
-            kpi,
-            wrap_up_code=r.wrap_up_code,
-            attributed_value=credited.get(r.id),
-            handle_time_s=handle,
-        )
-        if y is None:
-            continue
-        wait = (r.assigned_at - r.arrived_at) / 1000 if r.assigned_at else 0.0
-        out.append(
-            (r.ended_at or r.arrived_at, r.agent_id or "", float(y), r.arm or "", wait, handle)
-        )
-    return out

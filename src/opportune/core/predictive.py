@@ -242,7 +242,17 @@ def route_predictive_greedy(
         agent, propensity, how = _explore_greedy(free, util, settings, posteriors, rng)
         book.take(agent.id, interaction.medium)
         why = _describe(scored, agent.id, settings) + (f"; {how}" if how else "")
-        decisions.append(Decision(interaction.id, agent.id, "predictive", scored, propensity, why))
+        decisions.append(
+            Decision(
+                interaction.id,
+                agent.id,
+                "predictive",
+                scored,
+                propensity,
+                why,
+                candidates=tuple(a for a, _ in scored),
+            )
+        )
     return Routing(tuple(decisions), tuple(held))
 
 
@@ -458,7 +468,17 @@ def _assign_jointly(
                 f"to other waiting interactions for a higher total{how}"
             )
         book.take(agent_id, interaction.medium)
-        decisions.append(Decision(interaction.id, agent_id, "predictive", scored, propensity, why))
+        decisions.append(
+            Decision(
+                interaction.id,
+                agent_id,
+                "predictive",
+                scored,
+                propensity,
+                why,
+                candidates=tuple(a for a, _ in scored),
+            )
+        )
         assigned.add(r)
     held = tuple(
         Hold(

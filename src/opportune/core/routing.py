@@ -121,6 +121,9 @@ class Decision:
     propensity: float  # probability of this agent under the policy (1.0: deterministic)
     why: str
     would_choose: str | None = None  # dry run: the predictive choice
+    # The agents that were eligible and free: what an off-policy estimate of another
+    # policy on this decision may choose among.
+    candidates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +323,7 @@ def standard_decision(
         1.0,
         f"{reason}; {why}" if reason else why,
         would_choose,
+        tuple(a.id for a in free),
     )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -39,11 +39,11 @@ from opportune.core.routing import (
     route_standard,
 )
 from opportune.core.valuation import assign_arm
+from opportune.engine.routing_scorer import KpiScorer
+from opportune.ml.routing_history import decode_features
 from opportune.store.schema import agent_state, interactions
 from opportune.workspace.engagement import AgentDoc, KpiDoc, QueueDoc
 
-# scores[interaction id][agent id]: the predicted KPI of each candidate (a trained model).
-ScoreFn = Callable[[Sequence[Interaction], Sequence[Agent]], Mapping[str, Mapping[str, float]]]
 PRESENCES = ("available", "busy", "away", "offline")
 
 
@@ -53,6 +53,32 @@ class RoutingError(ValueError):
     def __init__(self, status: int, code: str, message: str, path: str | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.path = status, code, message, path
+
+
+def customer_features(conn: Connection, body: Mapping[str, Any]) -> dict[str, float]:
+    """The customer at arrival, as the KPI model sees them (frozen in the interaction, so
+    training later reads exactly what serving saw): the features the caller posted (a
+    list becomes ``x0``, ``x1``, …), the visitor's journey (``segment:<name>`` and
+    ``score:<outcome>``, see ``api/routing``), whether they are identified and how many
+    interactions they had before."""
+    posted = body.get("features") or {}
+    out: dict[str, float] = (
+        {f"x{i}": float(v) for i, v in enumerate(posted)}
+        if isinstance(posted, list | tuple)
+        else {str(k): float(v) for k, v in posted.items()}
+    )
+    out.update({str(k): float(v) for k, v in (body.get("journey") or {}).items()})
+    customer = body.get("customer_id")
+    out["identified"] = 1.0 if customer else 0.0
+    if customer:
+        out["past_interactions"] = float(
+            conn.execute(
+                select(func.count()).where(
+                    interactions.c.customer_id == customer, interactions.c.status == "ended"
+                )
+            ).scalar_one()
+        )
+    return out
 
 
 def core_queue(doc: QueueDoc, kpi: KpiDoc | None) -> Queue:
@@ -105,7 +131,7 @@ class Router:
         queues: Mapping[str, QueueDoc],
         agents: Mapping[str, AgentDoc],
         kpis: Mapping[str, KpiDoc],
-        score: ScoreFn | None = None,
+        score: KpiScorer | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.engine = engine
@@ -141,6 +167,7 @@ class Router:
                 raise RoutingError(
                     409, "already_exists", f"interaction {body['id']!r} exists", "id"
                 )
+            features = customer_features(conn, body)
             conn.execute(
                 interactions.insert().values(
                     id=body["id"],
@@ -150,7 +177,7 @@ class Router:
                     priority=body.get("priority", 0),
                     customer_id=body.get("customer_id"),
                     visitor_id=body.get("visitor_id"),
-                    features=json.dumps(list(body.get("features", ()))),
+                    features=json.dumps(features),
                     status="waiting",
                     arrived_at=now_ms,
                     arm=self._arm(queue, body["id"], now_ms),
@@ -305,31 +332,62 @@ class Router:
                     language=r.language,
                     priority=r.priority,
                     customer_id=r.customer_id or "",
-                    features=tuple(json.loads(r.features or "[]")),
                 )
                 for r in rows
                 if r.queue in self.queues
             }
             arms = {r.id: r.arm or "standard" for r in rows}
+            held_since = {r.id: r.held_since for r in rows if r.held_since is not None}
             predictive = [
                 i
                 for i in waiting.values()
                 if arms[i.id] == "predictive" and self.queues[i.queue].predictive.enabled
             ]
+            scored = [i for i in predictive if self.score is not None and self.score.has(i.queue)]
             made: list[tuple[Any, str]] = []
-            if predictive and self.score is not None:
-                scores = self.score(predictive, agents)
-                method = {self.docs[i.queue].predictive.method for i in predictive}
-                policy = (
-                    route_predictive_greedy if method == {"greedy"} else route_predictive_assignment
-                )
-                routing: Routing = policy(
-                    predictive, agents, self.queues, now_ms, scores, rng=self.rng
-                )
-                made += [(d, "predictive") for d in routing.decisions]
-                agents = apply(agents, routing, waiting, now_ms)
+            if scored and self.score is not None:
+                features = {r.id: decode_features(r.features) for r in rows if r.id in waiting}
+                scores = self.score(scored, agents, features)
+                for by_method in (
+                    [i for i in scored if self.docs[i.queue].predictive.method == "greedy"],
+                    [i for i in scored if self.docs[i.queue].predictive.method != "greedy"],
+                ):
+                    if not by_method:
+                        continue
+                    greedy = self.docs[by_method[0].queue].predictive.method == "greedy"
+                    policy = route_predictive_greedy if greedy else route_predictive_assignment
+                    posteriors = {
+                        a: p
+                        for q in {i.queue for i in by_method}
+                        for a, p in self.score.posteriors(q).items()
+                    }
+                    routing: Routing = policy(
+                        by_method,
+                        agents,
+                        self.queues,
+                        now_ms,
+                        scores,
+                        held_since=held_since,
+                        posteriors=posteriors,
+                        rng=self.rng,
+                    )
+                    for d in routing.decisions:
+                        model = self.score.version(waiting[d.interaction_id].queue)
+                        why = f"{d.why} (KPI model {model})" if d.method == "predictive" else d.why
+                        made.append((replace(d, why=why), "predictive"))
+                    for h in routing.held:
+                        if h.interaction_id not in held_since:
+                            conn.execute(
+                                update(interactions)
+                                .where(interactions.c.id == h.interaction_id)
+                                .values(held_since=h.since_ms)
+                            )
+                    agents = apply(agents, routing, waiting, now_ms)
             taken = {d.interaction_id for d, _ in made}
-            rest = [i for i in waiting.values() if i.id not in taken]
+            # The predictive policies route, hold or fall back for what they scored; the
+            # rest (standard and control arms, queues without a model) go by standard routing.
+            done = taken | {i.id for i in scored}
+            rest = [i for i in waiting.values() if i.id not in done]
             if rest:
                 routing = route_standard(rest, agents, self.queues, now_ms)
                 for d in routing.decisions:
@@ -353,6 +411,7 @@ class Router:
                         propensity=d.propensity,
                         scores=json.dumps([list(s) for s in d.scores]),
                         why=d.why[:500],
+                        candidates=json.dumps(list(d.candidates)),
                     )
                 )
                 conn.execute(
@@ -366,3 +425,11 @@ class Router:
                     )
                 )
             return out
+
+    def waiting_count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(interactions.c.status == "waiting")
+                ).scalar_one()
+            )

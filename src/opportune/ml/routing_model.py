@@ -46,6 +46,10 @@ AgentModel = Literal["ridge", "target_encoding"]
 _GRID_INTERCEPT = (3.0, 10.0, 30.0, 100.0)
 _GRID_SLOPES = (10.0, 30.0, 100.0, 300.0, 1e4)
 _HISTORY_GROUPS = ((0, 100, "<100"), (100, 1000, "100-999"), (1000, math.inf, "≥1000"))
+# Per-agent slopes on at most this many customer features (those the base model uses most):
+# the Newton step holds a p × p Hessian per row, and a customer with a hundred journey
+# features would need gigabytes for what a handful of strong features already carry.
+MAX_SLOPE_FEATURES = 8
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,57 @@ class RoutingModel:
         self.te_default = 0.0
         self.mean = 0.0
         self.card: dict[str, Any] = {}
+        self.slope_idx = np.zeros(0, dtype=int)  # customer columns with per-agent slopes
         self._blocks: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
+
+    # ---- persistence ----------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        """Everything the model needs to predict, as JSON (the trees as LightGBM's text)."""
+        assert self.base is not None
+        return {
+            "format": 1,
+            "binary": self.binary,
+            "agentModel": self.agent_model,
+            "agentFeatures": {a: list(v) for a, v in self.agent_features.items()},
+            "nAgentFeatures": self.n_agent_features,
+            "nPair": self.n_pair,
+            "base": self.base.model_to_string(),
+            "index": self.index,
+            "theta": self.theta.tolist(),
+            "thetaSd": self.theta_sd.tolist(),
+            "priorSd": self.prior_sd,
+            "platt": list(self.platt),
+            "te": self.te,
+            "teDefault": self.te_default,
+            "mean": self.mean,
+            "slopeIdx": self.slope_idx.tolist(),
+            "card": self.card,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RoutingModel:
+        if data.get("format") != 1:
+            raise ValueError(f"unknown routing model format {data.get('format')!r}")
+        m = cls()
+        m.binary = bool(data["binary"])
+        m.agent_model = data["agentModel"]
+        m.agent_features = {a: tuple(v) for a, v in data["agentFeatures"].items()}
+        m.n_agent_features = int(data["nAgentFeatures"])
+        m.n_pair = int(data["nPair"])
+        m.base = lgb.Booster(model_str=data["base"])
+        m.index = {str(a): int(k) for a, k in data["index"].items()}
+        m.theta = np.asarray(data["theta"], dtype=float).reshape(len(m.index), -1)
+        if not len(m.index):
+            m.theta = np.zeros((0, 1))
+        m.theta_sd = np.asarray(data["thetaSd"], dtype=float)
+        m.prior_sd = float(data["priorSd"])
+        m.platt = (float(data["platt"][0]), float(data["platt"][1]))
+        m.te = {str(a): float(v) for a, v in data["te"].items()}
+        m.te_default = float(data["teDefault"])
+        m.mean = float(data["mean"])
+        m.slope_idx = np.asarray(data["slopeIdx"], dtype=int)
+        m.card = dict(data["card"])
+        return m
 
     # ---- fitting --------------------------------------------------------------------------
     @classmethod
@@ -149,6 +203,12 @@ class RoutingModel:
         m.index = {a: k for k, a in enumerate(agents)}
         if agent_model == "ridge":
             m.base = lgb.train(params, lgb.Dataset(m._base_x(train), train.labels), rounds)
+            d = data.customer.shape[1]
+            if d <= MAX_SLOPE_FEATURES:
+                m.slope_idx = np.arange(d)
+            else:
+                gain = m.base.feature_importance("gain")[:d]
+                m.slope_idx = np.sort(np.argsort(-gain, kind="stable")[:MAX_SLOPE_FEATURES])
             offset = m._cross_fit(train, params, rounds, seed)
             hold_offset = m._raw_base(hold)
             best = None
@@ -214,8 +274,10 @@ class RoutingModel:
         return out
 
     def _design(self, d: TrainingSet) -> np.ndarray:
-        """Per-agent terms: an intercept and the customer features."""
-        return np.hstack([np.ones((len(d), 1)), d.customer])
+        """Per-agent terms: an intercept and the chosen customer features (a missing
+        value contributes nothing)."""
+        x = np.nan_to_num(d.customer[:, self.slope_idx], nan=0.0)
+        return np.hstack([np.ones((len(d), 1)), x])
 
     def _group(self, train: TrainingSet) -> tuple[np.ndarray, ...]:
         """Rows sorted by agent: order, agent codes, counts, group starts, row -> group."""
@@ -353,7 +415,7 @@ class RoutingModel:
         assert self.base is not None
         link = np.asarray(self.base.predict(x, raw_score=True, num_threads=1), dtype=float)
         if self.agent_model == "ridge":
-            link = link + theta[:, 0] + theta[:, 1:] @ c
+            link = link + theta[:, 0] + theta[:, 1:] @ np.nan_to_num(c[self.slope_idx], nan=0.0)
         return self._finish(link)
 
     def _agent_block(self, agent_ids: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:

@@ -289,7 +289,8 @@ interactions = Table(
     Column("priority", Integer, nullable=False),
     Column("customer_id", String(128), nullable=True),
     Column("visitor_id", String(64), nullable=True),
-    Column("features", Text, nullable=True),  # JSON list of numbers, for the KPI model
+    # JSON {name: number}: the customer and journey at arrival, as the KPI model sees them
+    Column("features", Text, nullable=True),
     Column("status", String(10), nullable=False),  # waiting | assigned | ended | abandoned
     Column("arrived_at", BigInteger, nullable=False),
     Column("assigned_at", BigInteger, nullable=True),
@@ -301,6 +302,8 @@ interactions = Table(
     Column("propensity", Float, nullable=True),
     Column("scores", Text, nullable=True),  # JSON [[agent, score], ...]
     Column("why", String(500), nullable=True),
+    Column("candidates", Text, nullable=True),  # JSON [agent, ...] eligible and free then
+    Column("held_since", BigInteger, nullable=True),  # first passed over for a better agent
     Index(None, "status", "queue"),
     Index(None, "agent_id", "ended_at"),
     Index(None, "customer_id"),

@@ -1,0 +1,32 @@
+"""routing decisions: candidates and holds
+
+Every decision keeps the agents that were eligible and free (what an off-policy estimate
+may choose among), and a held interaction when it was first passed over, so the hold times
+out the same way in every server process.
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-12-02
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("interactions") as batch:
+        batch.add_column(sa.Column("candidates", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("held_since", sa.BigInteger(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("interactions") as batch:
+        batch.drop_column("held_since")
+        batch.drop_column("candidates")
