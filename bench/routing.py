@@ -105,7 +105,9 @@ def lp_ceiling(center: Center, stream: Sequence[Arrival], staffed: SimResult) ->
 
 
 def policies(center: Center, ridge: RoutingModel, te: RoutingModel) -> list[tuple[str, Policy]]:
-    on = PredictiveSettings(enabled=True, kpi_name="sales conversion")
+    # reserve_weight as the workspace's default (PredictiveDoc): keeps the scarce Spanish
+    # speakers for Spanish callers when the scores are close.
+    on = PredictiveSettings(enabled=True, kpi_name="sales conversion", reserve_weight=0.01)
     learnt, trees = model_scorer(ridge, center), model_scorer(te, center)
     return [
         ("longest idle", Policy("li", "standard", center.queue())),

@@ -601,3 +601,26 @@ def test_service_level_and_abandonment_by_hand() -> None:
     assert abandonment_rate(0, 0) == 0.0
     assert average_speed_of_answer(answered) == pytest.approx(125 / 6)
     assert math.isclose(average_speed_of_answer([]), 0.0)
+
+
+@pytest.mark.parametrize(("gap", "expected"), [(0.005, "mono"), (0.02, "bi")])
+def test_assignment_keeps_a_scarce_language_for_the_callers_who_need_it(
+    gap: float, expected: str
+) -> None:
+    """Four English speakers, one of them also Spanish (scarce: under half speak it). An
+    English caller goes to the bilingual agent only if the match beats the reserve cost."""
+    team_ = [agent("bi", languages=frozenset({"en", "es"}))] + [
+        agent(f"mono{k}" if k else "mono") for k in range(3)
+    ]
+    scores = {"c": {"bi": 0.2 + gap, "mono": 0.2, "mono1": 0.1, "mono2": 0.1}}
+    q = predictive(reserve_weight=0.01, min_free_agents=1)
+    r = route_predictive_assignment([chat("c", language="en")], team_, {"q": q}, NOW, scores)
+    [d] = r.decisions
+    assert d.agent_id == expected
+    if expected == "mono":
+        assert "bi is kept for callers in es (reserve cost 0.01)" in d.why
+    # A Spanish caller needs the bilingual agent: no cost for the language they need.
+    r = route_predictive_assignment(
+        [chat("c", language="es")], team_, {"q": replace(q, language=None)}, NOW, scores
+    )
+    assert [d.agent_id for d in r.decisions] == ["bi"]

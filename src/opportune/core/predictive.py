@@ -382,6 +382,28 @@ def _would_choose(
     return {d.interaction_id: d.agent_id for d in decisions}
 
 
+def _scarce_languages(book: Book) -> frozenset[str]:
+    """Languages spoken by fewer than half of the available agents."""
+    n = len(book.agents)
+    count: dict[str, int] = {}
+    for a in book.agents.values():
+        for lang in a.languages:
+            count[lang] = count.get(lang, 0) + 1
+    return frozenset(lang for lang, k in count.items() if k * 2 < n)
+
+
+def _reserve_cost(
+    agent: Agent, interaction: Interaction, queue: Queue, scarce: frozenset[str]
+) -> float:
+    """What choosing ``agent`` for ``interaction`` gives up: ``reserve_weight`` per scarce
+    language the agent speaks that this interaction does not need."""
+    weight = queue.predictive.reserve_weight
+    if not weight:
+        return 0.0
+    need = interaction.language or queue.language
+    return weight * len((agent.languages & scarce) - {need})
+
+
 def _assign_jointly(
     candidates: Sequence[Interaction],
     book: Book,
@@ -425,13 +447,17 @@ def _assign_jointly(
     ]
     util = np.zeros((len(rows), len(columns)))
     valid = np.zeros((len(rows), len(columns)), dtype=bool)
+    queue_of = [queues[i.queue] for i in rows]
+    scarce = _scarce_languages(book)
     for r, (interaction, free) in enumerate(zip(rows, frees, strict=True)):
         ok = {a.id for a in free}
         settings = queues[interaction.queue].predictive
         for c, (agent_id, medium, _) in enumerate(columns):
             if agent_id in ok and medium == interaction.medium:
                 valid[r, c] = True
-                util[r, c] = _utility(scores[interaction.id][agent_id], settings)
+                util[r, c] = _utility(scores[interaction.id][agent_id], settings) - (
+                    _reserve_cost(book.agents[agent_id], interaction, queue_of[r], scarce)
+                )
     col_agents = [c[0] for c in columns]
     # One exploration setting per call: the first row's queue decides (queues share it in
     # practice; mixing randomised and plain rows in one matching has no clear propensity).
@@ -459,8 +485,18 @@ def _assign_jointly(
             how = "; Thompson sampling" if settings0.exploration == "thompson" else "; ε-greedy"
         rank = [a for a, _ in scored].index(agent_id)
         joint = f"joint assignment of {len(rows)} waiting to {len(columns)} free slot(s)"
+        top = scored[0][0]
+        queue = queues[interaction.queue]
+        kept = _reserve_cost(book.agents[top], interaction, queue, scarce)
         if rank == 0:
             why = f"{_describe(scored, agent_id, settings)}; {joint}{how}"
+        elif kept > 0 and not explore:
+            langs = (book.agents[top].languages & scarce) - {interaction.language or queue.language}
+            why = (
+                f"predicted {settings.kpi_name} {dict(scored)[agent_id]:.3g}, "
+                f"{rank + 1} of {len(scored)} free: {top} is kept for callers in "
+                f"{', '.join(sorted(langs))} (reserve cost {kept:.3g}); {joint}"
+            )
         else:
             why = (
                 f"predicted {settings.kpi_name} {dict(scored)[agent_id]:.3g}, "

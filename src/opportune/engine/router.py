@@ -106,6 +106,7 @@ def core_queue(doc: QueueDoc, kpi: KpiDoc | None) -> Queue:
             min_free_agents=p.min_free_agents,
             exploration=p.exploration,
             balance=p.balance,
+            reserve_weight=p.reserve_weight,
             direction=direction,
             kpi_name=kpi.name if kpi else "KPI",
         ),
