@@ -17,6 +17,7 @@ from opportune.api.app import EXAMPLE_WORKSPACE, create_app
 from opportune.core.valuation import compare, summarise
 from opportune.settings import Settings
 from opportune.store.schema import interactions, outcome_attributions
+from opportune.workspace.engagement import kpi_outcome_id
 
 KEY = {"X-API-Key": "k"}
 
@@ -115,9 +116,13 @@ def _handled(client: TestClient, iid: str, agent: str = "ana") -> None:
     )
 
 
-def record(oid: str, conv: str, agent: str = "ana", **kw: Any) -> dict[str, Any]:
+LOAN_VALUE = kpi_outcome_id("loan-value")
+
+
+def record(rid: str, conv: str, agent: str = "ana", **kw: Any) -> dict[str, Any]:
     return {
-        "outcomeId": oid,
+        "id": rid,
+        "outcomeId": LOAN_VALUE,
         "customerId": "cust-1",
         "associatedValue": 1200.0,
         "createdDate": "2026-11-30T10:00:00Z",
@@ -148,9 +153,9 @@ def test_outcome_attributions_are_matched_idempotent_and_refused_past_the_thresh
 ) -> None:
     _handled(client, "c1")
     r = client.post("/v1/outcome-attributions", json={"records": [record("o1", "c1")]}, headers=KEY)
-    assert r.json() == {"accepted": 1, "duplicates": [], "unmatched": []}
+    assert r.json() == {"accepted": 1, "ids": ["o1"], "duplicates": [], "unmatched": []}
     r = client.post("/v1/outcome-attributions", json={"records": [record("o1", "c1")]}, headers=KEY)
-    assert r.json() == {"accepted": 0, "duplicates": ["o1"], "unmatched": []}
+    assert r.json() == {"accepted": 0, "ids": [], "duplicates": ["o1"], "unmatched": []}
     # One bad record of two is 50% > 5%: nothing of the batch is stored.
     bad = [record("o2", "c1"), record("o3", "nowhere")]
     r = client.post("/v1/outcome-attributions", json={"records": bad}, headers=KEY)
@@ -183,6 +188,22 @@ def test_outcome_attributions_are_matched_idempotent_and_refused_past_the_thresh
     )
     assert r.status_code == 422 and "touchpoints" in r.json()["error"]["path"]
     assert count_attributions(client) == 2
+    # The outcome id must be a KPI's: a wrap-up KPI has none, an unknown one is refused.
+    r = client.post(
+        "/v1/outcome-attributions",
+        json={"records": [record("o8", "c1", outcomeId="order-123")]},
+        headers=KEY,
+    )
+    assert r.status_code == 422
+    assert r.json()["error"]["unmatched"][0]["reason"].startswith(
+        "outcomeId 'order-123' is not the outcome id of a KPI tracked by outcome"
+    )
+    # Without an id, a record is identified by what it says: posting it twice is a duplicate.
+    bare = {k: v for k, v in record("", "c1").items() if k != "id"}
+    first = client.post("/v1/outcome-attributions", json={"records": [bare]}, headers=KEY).json()
+    again = client.post("/v1/outcome-attributions", json={"records": [bare]}, headers=KEY).json()
+    assert first["accepted"] == 1 and again["duplicates"] == first["ids"]
+    assert count_attributions(client) == 3
 
 
 def test_readiness_says_what_is_missing(client: TestClient) -> None:
@@ -232,3 +253,17 @@ def test_the_comparison_test_reports_both_arms(client: TestClient) -> None:
     assert (r["ciLow"], r["ciHigh"]) == pytest.approx((expected.ci_low, expected.ci_high))
     assert r["pValue"] == pytest.approx(expected.p_value) and r["pValue"] < 0.01
     assert r["waitCostS"] == 0.0
+
+
+def test_kpis_are_listed_with_their_outcome_ids_and_queues(client: TestClient) -> None:
+    items = {k["name"]: k for k in client.get("/v1/kpis", headers=KEY).json()["items"]}
+    assert items["loan-value"]["outcomeId"] == LOAN_VALUE
+    assert items["loan-value"]["type"] == "sales_value" and items["loan-value"]["queues"] == []
+    assert items["loan-conversion"]["outcomeId"] is None  # tracked by wrap-up code
+    assert items["loan-conversion"]["queues"] == ["loans"]
+    assert items["loan-conversion"]["successCodes"] == ["loan-sold"]
+    assert client.get("/v1/kpis/first-contact-resolution", headers=KEY).json()["queues"] == [
+        "support"
+    ]
+    r = client.get("/v1/kpis/nope", headers=KEY)
+    assert r.status_code == 404 and r.json()["error"]["message"] == "kpi 'nope'"

@@ -5,6 +5,7 @@ benefit assessment."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import re
@@ -81,7 +82,9 @@ class TouchpointIn(_In):
 
 
 class AttributionIn(_In):
-    outcome_id: str = Field(min_length=1, max_length=128)
+    # The record's own id (idempotency); when absent, derived from what the record says.
+    id: str | None = Field(default=None, min_length=1, max_length=128)
+    outcome_id: str = Field(min_length=1, max_length=128)  # the KPI's (GET /v1/kpis)
     customer_id: str | None = Field(default=None, max_length=128)
     external_contact_id: str | None = Field(default=None, max_length=128)
     associated_value: float | None = Field(default=None, ge=0)
@@ -260,31 +263,34 @@ def routing_router(
     @api.post("/outcome-attributions")
     def attributions(body: AttributionsIn) -> dict[str, Any]:
         """Outcomes reported from outside, credited to the interactions and agents that led
-        to them. Idempotent by outcome id; refused whole past the failure threshold."""
+        to them. Each record names the KPI's outcome id; idempotent by record id;
+        refused whole past the failure threshold."""
         received = now()
-        accepted: list[AttributionIn] = []
+        accepted: list[tuple[str, AttributionIn]] = []
         duplicates: list[str] = []
         unmatched: list[dict[str, Any]] = []
+        known = {d.outcome_id: d.name for d in router.kpis.values() if d.outcome_id is not None}
+        ids = [rec.id or record_id(rec) for rec in body.records]
         with router.engine.begin() as conn:
             seen = {
                 r[0]
                 for r in conn.execute(
-                    select(outcome_attributions.c.id).where(
-                        outcome_attributions.c.id.in_([r.outcome_id for r in body.records])
-                    )
+                    select(outcome_attributions.c.id).where(outcome_attributions.c.id.in_(ids))
                 )
             }
             batch_ids: set[str] = set()
-            for i, rec in enumerate(body.records):
-                if rec.outcome_id in seen or rec.outcome_id in batch_ids:
-                    duplicates.append(rec.outcome_id)
+            for i, (rid, rec) in enumerate(zip(ids, body.records, strict=True)):
+                if rid in seen or rid in batch_ids:
+                    duplicates.append(rid)
                     continue
-                problem = _check(conn, rec)
+                problem = _check(conn, rec, known)
                 if problem:
-                    unmatched.append({"index": i, "outcomeId": rec.outcome_id, "reason": problem})
+                    unmatched.append(
+                        {"index": i, "id": rid, "outcomeId": rec.outcome_id, "reason": problem}
+                    )
                     continue
-                batch_ids.add(rec.outcome_id)
-                accepted.append(rec)
+                batch_ids.add(rid)
+                accepted.append((rid, rec))
             failed = len(unmatched) / len(body.records)
             if failed > body.failure_threshold:
                 raise HTTPException(
@@ -297,10 +303,11 @@ def routing_router(
                         "unmatched": unmatched,
                     },
                 )
-            for rec in accepted:
+            for rid, rec in accepted:
                 conn.execute(
                     outcome_attributions.insert().values(
-                        id=rec.outcome_id,
+                        id=rid,
+                        outcome_id=rec.outcome_id,
                         customer_id=rec.customer_id,
                         external_contact_id=rec.external_contact_id,
                         value=rec.associated_value,
@@ -311,7 +318,7 @@ def routing_router(
                 for t in rec.touchpoints:
                     conn.execute(
                         attribution_touchpoints.insert().values(
-                            attribution_id=rec.outcome_id,
+                            attribution_id=rid,
                             conversation_id=t.conversation_id,
                             agent_id=t.agent_id,
                             medium=t.media_type,
@@ -319,7 +326,34 @@ def routing_router(
                             at=_ms(t.date),
                         )
                     )
-        return {"accepted": len(accepted), "duplicates": duplicates, "unmatched": unmatched}
+        return {
+            "accepted": len(accepted),
+            "ids": [rid for rid, _ in accepted],
+            "duplicates": duplicates,
+            "unmatched": unmatched,
+        }
+
+    def kpi_json(name: str) -> dict[str, Any]:
+        d = router.kpis[name]
+        return {
+            **d.model_dump(mode="json", by_alias=True),
+            "outcomeId": d.outcome_id,
+            "direction": d.to_core().direction,
+            "queues": sorted(q for q, doc in router.docs.items() if doc.kpi == name),
+            "source": "workspace",
+        }
+
+    @api.get("/kpis")
+    def kpis() -> dict[str, Any]:
+        """The KPIs (workspace documents), each with the outcome id its attributions are
+        posted with (outcome-tracked ones) and the queues that optimise it."""
+        return {"items": [kpi_json(n) for n in sorted(router.kpis)]}
+
+    @api.get("/kpis/{name}")
+    def kpi(name: str) -> dict[str, Any]:
+        if name not in router.kpis:
+            raise HTTPException(404, detail={"code": "not_found", "message": f"kpi {name!r}"})
+        return kpi_json(name)
 
     @api.get("/kpis/{name}/readiness")
     def kpi_readiness(name: str, queue: str) -> dict[str, Any]:
@@ -449,7 +483,21 @@ def _thresholds() -> ReadinessThresholds:
     return ReadinessThresholds()
 
 
-def _check(conn: Any, rec: AttributionIn) -> str | None:
+def record_id(rec: AttributionIn) -> str:
+    """A record without an id is identified by what it says: the same outcome of the same
+    customer at the same time crediting the same conversations is the same record."""
+    who = rec.customer_id or f"ext:{rec.external_contact_id}"
+    convs = ",".join(sorted(t.conversation_id for t in rec.touchpoints))
+    text = f"{rec.outcome_id}\x00{who}\x00{_ms(rec.created_date)}\x00{convs}"
+    return "att-" + hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def _check(conn: Any, rec: AttributionIn, known: dict[str, str]) -> str | None:
+    if rec.outcome_id not in known:
+        return (
+            f"outcomeId {rec.outcome_id!r} is not the outcome id of a KPI tracked by outcome "
+            "(GET /v1/kpis lists them)"
+        )
     if not rec.customer_id and not rec.external_contact_id:
         return "customerId or externalContactId is required"
     if sum(t.value_share for t in rec.touchpoints) > 1.0 + 1e-9:

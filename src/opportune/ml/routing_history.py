@@ -10,7 +10,8 @@ serving: the frozen state at arrival, never anything learnt later.
 
 A row is *labelled* once its KPI is known: at the wrap-up for wrap-up KPIs, at the end for
 handle time, and for outcome-tracked KPIs only once the attribution window has closed
-(until then "no outcome yet" is not "no outcome").
+(until then "no outcome yet" is not "no outcome"), from the attributions posted with the
+KPI's own outcome id.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from sqlalchemy.engine import Connection
 from opportune.core.kpis import DAY_MS, KPI, OutcomeAttribution, Touchpoint, credit, label
 from opportune.ml.routing_model import TrainingSet
 from opportune.store.schema import attribution_touchpoints, interactions, outcome_attributions
-from opportune.workspace.engagement import AgentDoc
+from opportune.workspace.engagement import AgentDoc, kpi_outcome_id
 
 CONTEXT = ("hour_utc", "other_language")  # of the interaction
 PAIR = ("speaks_language",)  # of the customer with each agent
@@ -142,7 +143,10 @@ def _credited(conn: Connection, ids: Sequence[str], kpi: KPI) -> dict[str, float
                     outcome_attributions.c.id == attribution_touchpoints.c.attribution_id,
                 )
             )
-            .where(attribution_touchpoints.c.conversation_id.in_(chunk))
+            .where(
+                attribution_touchpoints.c.conversation_id.in_(chunk),
+                outcome_attributions.c.outcome_id == kpi_outcome_id(kpi.name),
+            )
         ):
             meta[r[0]] = (r[1] or "", float(r[2] or 0.0), int(r[3]))
             found.setdefault(r[0], []).append(Touchpoint(r[4], r[5], r[6], float(r[7]), int(r[8])))

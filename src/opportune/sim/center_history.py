@@ -16,6 +16,7 @@ from sqlalchemy import Engine, delete
 
 from opportune.sim.contact_center import OTHER_CODES, SALE, SKILL, Center, SimResult
 from opportune.store.schema import attribution_touchpoints, interactions, outcome_attributions
+from opportune.workspace.engagement import kpi_outcome_id
 
 QUEUE = "sales"
 KPI_NAME = "sales-conversion"
@@ -88,6 +89,7 @@ def write_history(
         atts = [
             {
                 "id": a.outcome_id,
+                "outcome_id": kpi_outcome_id(KPI_NAME),
                 "customer_id": a.customer_id,
                 "external_contact_id": None,
                 "value": a.value,

@@ -313,12 +313,14 @@ interactions = Table(
 outcome_attributions = Table(
     "outcome_attributions",
     metadata,
-    Column("id", String(128), primary_key=True),  # the outcome id: a repeat is a duplicate
+    Column("id", String(128), primary_key=True),  # the record's id: a repeat is a duplicate
+    Column("outcome_id", String(128), nullable=True),  # the KPI's generated outcome id
     Column("customer_id", String(128), nullable=True),
     Column("external_contact_id", String(128), nullable=True),
     Column("value", Float, nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("received_at", BigInteger, nullable=False),
+    Index(None, "outcome_id"),
 )
 
 attribution_touchpoints = Table(

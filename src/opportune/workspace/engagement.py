@@ -404,6 +404,23 @@ class KpiDoc(Document):
         self.to_core()
         return self
 
+    @property
+    def outcome_id(self) -> str | None:
+        """The outcome id attributions of an outcome-tracked KPI are posted with."""
+        return kpi_outcome_id(self.name) if self.tracking == "outcome" else None
+
+
+def kpi_outcome_id(kpi_name: str) -> str:
+    """The generated outcome id of a KPI: derived from its name, so every process and the
+    workspace files and the API agree on it without storing it.
+
+    >>> kpi_outcome_id("loan-value")
+    'kpi-248430d4-6d84-59d9-9ce6-7105e514616f'
+    """
+    import uuid
+
+    return f"kpi-{uuid.uuid5(uuid.NAMESPACE_URL, f'opportune:kpi:{kpi_name}')}"
+
 
 ENGAGEMENT_KINDS: dict[str, type[Document]] = {
     "actionMap": ActionMapDoc,
