@@ -14,6 +14,7 @@ from opportune.core.actionmaps import (
     ActionMap,
     Caps,
     Engagement,
+    PaceMemo,
     Schedule,
     answered,
     decide,
@@ -24,6 +25,7 @@ from opportune.core.conditions import Predicate, parse_condition
 from opportune.core.journey import Journey, JourneyEvent
 from opportune.core.pacing import PacingTarget, QueueOutlook
 from opportune.core.rules import Ruleset
+from opportune.core.segments import Segment
 
 T0 = 1_767_000_000_000  # a Monday? whatever: schedules below use explicit days
 STAFFED = QueueOutlook(
@@ -285,3 +287,114 @@ def test_a_recheck_is_asked_only_when_time_alone_can_make_a_trigger_hold() -> No
     assert v.event("page_view", 0, url="https://b/apply").recheck_in_ms is None
     # On the help page, time on page will reach 30 s by itself: look again.
     assert v.event("page_view", 1_000, url="https://b/help").recheck_in_ms == 5_000
+
+
+# ---- what makes decisions cheaper gives the same answers ------------------------------
+
+OUTLOOKS = [STAFFED, EMPTY, QueueOutlook(2, 1, 2, 6, 0.05, 300, 60, 2, 0.5)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["search", "form_error", "page_view", "click"]),
+            st.integers(0, 20_000),
+            st.integers(0, len(OUTLOOKS) - 1),
+            st.sampled_from(["none", "accepted", "rejected", "started"]),
+        ),
+        min_size=1,
+        max_size=25,
+    )
+)
+def test_a_pace_memo_gives_the_decisions_of_pacing_each_time(stream) -> None:
+    # Two chat maps on one queue (paced once per decision), one on a queue with no
+    # outlook, and a content map competing with them.
+    maps = [
+        cmap("c1", ERRORS, channel="chat", queue="help", priority=2),
+        cmap("c2", {"metric": "pageViews", "gte": 1}, channel="chat", queue="help", priority=1),
+        cmap("c3", SEARCH, channel="chat", queue="nowhere", priority=3),
+        cmap("offer", {"metric": "clicks", "gte": 2}, caps=Caps(min_wait_ms=0)),
+    ]
+    plain, memoised = Visit(maps), Visit(maps, pace_memo=PaceMemo(size=2))
+    t = 0
+    for kind, gap, which, how in stream:
+        t += gap
+        fields: dict[str, Any] = {
+            "query": "device activation" if kind == "search" else None,
+            "url": "https://b/x" if kind == "page_view" else None,
+        }
+        for v in (plain, memoised):
+            v.kw["outlooks"] = {"help": OUTLOOKS[which]}
+        a, b = plain.event(kind, t, **fields), memoised.event(kind, t, **fields)
+        assert (a.why, a.records, a.recheck_in_ms) == (b.why, b.records, b.recheck_in_ms)
+        assert [(i, m.name) for i, m in a.offers] == [(i, m.name) for i, m in b.offers]
+        for inst, m in a.offers:
+            if how != "none":
+                for v in (plain, memoised):
+                    answered(v.e, inst, how, T0 + t, m.channel)
+        assert plain.e == memoised.e
+
+
+@given(st.integers(T0 - 400 * 86_400_000, T0 + 400 * 86_400_000))
+def test_an_always_open_schedule_is_open_at_any_time(now: int) -> None:
+    for always in (Schedule(), Schedule(tz=UTC), Schedule(tz=UTC, end_minute=24 * 60)):
+        assert always.why_closed(now) is None
+    # A schedule with any limit still reads the clock.
+    assert Schedule(tz=UTC, start_minute=0, end_minute=0).why_closed(now) is not None
+    assert Schedule(tz=UTC, days=frozenset()).why_closed(now) is not None
+
+
+score_values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, 0.2, 0.3, 0.6, 1.0, 0, 1, True, None, "0.5"]),
+)
+
+
+@given(
+    st.lists(score_values, min_size=4, max_size=4),
+    st.sampled_from(
+        [
+            {"probability": {"gte": 0.2}},
+            {"maxQuantileAbove": 0.6, "quantileBelow": 0.3},
+            {"quantile": {"lt": 0.5}, "maxProbability": {"gt": 0.1}, "probability": 0.05},
+            {"maxQuantile": {"lte": 1}},
+        ]
+    ),
+)
+def test_a_score_trigger_tests_floats_as_its_predicates_do(values, tests) -> None:
+    # Scores are compared as floats directly (the hot path); the predicates are the
+    # definition.
+    node = parse_condition({"score": "loan", **tests})
+    j = Journey(session_id="s", started_at=T0)
+    j.scores["loan"] = list(values)
+    assert node.holds(j, T0, {}) == all(t(values[i]) for i, t in node.tests)
+
+
+@given(
+    st.lists(st.sampled_from(["a", "b", "c", "d", "gone"]), unique=True),
+    st.dictionaries(st.sampled_from(["x", "y", "a"]), st.integers(0, 3)),
+)
+def test_the_members_a_decision_reads_are_listed_in_rule_order(in_visit, assigned) -> None:
+    rs = Ruleset(
+        [
+            Segment("d", parse_condition({"segment": "b"})),
+            Segment("b", parse_condition({"returning": True})),
+            Segment("a", parse_condition({"segment": "d"})),
+            Segment("c", parse_condition({"returning": False})),
+            Segment("x", parse_condition({"returning": True}), scope="customer"),
+            Segment("y", parse_condition({"returning": True}), scope="customer"),
+        ]
+    )
+    j = Journey(session_id="s", started_at=T0)
+    for i, name in enumerate(in_visit):  # entered in any order, "gone": no longer a rule
+        j.segments[name] = T0 + i
+    assignments = {name: [T0, T0 + 1 + k] for name, k in assigned.items()}
+    now = T0 + 2
+    expected = {r.name: j.segments[r.name] for r in rs.segments if r.name in j.segments}
+    expected = {k: v for k, v in expected.items() if rs.segment_by_name[k].scope == "session"}
+    for name, (since, expires) in assignments.items():
+        if expires > now and name in rs.segment_by_name:
+            expected[name] = since
+    got = rs.members(j, assignments, now)
+    assert list(got.items()) == list(expected.items())

@@ -34,12 +34,13 @@ import msgspec
 
 from opportune.core.conditions import Members, Node, Predicate, may_change_with_time, why_not
 from opportune.core.journey import Journey
-from opportune.core.pacing import PacingTarget, QueueOutlook
+from opportune.core.pacing import PacingDecision, PacingTarget, QueueOutlook
 from opportune.core.pacing import decide as pace
 
 Channel = Literal["content", "chat", "bot", "webhook"]
 Activation = Literal["immediately", "delay", "next_page", "next_visit"]
 ON_PAGE: Final = ("content", "chat", "bot")
+_EVERY_DAY: Final = frozenset(range(7))
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +54,24 @@ class Schedule:
     start_ms: int | None = None  # first moment it may engage
     end_ms: int | None = None  # and the last
     closed: bool = False  # an emergency closure: nothing engages
+    # Open at every moment (the default): no local time to compute, which costs more than
+    # the rest of the block checks together.
+    _always: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        always = (
+            not self.closed
+            and self.start_ms is None
+            and self.end_ms is None
+            and self.days >= _EVERY_DAY
+            and self.start_minute <= 0
+            and self.end_minute >= 24 * 60
+        )
+        object.__setattr__(self, "_always", always)
 
     def why_closed(self, now: int) -> str | None:
+        if self._always:
+            return None
         if self.closed:
             return "schedule: closed"
         if self.start_ms is not None and now < self.start_ms:
@@ -174,6 +191,34 @@ def start_visit(e: Engagement, session_id: str) -> None:
     e.agent_chat_at = 0
 
 
+class PaceMemo:
+    """Pacing decisions remembered by outlook, for a caller to keep between decisions: the
+    prediction (Erlang A, with matrix exponentials) costs milliseconds, and a queue's
+    outlook takes few distinct values between changes of presence. The same answers: the
+    decision is a function of the outlook and the target."""
+
+    __slots__ = ("_paced", "size")
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._paced: dict[tuple[QueueOutlook, PacingTarget], PacingDecision] = {}
+
+    def __call__(self, outlook: QueueOutlook, target: PacingTarget) -> PacingDecision:
+        key = (outlook, target)
+        got = self._paced.get(key)
+        if got is None:
+            if len(self._paced) >= self.size:
+                self._paced.clear()  # outlooks drift (pending offers, presence): start afresh
+            got = self._paced[key] = pace(outlook, target)
+        return got
+
+
+_SETTLED: Final = {
+    "holdout": "qualified, held out (holdout group)",
+    "waiting": "qualified; engages on the next visit",
+}
+
+
 def decide(
     *,
     visitor_id: str,
@@ -187,86 +232,92 @@ def decide(
     pacing: PacingTarget,
     assignments: Mapping[str, list[int]] | None = None,
     explain: bool = False,
+    pace_memo: PaceMemo | None = None,
 ) -> Decision:
     """Which action, if any, to offer now — and why every other map did not fire.
 
     ``engagement`` is updated in place (qualifications, the offer now showing). With
     ``explain``, a map whose trigger fails says which part failed (costlier: the live
-    pipeline leaves it off; the explain endpoint turns it on).
+    pipeline leaves it off; the explain endpoint turns it on). ``pace_memo``: a
+    :class:`PaceMemo` the caller keeps (the same answers, sooner).
     """
     e = engagement
     start_visit(e, journey.session_id)
     if e.showing and e.showing[4] <= now:
         e.showing = []  # an unanswered offer expired (the widget reports the timeout)
     out = Decision()
+    why = out.why
     assignments = assignments or {}
     due: list[ActionMap] = []
     recheck: list[int] = []
+    j = journey
+    qualified, next_visit = e.maps, e.next_visit
     for m in maps:
+        name = m.name
         if not m.enabled:
-            out.why[m.name] = "disabled"
+            why[name] = "disabled"
             continue
-        seen = e.maps.get(m.name)
-        if seen is None and m.name in e.next_visit and e.next_visit[m.name] < journey.started_at:
+        seen = qualified.get(name)
+        if seen is None and name in next_visit and next_visit[name] < j.started_at:
             # Qualified in an earlier visit, to be engaged on this one.
-            seen = e.maps[m.name] = [e.next_visit.pop(m.name), now, "due"]
+            seen = qualified[name] = [next_visit.pop(name), now, "due"]
         if seen is None:
             if m.per_assignment_of is not None:
                 a = assignments.get(m.per_assignment_of)
-                if a is not None and e.assignment_used.get(m.name) == a[0]:
-                    out.why[m.name] = "already fired for this segment assignment"
+                if a is not None and e.assignment_used.get(name) == a[0]:
+                    why[name] = "already fired for this segment assignment"
                     continue
-            if not m.trigger.holds(journey, now, members):
+            trigger = m.trigger
+            if not trigger.holds(j, now, members):
                 if explain:
-                    out.why[m.name] = f"not qualified: {why_not(m.trigger, journey, now, members)}"
+                    why[name] = f"not qualified: {why_not(trigger, j, now, members)}"
                 else:
-                    out.why[m.name] = "not qualified"
-                if may_change_with_time(m.trigger, journey, now, members):
+                    why[name] = "not qualified"
+                if trigger.timed and may_change_with_time(trigger, j, now, members):
                     recheck.append(5_000)
                 continue
-            inst = instance_id(journey.session_id, m.name)
-            out.records.append(Record(m.name, "qualified", now, inst))
+            inst = instance_id(j.session_id, name)
+            out.records.append(Record(name, "qualified", now, inst))
             if m.per_assignment_of is not None and m.per_assignment_of in assignments:
-                e.assignment_used[m.name] = assignments[m.per_assignment_of][0]
-            if in_holdout(visitor_id, m.name, m.holdout):
-                e.maps[m.name] = [now, 0, "holdout"]
-                out.records.append(Record(m.name, "holdout", now, inst, "in the holdout group"))
-                out.why[m.name] = "qualified, held out (holdout group)"
+                e.assignment_used[name] = assignments[m.per_assignment_of][0]
+            if in_holdout(visitor_id, name, m.holdout):
+                qualified[name] = [now, 0, "holdout"]
+                out.records.append(Record(name, "holdout", now, inst, "in the holdout group"))
+                why[name] = "qualified, held out (holdout group)"
                 continue
             if m.activation == "next_visit":
-                e.next_visit[m.name] = now
-                e.maps[m.name] = [now, 0, "waiting"]
-                out.why[m.name] = "qualified; engages on the next visit"
+                next_visit[name] = now
+                qualified[name] = [now, 0, "waiting"]
+                why[name] = "qualified; engages on the next visit"
                 continue
             due_at = now + m.delay_ms if m.activation == "delay" else now
             if m.activation == "next_page":
                 due_at = 0
-            seen = e.maps[m.name] = [now, due_at, "due"]
+            seen = qualified[name] = [now, due_at, "due"]
         status = seen[2]
         if status != "due":
-            out.why[m.name] = {
-                "holdout": "qualified, held out (holdout group)",
-                "waiting": "qualified; engages on the next visit",
-            }.get(status, "already engaged this visit")
+            why[name] = _SETTLED.get(status, "already engaged this visit")
             continue
         if seen[1] == 0:  # next page: due once a page is viewed after qualifying
-            if journey.page_at > seen[0]:
-                seen[1] = journey.page_at
+            if j.page_at > seen[0]:
+                seen[1] = j.page_at
             else:
-                out.why[m.name] = "qualified; engages on the next page"
+                why[name] = "qualified; engages on the next page"
                 continue
         if seen[1] > now:
-            out.why[m.name] = f"qualified; engages in {(seen[1] - now) / 1000:.0f} s"
+            why[name] = f"qualified; engages in {(seen[1] - now) / 1000:.0f} s"
             recheck.append(seen[1] - now)
             continue
         due.append(m)
     # Block and choose among the due maps; webhooks apart (they never meet the page).
     offers: list[ActionMap] = []
+    paced: dict[str | None, str | None] = {}  # queue -> pacing's answer, once per decision
+    recorded: set[str] | None = None  # e.blocked as a set, once a due map is blocked
     for m in due:
-        inst = instance_id(journey.session_id, m.name)
-        reason = _blocked(m, journey, e, now, caps, outlooks, pacing)
+        reason = _blocked(m, j, e, now, caps, outlooks, pacing, pace_memo, paced)
         if reason is None:
             if m.channel == "webhook":
+                inst = instance_id(j.session_id, m.name)
                 out.webhooks.append((inst, m))
                 e.maps[m.name][2] = "done"
                 out.records.append(Record(m.name, "offered", now, inst))
@@ -278,13 +329,18 @@ def decide(
         if reason.startswith(("no agents", "service-level")):
             recheck.append(15_000)  # agents may come: offer then, without waiting for an event
         key = f"{m.name}|{reason.split(':')[0]}"
-        if key not in e.blocked:
+        if recorded is None:
+            recorded = set(e.blocked)
+        if key not in recorded:
+            recorded.add(key)
             e.blocked.append(key)
+            inst = instance_id(j.session_id, m.name)
             out.records.append(Record(m.name, "blocked", now, inst, reason))
     if offers:
-        offers.sort(key=lambda m: (-m.priority, _tie(visitor_id, journey.session_id, m.name)))
+        if len(offers) > 1:
+            offers.sort(key=lambda m: (-m.priority, _tie(visitor_id, j.session_id, m.name)))
         win = offers[0]
-        inst = instance_id(journey.session_id, win.name)
+        inst = instance_id(j.session_id, win.name)
         out.offers.append((inst, win))
         lifetime = int(win.action.get("timeoutMs", 30_000))
         e.showing = [inst, win.name, win.channel, now, now + lifetime]
@@ -295,14 +351,17 @@ def decide(
         for m in offers[1:]:
             out.why[m.name] = f"blocked: another map won ({win.name})"
             key = f"{m.name}|another map won"
-            if key not in e.blocked:
+            if recorded is None:
+                recorded = set(e.blocked)
+            if key not in recorded:
+                recorded.add(key)
                 e.blocked.append(key)
                 out.records.append(
                     Record(
                         m.name,
                         "blocked",
                         now,
-                        instance_id(journey.session_id, m.name),
+                        instance_id(j.session_id, m.name),
                         f"another map won ({win.name})",
                     )
                 )
@@ -320,6 +379,8 @@ def _blocked(
     caps: Mapping[str, Caps],
     outlooks: Mapping[str, QueueOutlook],
     pacing: PacingTarget,
+    pace_memo: PaceMemo | None,
+    paced: dict[str | None, str | None],
 ) -> str | None:
     if m.channel in ON_PAGE:
         url = j.url
@@ -342,14 +403,22 @@ def _blocked(
     if m.channel == "chat" and cap.none_after_agent_chat and e.agent_chat_at:
         return "frequency cap: already chatted with an agent this visit"
     if m.channel == "chat":
-        outlook = outlooks.get(m.queue or "")
+        queue = m.queue
+        if queue in paced:  # one outlook per queue and decision: it is the same moment
+            return paced[queue]
+        reason: str | None = None
+        outlook = outlooks.get(queue or "")
         if outlook is None:
-            return f"no agents: queue {m.queue!r} has no agents"
-        paced = pace(outlook, pacing)
-        if not paced.offer:
-            if paced.reason.startswith("no agents"):
-                return f"no agents: {paced.reason}"
-            return paced.reason
+            reason = f"no agents: queue {m.queue!r} has no agents"
+        else:
+            decision = (pace_memo or pace)(outlook, pacing)
+            if not decision.offer:
+                if decision.reason.startswith("no agents"):
+                    reason = f"no agents: {decision.reason}"
+                else:
+                    reason = decision.reason
+        paced[queue] = reason
+        return reason
     return None
 
 

@@ -22,6 +22,7 @@ import fnmatch
 import hashlib
 import json
 import math
+import operator
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -744,6 +745,12 @@ class Sequence_(Node):
 
 
 SCORE_FIELDS: Final = {"probability": 0, "maxProbability": 1, "quantile": 2, "maxQuantile": 3}
+_COMPARE: Final[dict[str, Callable[[float, float], bool]]] = {
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -755,9 +762,27 @@ class Score(Node):
     outcome: str
     tests: tuple[tuple[int, Predicate], ...]
     types: frozenset[str] | None = None
+    # The tests as (field, comparison, bound): scores are floats, compared without the
+    # predicates' coercion of any value (the hot path of score-triggered action maps).
+    _floats: tuple[tuple[int, Callable[[float, float], bool], float, Predicate], ...] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        floats = tuple((i, _COMPARE[t.op], float(t.operand), t) for i, t in self.tests)
+        object.__setattr__(self, "_floats", floats)
 
     def _check(self, scores: Sequence[float] | None) -> bool:
-        return scores is not None and all(t(scores[i]) for i, t in self.tests)
+        if scores is None:
+            return False
+        for i, cmp, bound, test in self._floats:
+            v = scores[i]
+            if type(v) is float:
+                if not (cmp(v, bound) and math.isfinite(v)):
+                    return False
+            elif not test._test(v):  # not a float: the predicate decides
+                return False
+        return True
 
     def holds(self, j: Journey, now: int, members: Members) -> bool:
         return self._check(j.scores.get(self.outcome))

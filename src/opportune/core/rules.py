@@ -33,6 +33,7 @@ from opportune.core.segments import Segment
 
 DAY_MS = 86_400_000
 log = logging.getLogger(__name__)
+
 # Scores a journey in place (journey.scores), given its current segments and the time.
 Scorer = Callable[[Journey, Mapping[str, int], int], None]
 
@@ -140,6 +141,11 @@ class Ruleset:
             for o in outcomes
         ]
         self.segment_by_name = by_name
+        # Session segments by evaluation order: members() lists a visit's few segments in
+        # that order without walking every rule.
+        self._session_rank = {
+            r.name: i for i, r in enumerate(self.segments) if by_name[r.name].scope == "session"
+        }
         self.outcome_by_name = {o.name: o for o in outcomes}
         nodes: dict[str, Node] = {}
         for cond in [*(r.condition for r in [*self.segments, *self.outcomes]), *triggers]:
@@ -270,11 +276,14 @@ class Ruleset:
     ) -> dict[str, int]:
         """Segments the visitor is in now -> since when (session ones, then assignments)."""
         out: dict[str, int] = {}
-        if journey is not None:
-            for rule in self.segments:
-                seg = rule.segment
-                if seg is not None and seg.scope == "session" and rule.name in journey.segments:
-                    out[rule.name] = journey.segments[rule.name]
+        if journey is not None and journey.segments:
+            segs = journey.segments
+            rank = self._session_rank
+            names = [n for n in segs if n in rank]
+            if len(names) > 1:
+                names.sort(key=rank.__getitem__)
+            for name in names:
+                out[name] = segs[name]
         for name, (since, expires) in assignments.items():
             if expires > now and name in self.segment_by_name:
                 out[name] = since

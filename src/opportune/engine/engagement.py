@@ -18,7 +18,7 @@ from typing import Any
 from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import Engine, select
 
-from opportune.core.actionmaps import ActionMap, Caps, Decision, Engagement, decide
+from opportune.core.actionmaps import ActionMap, Decision, Engagement, PaceMemo, decide
 from opportune.core.conditions import parse_duration
 from opportune.core.journey import Journey
 from opportune.core.pacing import PacingTarget, QueueOutlook
@@ -126,6 +126,7 @@ class Engager:
             short_abandon_s=parse_duration(settings.pacing.short_abandon, []) / 1000,
         )
         self.board = QueueBoard(queues)
+        self.pace_memo = PaceMemo()
 
     def run(
         self,
@@ -140,7 +141,6 @@ class Engager:
         assignments: Mapping[str, list[int]],
         now: int,
     ) -> Outcome:
-        caps: dict[str, Caps] = dict(self.caps)
         decision = decide(
             visitor_id=visitor_id,
             journey=journey,
@@ -148,10 +148,11 @@ class Engager:
             engagement=engagement,
             maps=maps,
             now=now,
-            caps=caps,
+            caps=self.caps,
             outlooks=self.board.outlooks(now),
             pacing=self.pacing,
             assignments=assignments,
+            pace_memo=self.pace_memo,
         )
         sid = journey.session_id
         rows = [
