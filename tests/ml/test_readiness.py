@@ -4,6 +4,7 @@ schedule's rule; ``opportune train`` end to end on a stored history."""
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,8 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     for name in ("sites.yaml", "pages.yaml", "segments.yaml"):
         shutil.copy(EXAMPLE_WORKSPACE / name, ws / name)
     text = (EXAMPLE_WORKSPACE / "outcomes.yaml").read_text("utf-8")
+    # The example's own scoring blocks give way to the three settings under test.
+    text = re.sub(r"^scoring:.*\n", "", text, flags=re.MULTILINE)
     for name, block in SCORING.items():
         text = text.replace(f"name: {name}\n", f"name: {name}\n{block}\n")
     (ws / "outcomes.yaml").write_text(text, "utf-8")

@@ -10,11 +10,20 @@ so the Redis live store can keep it as msgpack; nothing in it grows with the vis
 
 from __future__ import annotations
 
-from typing import Any
+import re
+import zlib
+from typing import Any, Final
+from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
 Scalar = str | int | float | bool | None
+# Words of searches, clicked elements' names and page addresses' parameters, counted per
+# visit in this many hashed buckets: bounded state whatever words a site uses, and the
+# outcome models' evidence of what the visitor is after (ml/features.py).
+WORD_BUCKETS: Final = 64
+_WORD = re.compile(r"[^\W\d_]{2,24}")
+_MAX_WORDS = 8  # per text: a long click label says no more than its first words
 
 
 class JourneyEvent(msgspec.Struct, frozen=True, array_like=True):
@@ -59,6 +68,43 @@ class Journey(msgspec.Struct, array_like=True):
     rules: str = ""
     # Evaluate every rule on the next event (after a rebuild), not only the changed ones.
     full: bool = True
+    # Hashed bucket -> count of the visit's words (see WORD_BUCKETS); last, so that states
+    # saved before it existed still decode.
+    words: dict[int, int] = msgspec.field(default_factory=dict)
+
+
+def word_buckets(text: str) -> tuple[int, ...]:
+    """The buckets of the words of ``text`` (letters only, case-folded; digits and ids
+    carry no intent and would only add noise).
+
+    >>> word_buckets("Personal loan") == word_buckets("personal LOAN 2")
+    True
+    """
+    words = _WORD.findall(text.casefold())[:_MAX_WORDS]
+    return tuple(zlib.crc32(w.encode()) % WORD_BUCKETS for w in words)
+
+
+def url_word_buckets(url: str) -> tuple[int, ...]:
+    """The buckets of the words in a page address's parameters (``?q=personal+loan``,
+    ``?article=eligibility``), leaving out campaign tags and click ids (in the visit's
+    facts already, or random) and values with digits (references, tokens)."""
+    try:
+        params = parse_qsl(urlsplit(url).query)
+    except ValueError:
+        return ()
+    out: list[int] = []
+    for key, value in params:
+        k = key.casefold()
+        if k.startswith("utm_") or k.endswith("clid") or any(c.isdigit() for c in value):
+            continue
+        out.extend(word_buckets(value))
+    return tuple(out)
+
+
+def _count_words(journey: Journey, buckets: tuple[int, ...]) -> None:
+    words = journey.words
+    for b in buckets:
+        words[b] = words.get(b, 0) + 1
 
 
 def fold(journey: Journey, event: JourneyEvent) -> None:
@@ -73,6 +119,14 @@ def fold(journey: Journey, event: JourneyEvent) -> None:
     if event.type == "page_view":
         journey.url = event.url
         journey.page_at = event.ts
+        if event.url and "?" in event.url:
+            _count_words(journey, url_word_buckets(event.url))
+    elif event.type == "search":
+        if event.query:
+            _count_words(journey, word_buckets(event.query))
+    elif event.type == "click":
+        if event.name:
+            _count_words(journey, word_buckets(event.name))
     elif event.type == "scroll":
         depth = event.attributes.get("depth")
         if isinstance(depth, int | float) and not isinstance(depth, bool):

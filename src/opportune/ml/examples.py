@@ -43,10 +43,12 @@ Settle = Callable[[Visit, Sequence[str], dict[str, list[int]]], None]
 def spec_for(ruleset: Ruleset) -> FeatureSpec:
     """The feature layout for a workspace's rules: its page groups, outcomes and segments,
     sorted by name so that the layout does not change when documents are reordered."""
+    groups = sorted(ruleset.pages.groups, key=lambda g: g.name)
     return FeatureSpec(
-        tuple(sorted(ruleset.pages.names)),
+        tuple(g.name for g in groups),
         tuple(sorted(ruleset.outcome_by_name)),
         tuple(sorted(ruleset.segment_by_name)),
+        tuple(tuple(g.urls) for g in groups),
     )
 
 

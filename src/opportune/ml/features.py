@@ -4,7 +4,9 @@ Training builds its examples by replaying stored visits through the same
 :meth:`Ruleset.step` the pipeline runs and calling :func:`vector` after each event, so a
 prefix's features in training are, by construction, what serving computes live (the
 parity test checks it). The layout depends on the workspace (page groups, outcomes,
-segments) and is kept with each model as its :class:`FeatureSpec`.
+segments) and is kept with each model as its :class:`FeatureSpec`; layout 2 adds the
+current and landing page's group and the visit's words, which the journey counts in
+hashed buckets as it folds each event (``core.journey.WORD_BUCKETS``).
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import functools
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from opportune.core.journey import Journey
+from opportune.core.journey import WORD_BUCKETS, Journey
+from opportune.core.pages import PageGroup, PageGroups
 
 DAY_MS = 86_400_000
 _COUNTS = (
@@ -71,38 +75,70 @@ BASE = (
 )
 
 
+# Layouts: 1 is the base set, page-group views, past outcomes, segments; 2 adds the
+# current and the landing page's group and the visit's words (hashed). A model keeps the
+# layout it was trained with, so an older model is still served its own vector.
+LAYOUT = 2
+
+
 @dataclass(frozen=True, slots=True)
 class FeatureSpec:
     """The names, in order, of a model's features: the base set, then one per page group
-    (views), per outcome (earlier visits that achieved it) and per segment (member now)."""
+    (views), per outcome (earlier visits that achieved it) and per segment (member now);
+    from layout 2 on, the page groups of the current and of the landing page (so the
+    groups' URL patterns are kept here, as trained) and one feature per word bucket."""
 
     page_groups: tuple[str, ...] = ()
     outcomes: tuple[str, ...] = ()
     segments: tuple[str, ...] = ()
+    page_urls: tuple[tuple[str, ...], ...] = ()  # per page group, its URL globs
+    layout: int = LAYOUT
 
     @property
     def names(self) -> list[str]:
-        return [
+        names = [
             *BASE,
             *(f"group:{g}" for g in self.page_groups),
             *(f"past:{o}" for o in self.outcomes),
             *(f"segment:{s}" for s in self.segments),
         ]
+        if self.layout >= 2:
+            names += [f"page:{g}" for g in self.page_groups]
+            names += [f"landing:{g}" for g in self.page_groups]
+            names += [f"word:{i:02d}" for i in range(WORD_BUCKETS)]
+        return names
 
-    def to_json(self) -> dict[str, list[str]]:
-        return {
+    @property
+    def pages(self) -> PageGroups:
+        """The page groups as trained (matching memoised per URL, shared by equal specs)."""
+        return _page_groups(self.page_groups, self.page_urls)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
             "pageGroups": list(self.page_groups),
             "outcomes": list(self.outcomes),
             "segments": list(self.segments),
         }
+        if self.layout >= 2:
+            out["pageUrls"] = [list(u) for u in self.page_urls]
+            out["layout"] = self.layout
+        return out
 
     @classmethod
-    def from_json(cls, data: dict[str, Sequence[str]]) -> FeatureSpec:
+    def from_json(cls, data: dict[str, Any]) -> FeatureSpec:
+        """A saved layout; one saved before layouts were numbered is layout 1."""
         return cls(
             tuple(data.get("pageGroups", ())),
             tuple(data.get("outcomes", ())),
             tuple(data.get("segments", ())),
+            tuple(tuple(u) for u in data.get("pageUrls", ())),
+            int(data.get("layout", 1)),
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _page_groups(names: tuple[str, ...], urls: tuple[tuple[str, ...], ...]) -> PageGroups:
+    return PageGroups([PageGroup(n, u) for n, u in zip(names, urls, strict=False) if u])
 
 
 @functools.lru_cache(maxsize=256)
@@ -161,4 +197,15 @@ def vector(journey: Journey, members: Collection[str], now: int, spec: FeatureSp
     out += [float(j.groups.get(g, 0)) for g in spec.page_groups]
     out += [float(j.past_outcomes.get(o, 0)) for o in spec.outcomes]
     out += [1.0 if s in members else 0.0 for s in spec.segments]
+    if spec.layout >= 2:
+        pages = spec.pages
+        here = pages.of(j.url)
+        out += [1.0 if g in here else 0.0 for g in spec.page_groups]
+        landing = f.get("landingUrl")
+        came = pages.of(landing) if isinstance(landing, str) else ()
+        out += [1.0 if g in came else 0.0 for g in spec.page_groups]
+        words = [0.0] * WORD_BUCKETS
+        for b, c in j.words.items():
+            words[b] = float(c)
+        out += words
     return out

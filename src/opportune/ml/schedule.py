@@ -13,6 +13,7 @@ scorer's models). ``train`` takes the registry's lock, so two processes never tr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -27,6 +28,9 @@ from opportune.ml.training import DAY_MS, DEFAULT_DAYS, check_readiness, scoring
 from opportune.settings import Settings
 
 DEFAULT_INTERVAL_S = 86_400.0
+# The server's first look waits this long: a process that just started (or a test client
+# that lives a few seconds) has better things to do than count its history.
+FIRST_CHECK_AFTER_S = 60.0
 log = logging.getLogger(__name__)
 
 
@@ -66,17 +70,18 @@ async def retrain_loop(
     interval_s: float = DEFAULT_INTERVAL_S,
     days: int = DEFAULT_DAYS,
     check_every_s: float = 600.0,
+    first_check_s: float = 0.0,
     threads: int = 2,
     on_activated: Callable[[list[str]], Any] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> None:
     """Retrain every scoring-enabled outcome when due; run until cancelled.
 
-    Every ``check_every_s`` seconds: the outcomes due (see :func:`retrain_due`; a failed
-    or refused run counts as an attempt, so it is retried after ``interval_s``, not at
-    once) whose history is ready are trained in one child process. ``on_activated`` is
-    called with the outcomes whose active version changed. Errors are logged; the loop
-    goes on.
+    After ``first_check_s`` seconds, then every ``check_every_s`` seconds: the outcomes
+    due (see :func:`retrain_due`; a failed or refused run counts as an attempt, so it is
+    retried after ``interval_s``, not at once) whose history is ready are trained in one
+    child process. ``on_activated`` is called with the outcomes whose active version
+    changed. Errors are logged; the loop goes on.
     """
     if rules.engine is None:
         raise ValueError("retrain_loop needs a RuleBook with an engine (the database)")
@@ -84,6 +89,8 @@ async def retrain_loop(
     registry = ModelRegistry(settings.data_dir / "models")
     attempted: dict[str, int] = {}
     timeout_ms = settings.session_timeout_s * 1000
+    if first_check_s > 0:
+        await asyncio.sleep(first_check_s)
     while True:
         try:
             now = int(clock() * 1000)
@@ -98,7 +105,7 @@ async def retrain_loop(
                 )
             ]
             if due:
-                ready = await asyncio.to_thread(
+                ready = await _in_thread(
                     check_readiness,
                     engine,
                     rules,
@@ -121,6 +128,19 @@ async def retrain_loop(
         except Exception:
             log.exception("scheduled retraining failed; trying again later")
         await asyncio.sleep(check_every_s)
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn`` in a thread; if the caller is cancelled meanwhile, the call still finishes
+    before the cancellation goes on, so a shutdown never disposes of the database under a
+    query in flight."""
+    call = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+    try:
+        return await asyncio.shield(call)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await call
+        raise
 
 
 async def _run_training(cmd: list[str]) -> None:
