@@ -91,10 +91,18 @@ def serve(**opts: Any) -> None:
     _run_server(settings)
 
 
+# The demo's simulated history: big enough that every example outcome has a model worth
+# showing, small enough that backfill and training take ~30 s on two busy cores.
+DEMO_HISTORY_DAYS = 4
+DEMO_VISITORS_PER_DAY = 1200
+DEMO_SEED = 1
+
+
 @main.command()
 @common
 @click.option("--host")
 @click.option("--port", type=int)
+@click.option("--api-key", help="Admin API key for this run (default: a fresh random one)")
 @click.option(
     "--agents",
     type=click.IntRange(0, 100),
@@ -102,17 +110,232 @@ def serve(**opts: Any) -> None:
     show_default=True,
     help="Agents present on each chat queue, so chat offers can be made (0: none)",
 )
-def demo(agents: int, **opts: Any) -> None:
-    """Start the server with the example workspace and the demo website."""
-    api_key = secrets.token_urlsafe(18)
+@click.option(
+    "--no-model",
+    is_flag=True,
+    help="Start without outcome models: no simulated history, no training",
+)
+@click.option(
+    "--history-days",
+    type=click.IntRange(1, 60),
+    default=DEMO_HISTORY_DAYS,
+    show_default=True,
+    help="Days of simulated history to backfill when a model is missing",
+)
+@click.option(
+    "--visitors-per-day",
+    type=click.IntRange(50, 100_000),
+    default=DEMO_VISITORS_PER_DAY,
+    show_default=True,
+    help="Simulated visits per day of that history",
+)
+@click.option(
+    "--traffic",
+    is_flag=True,
+    help="Also send live simulated visitors to the server, so Live Now has people",
+)
+@click.option(
+    "--traffic-rate",
+    type=click.FloatRange(0.01, 50),
+    default=0.5,
+    show_default=True,
+    help="With --traffic: new simulated visits per second",
+)
+def demo(
+    api_key: str | None,
+    agents: int,
+    no_model: bool,
+    history_days: int,
+    visitors_per_day: int,
+    traffic: bool,
+    traffic_rate: float,
+    **opts: Any,
+) -> None:
+    """Start the server with the example workspace and the demo website.
+
+    Unless --no-model, every scoring-enabled outcome without an active model gets one
+    first: simulated history is backfilled (as `opportune simulate web` does) when the
+    database does not hold enough, the models are trained (as `opportune train --force`
+    does) and activated, and only then does the server start, scoring every event.
+    """
+    api_key = api_key or secrets.token_urlsafe(18)
     settings = _settings(**opts, api_key=api_key)
+    simulator = None
+    if not no_model:
+        simulator = _demo_models(settings, opts, history_days, visitors_per_day)
     if agents:
         _demo_agents(settings, agents)
     base = f"http://{settings.host}:{settings.port}"
+    if traffic:
+        _demo_traffic(settings, base, traffic_rate, simulator)
     click.echo(f"Opportune demo on {base}/demo/  (data in {settings.data_dir}/)")
     click.echo(f"Admin API key for this run: {api_key}")
-    click.echo(f"  e.g. curl -H 'X-API-Key: {api_key}' {base}/v1/visitors/<visitorId>")
+    click.echo(f"  e.g. curl -H 'X-API-Key: {api_key}' {base}/v1/visitors/<visitorId>/live")
     _run_server(settings)
+
+
+def _demo_models(settings: Settings, opts: dict[str, Any], days: int, per_day: int) -> Any:
+    """Active models for the scoring-enabled outcomes that lack one; the simulator of the
+    history backfilled for them (its visitors may come back live), or None."""
+    import os
+
+    # As in `train`: LightGBM's OpenMP threads must not spin (set before it is loaded).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from opportune.ml.outcome_model import TrainingConfig, headline
+    from opportune.ml.training import (
+        DAY_MS,
+        DEFAULT_DAYS,
+        check_readiness,
+        scoring_enabled,
+        train_outcomes,
+    )
+
+    engine, rules, registry, timeout_ms = _training_context(opts)
+    try:
+        enabled = scoring_enabled(rules)
+        missing = [o for o in enabled if registry.active_version(o) is None]
+        if not missing:
+            if enabled:
+                active = ", ".join(f"{o} {registry.active_version(o)}" for o in enabled)
+                click.echo(f"outcome models active: {active}")
+            return None
+        started = time.perf_counter()
+        now = int(time.time() * 1000)
+        window = {"since_ms": now - DEFAULT_DAYS * DAY_MS, "until_ms": now - timeout_ms}
+        ready = check_readiness(engine, rules, registry, missing, **window)
+        simulator = None
+        if not all(r.ready for r in ready.values()):
+            click.echo(
+                f"no active model for {', '.join(missing)}: simulating {days} day(s) of "
+                f"history, {per_day} visits a day (--no-model skips this)"
+            )
+            simulator, accepted = _demo_backfill(settings, days, per_day)
+            click.echo(f"  backfilled {accepted} events in {time.perf_counter() - started:.1f} s")
+        click.echo(f"training {len(missing)} outcome model(s)...")
+        t = time.perf_counter()
+        threads = min(2, os.cpu_count() or 1)
+        with registry.training_lock() as mine:
+            if not mine:
+                click.echo("  another process is training models right now; not waiting")
+                return simulator
+            # Forced: the rarest outcomes may fall a little short of their readiness
+            # thresholds on a small simulated history, and the demo is there to show scores.
+            reports = train_outcomes(
+                engine,
+                rules,
+                registry,
+                now_ms=int(time.time() * 1000),
+                outcomes=missing,
+                session_timeout_ms=timeout_ms,
+                force=True,
+                config=TrainingConfig(num_threads=threads),
+                workers=threads,
+                progress=sys.stderr.isatty(),
+            )
+        for r in reports:
+            click.echo(f"  {r.outcome}: {r.message}")
+            if r.card is not None:
+                click.echo(f"    {headline(r.card)}")
+        click.echo(
+            f"  trained in {time.perf_counter() - t:.1f} s "
+            f"(models ready {time.perf_counter() - started:.1f} s after start)"
+        )
+        return simulator
+    finally:
+        engine.dispose()
+
+
+def _demo_backfill(settings: Settings, days: int, per_day: int) -> tuple[Any, int]:
+    """Simulated history through the real ingestion, ending at the last midnight (UTC).
+
+    Starting on a day boundary makes the history the same every run (the simulator draws
+    arrivals by hour of day), so every fresh demo trains the same models."""
+    import asyncio
+
+    from opportune.api.app import build_runtime
+    from opportune.sim.web import DAY_MS, WebSimulator, generate, to_batches
+
+    runtime = build_runtime(settings)
+    site = next(iter(runtime.workspace.sites_by_key.values()))
+    simulator = WebSimulator(DEMO_SEED, site_key=site.key)
+    start = int(time.time() * 1000) // DAY_MS * DAY_MS - days * DAY_MS
+    sessions = generate(
+        DEMO_SEED, start_ms=start, days=days, visitors_per_day=per_day, simulator=simulator
+    )
+
+    async def run() -> int:
+        accepted = 0
+        window: list[Any] = []
+
+        async def drain() -> None:
+            nonlocal accepted
+            results = await asyncio.gather(
+                *[
+                    runtime.ingestor.ingest(
+                        sb.batch,
+                        site,
+                        now_ms=sb.received_ms,
+                        headers={"user-agent": sb.user_agent},
+                        peer=None,
+                    )
+                    for sb in window
+                ]
+            )
+            accepted += sum(r.accepted for r in results)
+            window.clear()
+
+        try:
+            # As `simulate web` does: tasks start in arrival order, so one visitor's
+            # batches keep their order.
+            for sb in to_batches(sessions):
+                window.append(sb)
+                if len(window) >= 256:
+                    await drain()
+            await drain()
+        finally:
+            await runtime.aclose()
+        return accepted
+
+    return simulator, asyncio.run(run())
+
+
+def _demo_traffic(settings: Settings, base: str, rate: float, simulator: Any) -> None:
+    """Simulated visitors posted live to this server from a background thread, once it
+    answers; they arrive at ``rate`` a second, at real speed, until the demo stops."""
+    import asyncio
+    import threading
+
+    import httpx
+
+    from opportune.api.app import EXAMPLE_WORKSPACE
+    from opportune.sim.live import send_live
+    from opportune.workspace import load_workspace
+
+    ws = load_workspace(settings.workspace or EXAMPLE_WORKSPACE)
+    site_key = next(iter(ws.sites_by_key))
+    url = f"http://127.0.0.1:{settings.port}" if settings.host in ("0.0.0.0", "::") else base
+
+    def run() -> None:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        asyncio.run(
+            send_live(
+                url,
+                site_key,
+                seed=DEMO_SEED + 1,
+                rate=rate,
+                duration_s=365 * 86_400.0,
+                history=simulator,
+            )
+        )
+
+    threading.Thread(target=run, name="demo-traffic", daemon=True).start()
+    click.echo(f"live simulated traffic: {rate:g} new visits a second (--traffic)")
 
 
 def _demo_agents(settings: Settings, n: int) -> None:
@@ -273,7 +496,89 @@ def gdpr_purge(days: int | None, **opts: Any) -> None:
 
 @main.group()
 def simulate() -> None:
-    """Simulators with ground truth: web traffic (and, later, a contact centre)."""
+    """Simulators with ground truth: web traffic and a contact centre."""
+
+
+@simulate.command("contact-center")
+@common
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--days", type=click.IntRange(1, 400), default=20, show_default=True)
+@click.option(
+    "--regime",
+    type=click.Choice(["agents", "interactions"]),
+    default="agents",
+    show_default=True,
+    help="agents: agents in surplus (60% occupancy); interactions: calls queue (105%)",
+)
+@click.option(
+    "--history",
+    is_flag=True,
+    help="Write the longest-idle run into the database as queue 'sales' (ending now)",
+)
+@click.option(
+    "--workspace-out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Write the center's queue, KPI and agents as workspace YAML into this folder",
+)
+def simulate_contact_center(
+    seed: int,
+    days: int,
+    regime: str,
+    history: bool,
+    workspace_out: Path | None,
+    **opts: Any,
+) -> None:
+    """A simulated contact centre (SimPy, arrivals from a real bank's call counts) routed
+    by the real routing core: longest idle, best skill and the oracle (true probabilities)
+    on the same calls. For the learnt policies and the whole comparison, see
+    bench/routing.py."""
+    from opportune.core.routing import PredictiveSettings
+    from opportune.sim.center_history import workspace_yaml, write_history
+    from opportune.sim.contact_center import (
+        AGENT_SURPLUS,
+        INTERACTION_SURPLUS,
+        Center,
+        Policy,
+        oracle_scorer,
+        simulate,
+    )
+
+    center = Center(AGENT_SURPLUS if regime == "agents" else INTERACTION_SURPLUS, seed)
+    stream = center.arrivals(days=days, seed=seed)
+    oracle = PredictiveSettings(enabled=True, min_free_agents=1, kpi_name="sales conversion")
+    runs = {
+        "longest idle": Policy("longest idle", "standard", center.queue()),
+        "best skill": Policy("best skill", "standard", center.queue(strategy="best_skill")),
+        "oracle": Policy(
+            "oracle", "assignment", center.queue(predictive=oracle), oracle_scorer(center)
+        ),
+    }
+    results = {}
+    click.echo(f"{len(stream)} calls over {days} weekdays, {len(center.agents)} agents, {regime}")
+    click.echo(f"{'policy':<14}{'KPI':>8}{'ASA s':>8}{'SL 20s':>8}{'abandon':>9}")
+    for name, policy in runs.items():
+        results[name] = simulate(center, stream, policy, seed=seed)
+        m = results[name].metrics()
+        click.echo(
+            f"{name:<14}{m['kpi']:>8.4f}{m['asa_s']:>8.1f}{m['service_level']:>8.3f}"
+            f"{m['abandonment']:>9.3f}"
+        )
+    if workspace_out is not None:
+        workspace_out.mkdir(parents=True, exist_ok=True)
+        (workspace_out / "contact-center.yaml").write_text(workspace_yaml(center), "utf-8")
+        click.echo(f"workspace: {workspace_out / 'contact-center.yaml'}")
+    if history:
+        from opportune.store.db import make_engine
+        from opportune.store.db import migrate as run
+
+        settings = _settings(**opts)
+        engine = make_engine(settings.resolved_database_url())
+        run(engine)
+        result = results["longest idle"]
+        last = max(r.arrived_ms for r in result.records)
+        n = write_history(engine, result, shift_ms=int(time.time() * 1000) - last)
+        engine.dispose()
+        click.echo(f"history: {n} interactions of queue 'sales' written (longest idle)")
 
 
 @simulate.command("web")
@@ -450,11 +755,18 @@ def _training_context(opts: dict[str, Any]) -> tuple[Any, Any, Any, int]:
 
 @main.command()
 @common
+@click.argument("what", type=click.Choice(["outcomes", "routing"]), default="outcomes")
 @click.option(
     "--outcome",
     "outcomes",
     multiple=True,
     help="Outcome to train (repeatable; default: every scoring-enabled outcome)",
+)
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    help="routing: queue to train (repeatable; default: every predictive queue with a KPI)",
 )
 @click.option("--days", type=int, default=90, show_default=True, help="Days of history")
 @click.option("--force", is_flag=True, help="Train even if the history is not ready yet")
@@ -465,9 +777,22 @@ def _training_context(opts: dict[str, Any]) -> tuple[Any, Any, Any, int]:
     show_default=True,
     help="LightGBM threads (and processes replaying the visits)",
 )
-def train(outcomes: tuple[str, ...], days: int, force: bool, threads: int, **opts: Any) -> None:
-    """Train outcome models on the stored visits; activate each one that is not worse."""
+def train(
+    what: str,
+    outcomes: tuple[str, ...],
+    queues: tuple[str, ...],
+    days: int,
+    force: bool,
+    threads: int,
+    **opts: Any,
+) -> None:
+    """Train outcome models on the stored visits (default), or with ROUTING the KPI model of
+    each predictive queue on its interactions; activate each one that is not worse."""
     import os
+
+    if what == "routing":
+        _train_routing(queues, days, force, opts)
+        return
 
     # LightGBM's OpenMP threads spin while they wait by default: on a machine that also
     # serves traffic that wastes a core and, with a busy neighbour, slows training down
@@ -515,6 +840,67 @@ def train(outcomes: tuple[str, ...], days: int, force: bool, threads: int, **opt
             click.echo(f"  {headline(r.card)}")
             click.echo(f"  card: {registry.root / r.outcome / str(r.version) / 'card.json'}")
     if not any(r.trained for r in reports):
+        sys.exit(1)
+
+
+def _train_routing(queues: tuple[str, ...], days: int, force: bool, opts: dict[str, Any]) -> None:
+    from opportune.ml.routing_registry import RoutingRegistry
+    from opportune.ml.routing_training import RoutingTrainingError, train_routing
+
+    if days < 1:
+        click.echo("error: --days must be at least 1", err=True)
+        sys.exit(2)
+    engine, rules, *_ = _training_context(opts)
+    ws = rules.workspace
+    # The KPIs and queue KPIs set over the API count as much as the workspace's.
+    all_queues, all_kpis = rules.queues(), rules.kpis()
+    names = list(queues) or [
+        n for n, q in all_queues.items() if q.predictive.enabled and q.kpi in all_kpis
+    ]
+    if not names:
+        click.echo(
+            "no queue has predictive routing on with a KPI (predictive: {enabled: true} and "
+            "kpi: in its document); name one with --queue",
+            err=True,
+        )
+        sys.exit(1)
+    registry = RoutingRegistry(_settings(**opts).data_dir / "routing-models")
+    trained = False
+    with registry.training_lock() as mine:
+        if not mine:
+            click.echo("error: another process is training routing models right now", err=True)
+            sys.exit(3)
+        for name in names:
+            try:
+                r = train_routing(
+                    engine,
+                    queue=name,
+                    queues=all_queues,
+                    agents=ws.agents,
+                    kpis=all_kpis,
+                    registry=registry,
+                    days=days,
+                    force=force,
+                    progress=lambda m: click.echo(m, err=True),
+                )
+            except RoutingTrainingError as exc:
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(1)
+            click.echo(f"{name}: {r.status}")
+            if r.card is not None:
+                trained = True
+                h = r.card["model"].get("holdout", {})
+                b = r.card.get("benefit", {})
+                fig = ", ".join(f"{k} {v:.4g}" for k, v in h.items() if isinstance(v, float))
+                click.echo(f"  holdout: {fig}")
+                if "uplift" in b:
+                    click.echo(
+                        f"  benefit assessment: {b['uplift']:+.4f} ({b['ciLow']:+.4f} to "
+                        f"{b['ciHigh']:+.4f}) on {b['decisions']} decisions, "
+                        f"observed {b['observed']:.4f}"
+                    )
+                click.echo(f"  card: {registry.root / name / str(r.version) / 'card.json'}")
+    if not trained:
         sys.exit(1)
 
 

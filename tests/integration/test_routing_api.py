@@ -55,7 +55,9 @@ def test_interactions_wait_for_an_eligible_agent_and_capacity(client: TestClient
     # The queue routes predictively with a 20% control share; without a model yet, the
     # predictive arm falls back to standard routing and says so.
     if made[0]["arm"] == "predictive":
-        assert made[0]["why"].startswith("no KPI model for this queue yet: standard routing")
+        assert made[0]["why"].startswith(
+            "no loan-conversion model for queue loans yet: standard routing"
+        )
     else:
         assert made[0]["arm"] == "control"
     arrive(client, "i2")
@@ -267,3 +269,45 @@ def test_kpis_are_listed_with_their_outcome_ids_and_queues(client: TestClient) -
     ]
     r = client.get("/v1/kpis/nope", headers=KEY)
     assert r.status_code == 404 and r.json()["error"]["message"] == "kpi 'nope'"
+
+
+def test_custom_kpis_over_the_api_and_a_queue_switched_to_one(client: TestClient) -> None:
+    body = {"name": "retained", "type": "retention", "successCodes": ["callback"]}
+    r = client.post("/v1/kpis", json=body, headers=KEY)
+    assert r.status_code == 201, r.text
+    assert r.json()["source"] == "api" and r.json()["direction"] == "maximize"
+    assert client.post("/v1/kpis", json=body, headers=KEY).status_code == 409
+    # Every bad field is named; nothing is stored.
+    r = client.post("/v1/kpis", json={"name": "x", "type": "sales_value"}, headers=KEY)
+    assert r.status_code == 422 and "tracking: outcome" in r.text
+    r = client.post("/v1/kpis", json={"name": "y", "type": "churn", "colour": 1}, headers=KEY)
+    assert r.status_code == 422 and r.json()["error"]["path"] == "colour"
+    assert {k["name"] for k in client.get("/v1/kpis", headers=KEY).json()["items"]} >= {
+        "retained",
+        "loan-conversion",
+    }
+    # The workspace's KPIs are read-only here.
+    r = client.put(
+        "/v1/kpis/loan-conversion", json={"type": "churn", "successCodes": ["x"]}, headers=KEY
+    )
+    assert r.status_code == 409 and r.json()["error"]["code"] == "defined_in_workspace"
+    # A queue takes an API KPI when its agents can give the success code.
+    r = client.put("/v1/queues/loans/kpi", json={"kpi": "retained"}, headers=KEY)
+    assert r.status_code == 200 and r.json() == {"queue": "loans", "kpi": "retained"}
+    assert client.get("/v1/kpis/retained", headers=KEY).json()["queues"] == ["loans"]
+    r = client.get("/v1/kpis/retained/readiness?queue=loans", headers=KEY)
+    assert r.status_code == 200 and r.json()["ready"] is False
+    r = client.put("/v1/queues/support/kpi", json={"kpi": "retained"}, headers=KEY)
+    assert r.status_code == 422 and "['callback'] of kpi 'retained'" in r.json()["error"]["message"]
+    r = client.put("/v1/queues/loans/kpi", json={"kpi": "nope"}, headers=KEY)
+    assert r.status_code == 422 and r.json()["error"]["path"] == "kpi"
+    # A KPI in use cannot go, nor lose a success code its queue relies on... until the queue
+    # moves back to its document's KPI.
+    assert client.delete("/v1/kpis/retained", headers=KEY).status_code == 409
+    r = client.put(
+        "/v1/kpis/retained", json={"type": "retention", "successCodes": ["won"]}, headers=KEY
+    )
+    assert r.status_code == 422
+    client.put("/v1/queues/loans/kpi", json={"kpi": "loan-conversion"}, headers=KEY)
+    assert client.delete("/v1/kpis/retained", headers=KEY).status_code == 200
+    assert client.get("/v1/kpis/retained", headers=KEY).status_code == 404

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,22 @@ class Runtime:
     rules: RuleBook
     checkpointer: Checkpointer | None = None
     webhooks: WebhookWorker | None = None
+    router: Any = None  # engine.router.Router, built with the admin API
+
+    async def route_ticks(self, stop: asyncio.Event, every_s: float = 1.0) -> None:
+        """Until ``stop``: route again whatever waits, so a held interaction falls back when
+        its hold times out and a bullseye ring widens on time, even when nothing else
+        happens (arrivals, ends and presence changes route at once anyway)."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
+            if stop.is_set() or self.router is None:
+                return
+            try:
+                if await asyncio.to_thread(self.router.waiting_count):
+                    await asyncio.to_thread(self.router.dispatch, int(time.time() * 1000))
+            except Exception:  # the database is away: try again on the next tick
+                log.exception("could not route the waiting interactions")
 
     async def watch_rules(self, stop: asyncio.Event) -> None:
         """Until ``stop``: poll for definitions changed by any process (the admin API writes
@@ -72,6 +89,8 @@ class Runtime:
                     )
                 # A model trained and activated by `opportune train` is picked up here.
                 await asyncio.to_thread(self.ingestor.scorer.refresh)
+                if self.router is not None and self.router.score is not None:
+                    await asyncio.to_thread(self.router.score.refresh)
             except Exception:  # the database is away: keep the rules, try again
                 log.exception("could not refresh the rules")
 
@@ -142,6 +161,20 @@ def _scorer(settings: Settings, rules: RuleBook) -> OutcomeScorer:
     )
 
 
+async def _journey_features(runtime: Runtime, visitor_id: str, now_ms: int) -> dict[str, float]:
+    """The visitor's current segments and outcome probabilities, as routing features."""
+    state = await runtime.ingestor.live.peek(visitor_id, now_ms)
+    if state is None:
+        return {}
+    j = state.journey
+    current = j is not None and j.session_id == state.track.session_id
+    members = runtime.rules.ruleset.members(j if current else None, state.assignments, now_ms)
+    out = {f"segment:{name}": 1.0 for name in members}
+    if current and j is not None:
+        out.update({f"score:{o}": float(v[0]) for o, v in j.scores.items() if v})
+    return out
+
+
 def _identify(conn: Connection, op: IdentifyOp) -> Any:
     """Run one identify event inside the writer's transaction."""
     from opportune.store.customers import apply_identify
@@ -168,24 +201,49 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         watcher = loop.create_task(runtime.watch_rules(stop))
+        ticks = loop.create_task(runtime.route_ticks(stop)) if runtime.workspace.queues else None
         sender = loop.create_task(runtime.webhooks.run()) if runtime.webhooks else None
         retrain = None
         if settings.retrain_interval_h > 0:
-            from opportune.ml.schedule import retrain_loop
+            from opportune.ml.schedule import FIRST_CHECK_AFTER_S, retrain_loop
 
             retrain = loop.create_task(
                 retrain_loop(
                     settings,
                     runtime.rules,
                     interval_s=settings.retrain_interval_h * 3600,
+                    first_check_s=FIRST_CHECK_AFTER_S,
                     on_activated=lambda _outcomes: runtime.ingestor.scorer.refresh(),
                 )
             )
+        routing_retrain = None
+        if settings.retrain_interval_h > 0 and runtime.router is not None:
+            from opportune.ml.routing_schedule import routing_retrain_loop
+            from opportune.ml.schedule import FIRST_CHECK_AFTER_S as FIRST_ROUTING_CHECK_S
+
+            if runtime.workspace.queues:
+                score = runtime.router.score
+                routing_retrain = loop.create_task(
+                    routing_retrain_loop(
+                        settings,
+                        runtime.rules,
+                        runtime.ingestor.engine,
+                        interval_s=settings.retrain_interval_h * 3600,
+                        first_check_s=FIRST_ROUTING_CHECK_S,
+                        on_activated=lambda _queues: score.refresh(),
+                    )
+                )
         try:
             yield
         finally:
             stop.set()
+            if routing_retrain is not None:
+                routing_retrain.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await routing_retrain
             await watcher
+            if ticks is not None:
+                await ticks
             if retrain is not None:
                 retrain.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -207,6 +265,8 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
     from opportune.api.engagement import engagement_router
     from opportune.api.routing import routing_router
     from opportune.engine.router import Router
+    from opportune.engine.routing_scorer import KpiScorer
+    from opportune.ml.routing_registry import RoutingRegistry
 
     app.include_router(
         customers_router(
@@ -226,8 +286,24 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
         engagement_router(ingestor=runtime.ingestor, require_api_key=require_api_key)
     )
     ws = runtime.workspace
-    router = Router(runtime.ingestor.engine, queues=ws.queues, agents=ws.agents, kpis=ws.kpis)
-    app.include_router(routing_router(router=router, require_api_key=require_api_key))
+    routing_models = RoutingRegistry(settings.data_dir / "routing-models")
+    router = Router(
+        runtime.ingestor.engine,
+        queues=ws.queues,
+        agents=ws.agents,
+        kpis=ws.kpis,
+        score=KpiScorer(routing_models, ws.agents, ws.queues),
+        rules=runtime.rules,
+    )
+    runtime.router = router
+    app.include_router(
+        routing_router(
+            router=router,
+            require_api_key=require_api_key,
+            journey=lambda visitor_id, now_ms: _journey_features(runtime, visitor_id, now_ms),
+            registry=routing_models,
+        )
+    )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_req: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -14,16 +14,18 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Body, Depends, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 from sqlalchemy import select
 
+from opportune.api.definitions import _read_only, parse_definition
 from opportune.core.conditions import parse_duration
 from opportune.core.kpis import ReadinessThresholds, history_stats, readiness
 from opportune.core.routing import abandonment_rate, average_speed_of_answer, service_level
 from opportune.core.valuation import compare, summarise
 from opportune.engine.router import Assigned, Router, RoutingError
+from opportune.engine.rules import ReadOnlyDefinition, RuleBook
 from opportune.ml.routing_history import decode_features, load_history
 from opportune.ml.routing_registry import RoutingRegistry
 from opportune.ml.routing_training import assess_benefit
@@ -32,6 +34,7 @@ from opportune.store.schema import (
     interactions,
     outcome_attributions,
 )
+from opportune.workspace.engagement import QueueKpiDoc, kpi_fits_queue
 
 DAY_MS = 86_400_000
 _ID = r"^[A-Za-z0-9_.:-]{1,64}$"
@@ -63,6 +66,10 @@ class InteractionIn(_In):
             if not math.isfinite(x):
                 raise ValueError(f"feature {k!r} is not a finite number")
         return v
+
+
+class QueueKpiIn(_In):
+    kpi: str | None
 
 
 class EndIn(_In):
@@ -335,25 +342,109 @@ def routing_router(
 
     def kpi_json(name: str) -> dict[str, Any]:
         d = router.kpis[name]
+        found = router.rules.get("kpi", name) if router.rules is not None else None
         return {
             **d.model_dump(mode="json", by_alias=True),
             "outcomeId": d.outcome_id,
             "direction": d.to_core().direction,
             "queues": sorted(q for q, doc in router.docs.items() if doc.kpi == name),
-            "source": "workspace",
+            "source": found[1] if found else "workspace",
         }
+
+    def rules() -> RuleBook:
+        if router.rules is None:  # a router built without the rules: read-only KPIs
+            raise HTTPException(405, detail={"code": "read_only", "message": "KPIs are fixed"})
+        return router.rules
+
+    def not_found(what: str, name: str) -> HTTPException:
+        return HTTPException(404, detail={"code": "not_found", "message": f"{what} {name!r}"})
 
     @api.get("/kpis")
     def kpis() -> dict[str, Any]:
-        """The KPIs (workspace documents), each with the outcome id its attributions are
-        posted with (outcome-tracked ones) and the queues that optimise it."""
+        """The KPIs (workspace documents and those created here), each with the outcome id
+        its attributions are posted with (outcome-tracked ones) and the queues using it."""
         return {"items": [kpi_json(n) for n in sorted(router.kpis)]}
 
     @api.get("/kpis/{name}")
     def kpi(name: str) -> dict[str, Any]:
         if name not in router.kpis:
-            raise HTTPException(404, detail={"code": "not_found", "message": f"kpi {name!r}"})
+            raise not_found("kpi", name)
         return kpi_json(name)
+
+    def save_kpi(doc: Any) -> dict[str, Any]:
+        found = rules().get("kpi", doc.name)
+        if found is not None and found[1] == "workspace":
+            raise _read_only(ReadOnlyDefinition(f"kpi {doc.name!r} is defined in the workspace"))
+        for qdoc in router.docs.values():
+            problem = kpi_fits_queue(doc, qdoc) if qdoc.kpi == doc.name else None
+            if problem:
+                raise HTTPException(
+                    422, detail={"code": "invalid", "path": "successCodes", "message": problem}
+                )
+        try:
+            rules().put(doc, now_ms=now())
+        except ReadOnlyDefinition as exc:
+            raise _read_only(exc) from None
+        return kpi_json(doc.name)
+
+    @api.post("/kpis", status_code=201)
+    def create_kpi(body: Annotated[Any, Body()]) -> dict[str, Any]:
+        """A custom KPI (organisation-wide): name, type, tracking, success codes."""
+        doc = parse_definition("kpi", body)
+        if doc.name in router.kpis:
+            raise HTTPException(
+                409,
+                detail={"code": "already_exists", "message": f"kpi {doc.name!r} exists; PUT it"},
+            )
+        return save_kpi(doc)
+
+    @api.put("/kpis/{name}")
+    def put_kpi(name: str, body: Annotated[Any, Body()]) -> dict[str, Any]:
+        return save_kpi(parse_definition("kpi", body, name))
+
+    @api.delete("/kpis/{name}")
+    def delete_kpi(name: str) -> dict[str, Any]:
+        if name not in router.kpis:
+            raise not_found("kpi", name)
+        users = sorted(q for q, doc in router.docs.items() if doc.kpi == name)
+        if users:
+            raise HTTPException(
+                409,
+                detail={
+                    "code": "in_use",
+                    "message": f"kpi {name!r} is the KPI of queue(s) {users}; "
+                    "give them another first (PUT /v1/queues/{name}/kpi)",
+                },
+            )
+        try:
+            rules().delete("kpi", name, now_ms=now())
+        except ReadOnlyDefinition as exc:
+            raise _read_only(exc) from None
+        return {"deleted": {"kind": "kpi", "name": name}}
+
+    @api.put("/queues/{name}/kpi")
+    def set_queue_kpi(name: str, body: QueueKpiIn) -> dict[str, Any]:
+        """The KPI the queue's predictive routing optimises (null: none), replacing its
+        document's. A model trained for another KPI is not used until retrained."""
+        if name not in router.docs:
+            raise not_found("queue", name)
+        if body.kpi is not None:
+            if body.kpi not in router.kpis:
+                raise HTTPException(
+                    422,
+                    detail={
+                        "code": "invalid",
+                        "path": "kpi",
+                        "message": f"unknown kpi {body.kpi!r}",
+                    },
+                )
+            problem = kpi_fits_queue(router.kpis[body.kpi], router.docs[name])
+            if problem:
+                raise HTTPException(
+                    422, detail={"code": "invalid", "path": "kpi", "message": problem}
+                )
+        rules().put(QueueKpiDoc(name=name, kpi=body.kpi), now_ms=now())
+        return {"queue": name, "kpi": router.docs[name].kpi}
 
     @api.get("/kpis/{name}/readiness")
     def kpi_readiness(name: str, queue: str) -> dict[str, Any]:

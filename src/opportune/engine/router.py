@@ -40,6 +40,7 @@ from opportune.core.routing import (
 )
 from opportune.core.valuation import assign_arm
 from opportune.engine.routing_scorer import KpiScorer
+from opportune.engine.rules import RuleBook
 from opportune.ml.routing_history import decode_features
 from opportune.store.schema import agent_state, interactions
 from opportune.workspace.engagement import AgentDoc, KpiDoc, QueueDoc
@@ -134,14 +135,42 @@ class Router:
         kpis: Mapping[str, KpiDoc],
         score: KpiScorer | None = None,
         rng: random.Random | None = None,
+        rules: RuleBook | None = None,
     ) -> None:
+        """``rules``: where KPIs and queues' KPIs set over the API come from (the queues
+        and KPIs passed are then only the start)."""
         self.engine = engine
-        self.docs = queues
         self.agent_docs = agents
-        self.kpis = kpis
-        self.queues = {n: core_queue(q, kpis.get(q.kpi or "")) for n, q in queues.items()}
+        self.rules = rules
+        self._set(queues, kpis)
+        self._version: int | None = None if rules is not None else -2
         self.score = score
         self.rng = rng or random.Random()
+
+    def _set(self, queues: Mapping[str, QueueDoc], kpis: Mapping[str, KpiDoc]) -> None:
+        self._docs, self._kpis = dict(queues), dict(kpis)
+        self._queues = {n: core_queue(q, kpis.get(q.kpi or "")) for n, q in queues.items()}
+
+    def _sync(self) -> None:
+        if self.rules is not None and self.rules.version != self._version:
+            self._set(self.rules.queues(), self.rules.kpis())
+            self._version = self.rules.version
+
+    @property
+    def docs(self) -> Mapping[str, QueueDoc]:
+        """The queue documents, each with the KPI it optimises now."""
+        self._sync()
+        return self._docs
+
+    @property
+    def kpis(self) -> Mapping[str, KpiDoc]:
+        self._sync()
+        return self._kpis
+
+    @property
+    def queues(self) -> Mapping[str, Queue]:
+        self._sync()
+        return self._queues
 
     def kpi_of(self, queue: str) -> KPI | None:
         doc = self.docs[queue]
@@ -344,11 +373,16 @@ class Router:
                 for i in waiting.values()
                 if arms[i.id] == "predictive" and self.queues[i.queue].predictive.enabled
             ]
-            scored = [i for i in predictive if self.score is not None and self.score.has(i.queue)]
+            kpi_of = {q: d.kpi for q, d in self.docs.items()}
+            scored = [
+                i
+                for i in predictive
+                if self.score is not None and self.score.has(i.queue, kpi_of[i.queue])
+            ]
             made: list[tuple[Any, str]] = []
             if scored and self.score is not None:
                 features = {r.id: decode_features(r.features) for r in rows if r.id in waiting}
-                scores = self.score(scored, agents, features)
+                scores = self.score(scored, agents, features, kpi_of)
                 for by_method in (
                     [i for i in scored if self.docs[i.queue].predictive.method == "greedy"],
                     [i for i in scored if self.docs[i.queue].predictive.method != "greedy"],
@@ -395,7 +429,11 @@ class Router:
                     arm = arms[d.interaction_id]
                     why = d.why
                     if arm == "predictive":
-                        why = f"no KPI model for this queue yet: standard routing; {why}"
+                        kpi = kpi_of.get(d_queue := waiting[d.interaction_id].queue)
+                        why = (
+                            f"no {kpi or 'KPI'} model for queue {d_queue} yet: "
+                            f"standard routing; {why}"
+                        )
                     made.append((replace(d, why=why), arm))
             out = []
             for d, arm in made:

@@ -37,8 +37,11 @@ class KpiScorer:
                 models[q] = found
         self.models = models
 
-    def has(self, queue: str) -> bool:
-        return queue in self.models
+    def has(self, queue: str, kpi: str | None = None) -> bool:
+        """Whether ``queue`` has an active model (for ``kpi``, when named: a model trained
+        for the KPI the queue had before is not used for its new one)."""
+        m = self.models.get(queue)
+        return m is not None and (kpi is None or m.card.get("kpi") == kpi)
 
     def version(self, queue: str) -> str | None:
         m = self.models.get(queue)
@@ -53,13 +56,14 @@ class KpiScorer:
         waiting: Sequence[Interaction],
         agents: Sequence[Agent],
         features: Mapping[str, Mapping[str, float]],
+        kpis: Mapping[str, str | None] | None = None,
     ) -> dict[str, dict[str, float]]:
         """Per interaction, the predicted KPI with every agent of its queue (busy ones too:
         the greedy method ranks its hold by them)."""
         out: dict[str, dict[str, float]] = {}
         for i in waiting:
             m = self.models.get(i.queue)
-            if m is None:
+            if m is None or not self.has(i.queue, kpis.get(i.queue) if kpis else None):
                 continue
             ids = [a.id for a in agents if a.queues is None or i.queue in a.queues]
             if not ids:

@@ -22,15 +22,23 @@ from opportune.core.rules import Ruleset
 from opportune.store.schema import definitions
 from opportune.workspace import Workspace
 from opportune.workspace.documents import OutcomeDoc, SegmentDoc
-from opportune.workspace.engagement import ActionMapDoc, build_maps
+from opportune.workspace.engagement import (
+    ActionMapDoc,
+    KpiDoc,
+    QueueDoc,
+    QueueKpiDoc,
+    build_maps,
+)
 from opportune.workspace.loader import build_ruleset
 
 Kind = Literal["segment", "outcome", "actionMap"]
-Doc = SegmentDoc | OutcomeDoc | ActionMapDoc
-MODELS: dict[str, type[SegmentDoc] | type[OutcomeDoc] | type[ActionMapDoc]] = {
+Doc = SegmentDoc | OutcomeDoc | ActionMapDoc | KpiDoc | QueueKpiDoc
+MODELS: dict[str, type[Any]] = {
     "segment": SegmentDoc,
     "outcome": OutcomeDoc,
     "actionMap": ActionMapDoc,
+    "kpi": KpiDoc,
+    "queueKpi": QueueKpiDoc,
 }
 log = logging.getLogger(__name__)
 
@@ -57,6 +65,7 @@ class RuleBook:
             **{("segment", n): d for n, d in workspace.segments.items()},
             **{("outcome", n): d for n, d in workspace.outcomes.items()},
             **{("actionMap", n): d for n, d in workspace.action_maps.items()},
+            **{("kpi", n): d for n, d in workspace.kpis.items()},
         }
         self.workspace = workspace
         self.page_groups = list(workspace.page_groups.values())
@@ -79,6 +88,19 @@ class RuleBook:
         if (kind, name) in self.api:
             return self.api[(kind, name)], "api"
         return None
+
+    def kpis(self) -> dict[str, KpiDoc]:
+        """Every KPI: the workspace's and those created over the API."""
+        return {d.name: d for d, _ in self.docs("kpi")}
+
+    def queues(self) -> dict[str, QueueDoc]:
+        """The workspace's queues, each with the KPI it optimises now (set over the API,
+        else its document's)."""
+        out = {}
+        for name, q in self.workspace.queues.items():
+            found = self.api.get(("queueKpi", name))
+            out[name] = q.model_copy(update={"kpi": found.kpi}) if found is not None else q
+        return out
 
     def candidate(self, doc: Doc | None, *, remove: tuple[str, str] | None = None) -> Ruleset:
         """The ruleset with ``doc`` added or replaced (or ``remove`` removed); raises
@@ -106,7 +128,10 @@ class RuleBook:
         rs = build_ruleset(
             list(segments.values()), outcomes, self.page_groups, [m.trigger for m in maps]
         )
-        rs.fingerprint = _fingerprint([*values, *self.page_groups])
+        # Routing documents (KPIs, queue KPIs) do not change what a journey is: changing
+        # them must not make every live visit replay its history.
+        journey = [d for d in values if isinstance(d, SegmentDoc | OutcomeDoc | ActionMapDoc)]
+        rs.fingerprint = _fingerprint([*journey, *self.page_groups])
         return rs, maps
 
     # -- the definitions table -----------------------------------------------------------

@@ -422,6 +422,28 @@ def kpi_outcome_id(kpi_name: str) -> str:
     return f"kpi-{uuid.uuid5(uuid.NAMESPACE_URL, f'opportune:kpi:{kpi_name}')}"
 
 
+class QueueKpiDoc(Document):
+    """The KPI a queue optimises, set over the API (``PUT /v1/queues/{name}/kpi``): it
+    replaces the queue document's ``kpi``; ``kpi: null`` removes it."""
+
+    kind: Literal["queueKpi"] = "queueKpi"
+    name: str = Field(pattern=_NAME)  # the queue
+    kpi: str | None = Field(default=None, pattern=_NAME)
+
+
+def kpi_fits_queue(kpi: KpiDoc, queue: QueueDoc) -> str | None:
+    """Why ``kpi`` cannot be ``queue``'s (a success code the queue's agents cannot give),
+    or None."""
+    if kpi.tracking == "wrapUp":
+        lost = sorted(set(kpi.success_codes) - set(queue.wrap_up_codes))
+        if lost:
+            return (
+                f"success code(s) {lost} of kpi {kpi.name!r} are not wrap-up codes of "
+                f"queue {queue.name!r}"
+            )
+    return None
+
+
 ENGAGEMENT_KINDS: dict[str, type[Document]] = {
     "actionMap": ActionMapDoc,
     "contentTemplate": ContentTemplate,
