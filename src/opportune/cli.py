@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import secrets
 import sys
 import time
@@ -52,6 +53,10 @@ def main() -> None:
 
 
 def _run_server(settings: Settings) -> None:
+    # NumPy's OpenBLAS threads keep spinning after a small matrix operation (pacing) and
+    # take the core from the event loop; the server's linear algebra is tiny. Set before
+    # NumPy loads.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     import uvicorn
 
     from opportune.api.app import create_app
