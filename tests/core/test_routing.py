@@ -624,3 +624,24 @@ def test_assignment_keeps_a_scarce_language_for_the_callers_who_need_it(
         [chat("c", language="es")], team_, {"q": replace(q, language=None)}, NOW, scores
     )
     assert [d.agent_id for d in r.decisions] == ["bi"]
+
+
+def test_route_arms_sends_each_arm_its_own_way() -> None:
+    """The server's pass: the predictive arm of a queue with a model by its predictive
+    method, the control arm and queues without a model by standard routing, with the why."""
+    from opportune.core.predictive import route_arms
+
+    team_ = [agent("a"), agent("b", idle_since_ms=NOW - 10_000), agent("c"), agent("d")]
+    q = predictive(min_free_agents=1, kpi_name="conv")
+    waiting = [chat("p", 3), chat("c", 2), chat("u", 1, queue="other")]
+    queues = {"q": q, "other": replace(q, name="other")}
+    scores = {"p": {"a": 0.1, "b": 0.9, "c": 0.2, "d": 0.3}}
+    arms = {"p": "predictive", "c": "control", "u": "predictive"}
+    r = route_arms(waiting, team_, queues, NOW, arms=arms, modelled={"q"}, scores=scores)
+    got = {d.interaction_id: (d.agent_id, d.method, arm) for d, arm in r.decisions}
+    assert got["p"] == ("b", "predictive", "predictive")  # b scores best, though least idle
+    assert got["c"][1:] == ("standard", "control")
+    assert got["u"][1:] == ("standard", "predictive")
+    why_u = next(d.why for d, _ in r.decisions if d.interaction_id == "u")
+    assert why_u.startswith("no conv model for queue other yet: standard routing")
+    assert len({a for a, _, _ in got.values()}) == 3  # never one agent slot twice

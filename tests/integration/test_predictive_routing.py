@@ -184,9 +184,7 @@ class FixedScores:
     def posteriors(self, queue: str) -> dict[str, Any]:
         return {}
 
-    def __call__(
-        self, waiting: Any, agents: Any, features: Any, kpis: Any = None
-    ) -> dict[str, dict[str, float]]:
+    def __call__(self, waiting: Any, agents: Any, features: Any) -> dict[str, dict[str, float]]:
         return {i.id: dict(self.scores) for i in waiting}
 
 

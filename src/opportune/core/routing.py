@@ -65,6 +65,7 @@ class PredictiveSettings:
     balance_margin: float = 0.0  # ... within this much of the best score
     direction: Direction = "maximize"  # handle time and churn are minimised
     window_factor: int = 4  # assignment: consider this many waiting per free slot
+    method: Literal["greedy", "assignment"] = "assignment"  # what route_arms calls
     # Utility given up per scarce language (spoken by under half the available agents) an
     # agent speaks that the interaction does not need: keeps such agents, when the scores
     # are close, for the callers only they can serve.

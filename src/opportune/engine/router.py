@@ -26,17 +26,14 @@ from sqlalchemy.engine import Connection
 
 from opportune.core.conditions import parse_duration
 from opportune.core.kpis import KPI
-from opportune.core.predictive import route_predictive_assignment, route_predictive_greedy
+from opportune.core.predictive import route_arms
 from opportune.core.routing import (
     Agent,
     Interaction,
     PredictiveSettings,
     Queue,
     Ring,
-    Routing,
     SkillRequirement,
-    apply,
-    route_standard,
 )
 from opportune.core.valuation import assign_arm
 from opportune.engine.routing_scorer import KpiScorer
@@ -108,6 +105,7 @@ def core_queue(doc: QueueDoc, kpi: KpiDoc | None) -> Queue:
             exploration=p.exploration,
             balance=p.balance,
             reserve_weight=p.reserve_weight,
+            method=p.method,
             direction=direction,
             kpi_name=kpi.name if kpi else "KPI",
         ),
@@ -368,73 +366,45 @@ class Router:
             }
             arms = {r.id: r.arm or "standard" for r in rows}
             held_since = {r.id: r.held_since for r in rows if r.held_since is not None}
-            predictive = [
-                i
-                for i in waiting.values()
-                if arms[i.id] == "predictive" and self.queues[i.queue].predictive.enabled
-            ]
             kpi_of = {q: d.kpi for q, d in self.docs.items()}
-            scored = [
-                i
-                for i in predictive
-                if self.score is not None and self.score.has(i.queue, kpi_of[i.queue])
+            modelled = {
+                q for q in self.queues if self.score is not None and self.score.has(q, kpi_of[q])
+            }
+            scores: dict[str, dict[str, float]] = {}
+            posteriors: dict[str, Any] = {}
+            to_score = [
+                i for i in waiting.values() if arms[i.id] == "predictive" and i.queue in modelled
             ]
-            made: list[tuple[Any, str]] = []
-            if scored and self.score is not None:
+            if to_score and self.score is not None:
                 features = {r.id: decode_features(r.features) for r in rows if r.id in waiting}
-                scores = self.score(scored, agents, features, kpi_of)
-                for by_method in (
-                    [i for i in scored if self.docs[i.queue].predictive.method == "greedy"],
-                    [i for i in scored if self.docs[i.queue].predictive.method != "greedy"],
-                ):
-                    if not by_method:
-                        continue
-                    greedy = self.docs[by_method[0].queue].predictive.method == "greedy"
-                    policy = route_predictive_greedy if greedy else route_predictive_assignment
-                    posteriors = {
-                        a: p
-                        for q in {i.queue for i in by_method}
-                        for a, p in self.score.posteriors(q).items()
-                    }
-                    routing: Routing = policy(
-                        by_method,
-                        agents,
-                        self.queues,
-                        now_ms,
-                        scores,
-                        held_since=held_since,
-                        posteriors=posteriors,
-                        rng=self.rng,
+                scores = self.score(to_score, agents, features)
+                for q in {i.queue for i in to_score}:
+                    posteriors.update(self.score.posteriors(q))
+            routing = route_arms(
+                list(waiting.values()),
+                agents,
+                self.queues,
+                now_ms,
+                arms=arms,
+                modelled=modelled,
+                scores=scores,
+                held_since=held_since,
+                posteriors=posteriors,
+                rng=self.rng,
+            )
+            for h in routing.held:
+                if h.interaction_id not in held_since:
+                    conn.execute(
+                        update(interactions)
+                        .where(interactions.c.id == h.interaction_id)
+                        .values(held_since=h.since_ms)
                     )
-                    for d in routing.decisions:
-                        model = self.score.version(waiting[d.interaction_id].queue)
-                        why = f"{d.why} (KPI model {model})" if d.method == "predictive" else d.why
-                        made.append((replace(d, why=why), "predictive"))
-                    for h in routing.held:
-                        if h.interaction_id not in held_since:
-                            conn.execute(
-                                update(interactions)
-                                .where(interactions.c.id == h.interaction_id)
-                                .values(held_since=h.since_ms)
-                            )
-                    agents = apply(agents, routing, waiting, now_ms)
-            taken = {d.interaction_id for d, _ in made}
-            # The predictive policies route, hold or fall back for what they scored; the
-            # rest (standard and control arms, queues without a model) go by standard routing.
-            done = taken | {i.id for i in scored}
-            rest = [i for i in waiting.values() if i.id not in done]
-            if rest:
-                routing = route_standard(rest, agents, self.queues, now_ms)
-                for d in routing.decisions:
-                    arm = arms[d.interaction_id]
-                    why = d.why
-                    if arm == "predictive":
-                        kpi = kpi_of.get(d_queue := waiting[d.interaction_id].queue)
-                        why = (
-                            f"no {kpi or 'KPI'} model for queue {d_queue} yet: "
-                            f"standard routing; {why}"
-                        )
-                    made.append((replace(d, why=why), arm))
+            made = []
+            for d, arm in routing.decisions:
+                if d.method == "predictive" and self.score is not None:
+                    version = self.score.version(waiting[d.interaction_id].queue)
+                    d = replace(d, why=f"{d.why} (KPI model {version})")
+                made.append((d, arm))
             out = []
             for d, arm in made:
                 conn.execute(

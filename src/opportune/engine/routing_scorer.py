@@ -22,6 +22,7 @@ class KpiScorer:
         self.agent_docs = agents
         self.queue_names = tuple(queues)
         self.models: dict[str, LoadedRouting] = {}
+        self._posteriors: dict[tuple[str, str], dict[str, Posterior]] = {}
         self.refresh()
 
     def refresh(self) -> None:
@@ -48,22 +49,29 @@ class KpiScorer:
         return m.version if m else None
 
     def posteriors(self, queue: str) -> dict[str, Posterior]:
+        """Each agent's posterior of their effect, for Thompson sampling (kept per model:
+        a dispatch pass asks for them every time)."""
         m = self.models.get(queue)
-        return m.model.posteriors() if m else {}
+        if m is None:
+            return {}
+        found = self._posteriors.get((queue, m.version))
+        if found is None:
+            found = self._posteriors[(queue, m.version)] = m.model.posteriors()
+        return found
 
     def __call__(
         self,
         waiting: Sequence[Interaction],
         agents: Sequence[Agent],
         features: Mapping[str, Mapping[str, float]],
-        kpis: Mapping[str, str | None] | None = None,
     ) -> dict[str, dict[str, float]]:
-        """Per interaction, the predicted KPI with every agent of its queue (busy ones too:
-        the greedy method ranks its hold by them)."""
+        """Per interaction (of a queue with a model: see :meth:`has`), the predicted KPI
+        with every agent of its queue (busy ones too: the greedy method ranks its hold by
+        them)."""
         out: dict[str, dict[str, float]] = {}
         for i in waiting:
             m = self.models.get(i.queue)
-            if m is None or not self.has(i.queue, kpis.get(i.queue) if kpis else None):
+            if m is None:
                 continue
             ids = [a.id for a in agents if a.queues is None or i.queue in a.queues]
             if not ids:
