@@ -103,3 +103,31 @@ def test_cli_validate_exit_codes(tmp_path: Path) -> None:
     assert bad.exit_code == 1
     assert "a.yaml:1: key: Field required" in bad.output
     assert "2 problem(s)" in bad.output
+
+
+def test_a_queue_must_give_its_kpis_success_codes(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        **{
+            "routing.yaml": "kind: kpi\nname: won\ntype: sales_conversion\nsuccessCodes: [sold]\n"
+            "---\nkind: queue\nname: sales\nwrapUpCodes: [lost]\nkpi: won\n"
+        },
+    )
+    assert problems(tmp_path) == [
+        "routing.yaml:6: kpi: success code(s) ['sold'] of kpi 'won' are not wrap-up codes of "
+        "queue 'sales'"
+    ]
+
+
+def test_unknown_kpis_and_queues_are_named_where_they_are_used(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        **{
+            "routing.yaml": "kind: queue\nname: sales\nkpi: nope\n"
+            "---\nkind: agent\nname: ana\nqueues: [sales, gone]\n"
+        },
+    )
+    assert problems(tmp_path) == [
+        "routing.yaml:1: kpi: unknown kpi 'nope'",
+        "routing.yaml:5: queues: unknown queue 'gone'",
+    ]

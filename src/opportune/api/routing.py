@@ -538,6 +538,8 @@ def routing_router(
                 409, detail={"code": "no_kpi", "message": f"queue {name!r} has no KPI"}
             )
         loaded = registry.active_routing(name) if registry is not None else None
+        if loaded is not None and loaded.card.get("kpi") != kpi.name:
+            loaded = None  # trained for the queue's earlier KPI: says nothing of this one
         if loaded is None:
             raise HTTPException(
                 409,

@@ -31,6 +31,7 @@ from opportune.workspace.engagement import (
     KpiDoc,
     QueueDoc,
     build_maps,
+    kpi_fits_queue,
 )
 
 KINDS = {**BASE_KINDS, **ENGAGEMENT_KINDS}
@@ -254,21 +255,15 @@ def load_workspace(folder: Path) -> Workspace:
     agents = {n: d for (k, n), d in others.items() if isinstance(d, AgentDoc)}
     kpis = {n: d for (k, n), d in others.items() if isinstance(d, KpiDoc)}
     for q in queues.values():
-        where = ("", 0, f"queue {q.name!r}")
+        file, line = where_of[("queue", q.name)]
         if q.kpi is not None and q.kpi not in kpis:
-            problems.append(Problem(*where[:2], f"{where[2]}: unknown kpi {q.kpi!r}"))
-        elif q.kpi is not None and kpis[q.kpi].tracking == "wrapUp":
-            lost = sorted(set(kpis[q.kpi].success_codes) - set(q.wrap_up_codes))
-            if lost:
-                problems.append(
-                    Problem(
-                        *where[:2],
-                        f"{where[2]}: KPI success codes {lost} are not among its wrapUpCodes",
-                    )
-                )
+            problems.append(Problem(file, line, "kpi", f"unknown kpi {q.kpi!r}"))
+        elif q.kpi is not None and (problem := kpi_fits_queue(kpis[q.kpi], q)):
+            problems.append(Problem(file, line, "kpi", problem))
     for a in agents.values():
+        file, line = where_of[("agent", a.name)]
         for qn in sorted(set(a.queues or ()) - set(queues)):
-            problems.append(Problem("", 0, f"agent {a.name!r}: unknown queue {qn!r}"))
+            problems.append(Problem(file, line, "queues", f"unknown queue {qn!r}"))
     try:
         build_maps(
             list(maps.values()),
