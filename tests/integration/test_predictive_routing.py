@@ -20,17 +20,19 @@ from opportune.ml.routing_registry import RoutingRegistry
 from opportune.ml.routing_training import train_routing
 from opportune.settings import Settings
 from opportune.sim.center_history import QUEUE, workspace_yaml, write_history
-from opportune.sim.contact_center import AGENT_SURPLUS, Center, Policy, simulate
+from opportune.sim.contact_center import AGENT_SURPLUS, Center, Policy, SimResult, simulate
 from opportune.store.db import make_engine, migrate
 from opportune.store.schema import interactions
 from opportune.workspace import load_workspace
 
 KEY = {"X-API-Key": "k"}
+# The workspace, the models folder, the agents, and a later day of longest-idle history.
+Trained = tuple[Path, Path, list[str], SimResult]
 ORIGIN = "http://127.0.0.1:8000"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str]]:
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     """A workspace (the example plus the simulated center) and a models folder with an
     active KPI model of queue ``sales``, trained on 4 days of simulated history."""
     root = tmp_path_factory.mktemp("trained")
@@ -56,14 +58,18 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[
     )
     engine.dispose()
     assert r.activated
-    return ws, root / "routing-models", center.agent_ids
+    # A later day routed by longest idle: the decisions logged after the model was trained.
+    later = simulate(
+        center,
+        center.arrivals(days=1, first_day=30, seed=6),
+        Policy("li", "standard", center.queue()),
+    )
+    return ws, root / "routing-models", center.agent_ids, later
 
 
 @pytest.fixture
-def client(
-    db_url: str, tmp_path: Path, trained: tuple[Path, Path, list[str]]
-) -> Iterator[TestClient]:
-    ws, models, _ = trained
+def client(db_url: str, tmp_path: Path, trained: Trained) -> Iterator[TestClient]:
+    ws, models, _, _ = trained
     shutil.copytree(models, tmp_path / "routing-models")
     settings = Settings(database_url=db_url, workspace=ws, data_dir=tmp_path, api_key="k")
     with TestClient(create_app(settings)) as c:
@@ -84,7 +90,7 @@ def available(client: TestClient, agents: list[str]) -> None:
 
 
 def test_the_model_picks_the_best_scored_agent_and_says_why(
-    client: TestClient, trained: tuple[Path, Path, list[str]]
+    client: TestClient, trained: Trained
 ) -> None:
     agents = trained[2]
     available(client, agents)
@@ -149,6 +155,18 @@ def test_benefit_assessment_is_served_and_needs_a_model(client: TestClient) -> N
     assert client.get("/v1/queues/nope/benefit", headers=KEY).status_code == 404
     r = client.get("/v1/queues/support/benefit", headers=KEY)
     assert r.status_code == 409  # first-contact resolution has no model either
+
+
+def test_benefit_is_assessed_on_the_decisions_logged_since_training(
+    client: TestClient, db_url: str, trained: Trained
+) -> None:
+    engine = make_engine(db_url)
+    write_history(engine, trained[3])
+    engine.dispose()
+    b = client.get(f"/v1/queues/{QUEUE}/benefit", headers=KEY).json()
+    assert b["assessedOn"] == "decisions logged since the model was trained"
+    assert b["decisions"] > 1000 and b["ciLow"] <= b["uplift"] <= b["ciHigh"]
+    assert b["agreement"] < 1.0  # predictive routing would choose differently, often
 
 
 def test_bad_features_are_refused_by_name(client: TestClient) -> None:
@@ -236,7 +254,7 @@ def test_a_held_interaction_is_taken_when_its_hold_allows_across_passes(db_url: 
 
 
 def test_a_model_for_another_kpi_is_not_used_after_the_queue_changes_kpi(
-    client: TestClient, trained: tuple[Path, Path, list[str]]
+    client: TestClient, trained: Trained
 ) -> None:
     available(client, trained[2][:5])
     body = {"name": "callbacks", "type": "retention", "successCodes": ["callback"]}
