@@ -258,7 +258,7 @@ def _demo_backfill(settings: Settings, days: int, per_day: int) -> tuple[Any, in
     import asyncio
 
     from opportune.api.app import build_runtime
-    from opportune.sim.web import DAY_MS, WebSimulator, generate, to_batches
+    from opportune.sim.web import DAY_MS, WebSimulator, generate
 
     runtime = build_runtime(settings)
     site = next(iter(runtime.workspace.sites_by_key.values()))
@@ -267,41 +267,8 @@ def _demo_backfill(settings: Settings, days: int, per_day: int) -> tuple[Any, in
     sessions = generate(
         DEMO_SEED, start_ms=start, days=days, visitors_per_day=per_day, simulator=simulator
     )
-
-    async def run() -> int:
-        accepted = 0
-        window: list[Any] = []
-
-        async def drain() -> None:
-            nonlocal accepted
-            results = await asyncio.gather(
-                *[
-                    runtime.ingestor.ingest(
-                        sb.batch,
-                        site,
-                        now_ms=sb.received_ms,
-                        headers={"user-agent": sb.user_agent},
-                        peer=None,
-                    )
-                    for sb in window
-                ]
-            )
-            accepted += sum(r.accepted for r in results)
-            window.clear()
-
-        try:
-            # As `simulate web` does: tasks start in arrival order, so one visitor's
-            # batches keep their order.
-            for sb in to_batches(sessions):
-                window.append(sb)
-                if len(window) >= 256:
-                    await drain()
-            await drain()
-        finally:
-            await runtime.aclose()
-        return accepted
-
-    return simulator, asyncio.run(run())
+    accepted, _refused = asyncio.run(_backfill(runtime, site, sessions, days * per_day))
+    return simulator, accepted
 
 
 def _demo_traffic(settings: Settings, base: str, rate: float, simulator: Any) -> None:
@@ -659,26 +626,28 @@ def simulate_web(
     if site is None:
         click.echo(f"error: no site with key {site_key!r} in the workspace", err=True)
         sys.exit(2)
-    accepted, refused = asyncio.run(_backfill(runtime, site, seed, days, visitors_per_day))
+    from opportune.sim.web import generate
+
+    start = int(time.time() * 1000) - days * 86_400_000
+    sessions = generate(
+        seed, start_ms=start, days=days, visitors_per_day=visitors_per_day, site_key=site.key
+    )
+    accepted, refused = asyncio.run(_backfill(runtime, site, sessions, days * visitors_per_day))
     click.echo(
         f"backfilled {accepted} events of {days} day(s) into "
         f"{settings.resolved_database_url().split('@')[-1]}; refused {refused}"
     )
 
 
-async def _backfill(
-    runtime: Any, site: Any, seed: int, days: int, visitors_per_day: int
-) -> tuple[int, int]:
+async def _backfill(runtime: Any, site: Any, sessions: Any, visitors: int) -> tuple[int, int]:
+    """``sessions`` (from ``sim.web.generate``) through the real ingestion, with the
+    server's clock of each batch; closes ``runtime``. Returns (accepted, refused)."""
     import asyncio
 
     from rich.progress import Progress
 
-    from opportune.sim.web import generate, to_batches
+    from opportune.sim.web import to_batches
 
-    start = int(time.time() * 1000) - days * 86_400_000
-    sessions = generate(
-        seed, start_ms=start, days=days, visitors_per_day=visitors_per_day, site_key=site.key
-    )
     accepted = refused = 0
     window: list[Any] = []
 
@@ -702,8 +671,8 @@ async def _backfill(
         window.clear()
 
     try:
-        with Progress(transient=True) as progress:
-            task = progress.add_task("backfill", total=days * visitors_per_day)
+        with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
+            task = progress.add_task("backfill", total=visitors)
             seen: set[str] = set()
             for sb in to_batches(sessions):
                 window.append(sb)
