@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -34,6 +34,9 @@ from opportune.store.db import Checkpointer, make_engine, migrate
 from opportune.store.writer import GroupCommitWriter, IdentifyOp
 from opportune.workspace import Workspace, load_workspace
 
+if TYPE_CHECKING:
+    from opportune.engine.router import Router
+
 log = logging.getLogger(__name__)
 PACKAGE = Path(__file__).resolve().parent.parent
 SDK_FILE = PACKAGE / "sdk" / "opportune.js"
@@ -52,7 +55,7 @@ class Runtime:
     rules: RuleBook
     checkpointer: Checkpointer | None = None
     webhooks: WebhookWorker | None = None
-    router: Any = None  # engine.router.Router, built with the admin API
+    router: Router | None = None  # built with the admin API
 
     async def route_ticks(self, stop: asyncio.Event, every_s: float = 1.0) -> None:
         """Until ``stop``: route again whatever waits, so a held interaction falls back when
@@ -203,33 +206,30 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
         watcher = loop.create_task(runtime.watch_rules(stop))
         ticks = loop.create_task(runtime.route_ticks(stop)) if runtime.workspace.queues else None
         sender = loop.create_task(runtime.webhooks.run()) if runtime.webhooks else None
-        retrain = None
+        retrain = routing_retrain = None
         if settings.retrain_interval_h > 0:
+            from opportune.ml.routing_schedule import routing_retrain_loop
             from opportune.ml.schedule import FIRST_CHECK_AFTER_S, retrain_loop
 
+            interval_s = settings.retrain_interval_h * 3600
             retrain = loop.create_task(
                 retrain_loop(
                     settings,
                     runtime.rules,
-                    interval_s=settings.retrain_interval_h * 3600,
+                    interval_s=interval_s,
                     first_check_s=FIRST_CHECK_AFTER_S,
                     on_activated=lambda _outcomes: runtime.ingestor.scorer.refresh(),
                 )
             )
-        routing_retrain = None
-        if settings.retrain_interval_h > 0 and runtime.router is not None:
-            from opportune.ml.routing_schedule import routing_retrain_loop
-            from opportune.ml.schedule import FIRST_CHECK_AFTER_S as FIRST_ROUTING_CHECK_S
-
-            if runtime.workspace.queues:
-                score = runtime.router.score
+            score = runtime.router.score if runtime.router is not None else None
+            if score is not None and runtime.workspace.queues:
                 routing_retrain = loop.create_task(
                     routing_retrain_loop(
                         settings,
                         runtime.rules,
                         runtime.ingestor.engine,
-                        interval_s=settings.retrain_interval_h * 3600,
-                        first_check_s=FIRST_ROUTING_CHECK_S,
+                        interval_s=interval_s,
+                        first_check_s=FIRST_CHECK_AFTER_S,
                         on_activated=lambda _queues: score.refresh(),
                     )
                 )
