@@ -394,16 +394,20 @@ def _scarce_languages(book: Book) -> frozenset[str]:
     return frozenset(lang for lang, k in count.items() if k * 2 < n)
 
 
+def _spared(
+    agent: Agent, interaction: Interaction, queue: Queue, scarce: frozenset[str]
+) -> frozenset[str]:
+    """The scarce languages ``agent`` speaks that ``interaction`` does not need."""
+    return (agent.languages & scarce) - {interaction.language or queue.language}
+
+
 def _reserve_cost(
     agent: Agent, interaction: Interaction, queue: Queue, scarce: frozenset[str]
 ) -> float:
     """What choosing ``agent`` for ``interaction`` gives up: ``reserve_weight`` per scarce
     language the agent speaks that this interaction does not need."""
     weight = queue.predictive.reserve_weight
-    if not weight:
-        return 0.0
-    need = interaction.language or queue.language
-    return weight * len((agent.languages & scarce) - {need})
+    return weight * len(_spared(agent, interaction, queue, scarce)) if weight else 0.0
 
 
 def _assign_jointly(
@@ -493,7 +497,7 @@ def _assign_jointly(
         if rank == 0:
             why = f"{_describe(scored, agent_id, settings)}; {joint}{how}"
         elif kept > 0 and not explore:
-            langs = (book.agents[top].languages & scarce) - {interaction.language or queue.language}
+            langs = _spared(book.agents[top], interaction, queue, scarce)
             why = (
                 f"predicted {settings.kpi_name} {dict(scored)[agent_id]:.3g}, "
                 f"{rank + 1} of {len(scored)} free: {top} is kept for callers in "
