@@ -18,7 +18,8 @@ from opportune.core.events import BATCH_DECODER, check_event
 from opportune.sim import personas as P
 from opportune.sim.live import send_live
 from opportune.sim.personas import OUTCOMES, TrafficMix, chain
-from opportune.sim.web import SimSession, generate, to_batches
+from opportune.sim.posterior import observable_probabilities
+from opportune.sim.web import SimSession, WebSimulator, generate, to_batches
 
 START = 1_763_942_400_000  # 2025-11-24T00:00Z
 ENC = msgspec.json.Encoder()
@@ -228,6 +229,112 @@ def test_true_probabilities_are_calibrated(sessions: list[SimSession]) -> None:
 def _chi2_p(zs: list[float]) -> float:
     """P-value of the buckets' squared z-scores together (chi-square, one df per bucket)."""
     return float(chi2.sf(sum(z * z for z in zs), len(zs)))
+
+
+@pytest.fixture(scope="module")
+def observable(sessions: list[SimSession]) -> list[np.ndarray]:
+    return observable_probabilities(sessions)
+
+
+def test_observable_posterior_is_calibrated(
+    sessions: list[SimSession], observable: list[np.ndarray]
+) -> None:
+    """The observer's posterior is the exact P(outcome | what the server saw), so it is
+    calibrated as the truth is (the same stopping-rule prefixes), in every bucket, and within
+    the groups its parts handle: first events (the landing prior), returning visitors (the
+    intent carried from the last visit), events in the loan form (the ambiguous clicks and
+    abandons), events that carry evidence of intent (queries, articles, clicks), and visits
+    after one left in the loan form (where the carried intent matters most)."""
+    rng = np.random.default_rng(6)
+    form = ("/demo/apply.html",)
+    unfinished: set[tuple[str, int]] = set()  # visits that follow one left in the loan form
+    last_in_form: dict[str, bool] = {}
+    for s in sessions:
+        if s.visit_number > 1 and last_in_form.get(s.visitor_id):
+            unfinished.add((s.visitor_id, s.visit_number))
+        last_in_form[s.visitor_id] = "loan_submitted" not in s.achieved_at and any(
+            e.url and e.url.split("?")[0].endswith(form) for e in s.events
+        )
+    assert len(unfinished) > 100
+    for k, outcome in enumerate(OUTCOMES):
+        p, y, groups = [], [], defaultdict(list)
+        for s, obs in zip(sessions, observable, strict=True):
+            j = int(rng.integers(8))
+            if j >= s.achieved_at.get(outcome, len(obs)):
+                continue
+            ev = s.events[j]
+            row = (obs[j, k], outcome in s.achieved_at)
+            p.append(row[0])
+            y.append(row[1])
+            if j == 0:
+                groups["first event"].append(row)
+            if s.visit_number > 1:
+                groups["returning"].append(row)
+            if (s.visitor_id, s.visit_number) in unfinished:
+                groups["back after an unfinished form"].append(row)
+            if ev.url and ev.url.split("?")[0].endswith(form):
+                groups["loan form"].append(row)
+            if ev.type in ("search", "click") or (ev.url and "article=" in ev.url):
+                groups["evidence"].append(row)
+        zs = _calibration_z(np.array(p), np.array(y))
+        assert max(abs(z) for z in zs) < 4.5, (outcome, zs)
+        assert _chi2_p(zs) > 1e-4, (outcome, zs)
+        for name, rows in groups.items():
+            gp, gy = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+            gz = _calibration_z(gp, gy)
+            assert not gz or _chi2_p(gz) > 1e-4, (outcome, name, gz)
+            # and in total: the realised count within 4.5 sd of the expected
+            sd = math.sqrt(float((gp * (1 - gp)).sum())) or 1.0
+            assert abs(float(gy.sum() - gp.sum())) / sd < 4.5, (outcome, name)
+
+
+def test_observable_posterior_sits_between_the_truth_and_the_base_rate(
+    sessions: list[SimSession], observable: list[np.ndarray]
+) -> None:
+    """Knowing the hidden intent beats seeing the events, which beats knowing nothing: the
+    Brier score orders them so for every outcome (every event before the achievement)."""
+    for k, outcome in enumerate(OUTCOMES):
+        hid, obs, y = [], [], []
+        for s, o in zip(sessions, observable, strict=True):
+            n = s.achieved_at.get(outcome, len(o))
+            hid.append(s.probabilities[:n, k])
+            obs.append(o[:n, k])
+            y.append(np.arange(n) < s.achieved_at.get(outcome, -1))
+        h, b, t = np.concatenate(hid), np.concatenate(obs), np.concatenate(y)
+        brier = [float(((x - t) ** 2).mean()) for x in (h, b, np.full_like(b, t.mean()))]
+        assert brier[0] < brier[1] < brier[2], (outcome, brier)
+        assert ((b >= 0) & (b <= 1 + 1e-9)).all()
+
+
+def test_landing_and_first_intent_tables_match_the_sampler(sessions: list[SimSession]) -> None:
+    """The posterior's priors are the sampler's: per channel and first intent, the landing
+    locations; per channel and the intent the visitor last left with, the first intent."""
+    mix = TrafficMix()
+    landing: dict[tuple[str, int], Counter[int]] = defaultdict(Counter)
+    first: dict[tuple[str, int], Counter[int]] = defaultdict(Counter)
+    left: dict[str, int] = {}
+    for s in sessions:
+        intent = P.INTENTS.index(s.persona)
+        if not s.second_device:
+            landing[s.channel, intent][s.steps[0].loc] += 1
+            first[s.channel, left.get(s.visitor_id, -1) if s.visit_number > 1 else -1][intent] += 1
+        left[s.visitor_id] = P.state_parts(next(x for x in reversed(s.hidden) if x >= 0))[0]
+    tested = 0
+    for table, expect in (
+        (landing, lambda c, i: WebSimulator.landing_probs(c, i)),
+        (first, lambda c, last: dict(enumerate(WebSimulator.start_intent_probs(mix, c, last)))),
+    ):
+        for (channel, key), counts in table.items():
+            n = sum(counts.values())
+            if n < 300:
+                continue
+            e = expect(channel, key)
+            assert set(counts) <= {x for x, q in e.items() if q > 0}, (channel, key, counts)
+            cells = [x for x, q in e.items() if q * n >= 5]
+            stat = sum((counts[x] - e[x] * n) ** 2 / (e[x] * n) for x in cells)
+            assert chi2.sf(stat, max(1, len(cells) - 1)) > 1e-4, (channel, key, counts, e)
+            tested += 1
+    assert tested >= 20
 
 
 def test_generation_is_fast() -> None:

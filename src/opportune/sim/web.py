@@ -68,6 +68,22 @@ class Visitor:
     last_intent: int = -1
 
 
+class Step(NamedTuple):
+    """One step of the hidden chain as the events show it, for the observer's posterior
+    (:mod:`opportune.sim.posterior`): the action ``kind`` (``START`` for the landing), the
+    location after it, the index of its first event, and the evidence of intent it rendered
+    (a search query, a help article, an in-page click) with the index of that event."""
+
+    kind: int
+    loc: int
+    start: int
+    evidence_at: int
+    evidence: tuple[str, str] | None
+
+
+START_STEP: Final = -2  # the landing (or a second device's sign-in): no chain step before it
+
+
 @dataclass(frozen=True, slots=True)
 class SimSession:
     """One simulated visit: what the server receives, and the truth it cannot see.
@@ -93,6 +109,7 @@ class SimSession:
     probabilities: np.ndarray
     achieved_at: dict[str, int]
     hidden: list[int] = field(repr=False)  # chain state after each event (personas.state_parts)
+    steps: tuple[Step, ...] = field(default=(), repr=False)  # what the events show of the chain
 
     @property
     def events(self) -> list[Event]:
@@ -176,6 +193,15 @@ class _Session:
         self.depth = 0
         self.seen_view = False
         self.url = ""
+        self.steps: list[Step] = []
+        self.evidence: tuple[str, str] | None = None  # of the step being rendered
+        self.evidence_at = 0
+
+    def step(self, kind: int, loc: int, start: int) -> None:
+        """Record the step whose events begin at ``start`` (and its evidence, if any)."""
+        ev, at = self.evidence, self.evidence_at
+        self.steps.append(Step(kind, loc, start, at if ev else start, ev))
+        self.evidence = None
 
     def emit(self, row: tuple[float, ...], state: int, gap_ms: int, **fields: Any) -> None:
         self.t += gap_ms
@@ -199,10 +225,14 @@ class _Session:
         d = self.d
         if loc == P.SEARCH:
             q = d.pick(QUERIES[intent]) if d.u() < 0.8 else d.pick(ALL_QUERIES)
+            self.evidence = ("landing_query", query) if query else ("query", q)
+            self.evidence_at = len(self.events)
             query = query or q
             url += "?q=" + quote_plus(query)
         elif loc == P.HELP:
             art = d.pick(ARTICLES[intent]) if d.u() < 0.8 else d.pick(tuple(HELP_ARTICLES))
+            self.evidence = ("article", art)
+            self.evidence_at = len(self.events)
             url += "?article=" + art
             title = f"{HELP_ARTICLES[art]} · {title}"
         elif loc == P.CONFIRMATION:
@@ -295,6 +325,23 @@ class WebSimulator:
         return self._simulate(v, intent, channel, start_ms, second)
 
     # ---- one session ----------------------------------------------------------------------
+    @staticmethod
+    def start_intent_probs(mix: TrafficMix, channel: str, last: int) -> np.ndarray:
+        """The distribution ``session`` draws the first intent from, given the channel and the
+        intent the visitor last left with (-1: a first visit, or a first visit on this device)."""
+        p = np.zeros(len(P.INTENTS))
+        for name, w in mix.persona_mix(channel).items():
+            p[P.INTENTS.index(name)] = w
+        if last in (-1, P.DONE, P.BROWSER):
+            return p
+        kept = np.zeros(len(P.INTENTS))
+        kept[last if last != P.QUOTED else P.QUOTE_SEEKER] = 1.0
+        p = 0.35 * kept + 0.65 * p
+        if last in (P.APPLICANT, P.QUOTE_SEEKER, P.QUOTED):
+            p *= 0.5  # half of them come back to finish the application
+            p[P.APPLICANT] += 0.5
+        return p
+
     def _landing(self, channel: str, intent: int) -> tuple[int, str, str | None]:
         d = self.draws
         support = intent in (P.SUP_DEVICE, P.SUP_TRAVEL, P.SUP_RETURNS)
@@ -333,6 +380,33 @@ class WebSimulator:
             loc = P.LOGIN if u < 0.1 else P.HOME
         return loc, "", None
 
+    @staticmethod
+    def landing_probs(channel: str, intent: int) -> dict[int, float]:
+        """The distribution ``_landing`` draws the landing location from (for the observer's
+        posterior; a test holds the two together)."""
+        support = intent in (P.SUP_DEVICE, P.SUP_TRAVEL, P.SUP_RETURNS)
+        if channel == "cpc":
+            return {P.PRODUCT: 0.7, P.HOME: 0.3}
+        if channel == "email":
+            return {P.PRODUCT: 0.5, P.HOME: 0.5}
+        if channel == "social":
+            return {P.PRODUCT: 0.4, P.HOME: 0.6}
+        if channel == "organic":
+            if support:
+                return {P.HELP: 0.5, P.SEARCH: 0.2, P.HOME: 0.3}
+            if intent in (P.APPLICANT, P.QUOTE_SEEKER):
+                return {P.PRODUCT: 0.7, P.SEARCH: 0.1, P.HOME: 0.2}
+            return {P.PRODUCT: 0.3, P.SEARCH: 0.1, P.HOME: 0.6}
+        if channel == "referral":
+            return {P.PRODUCT: 0.6, P.HOME: 0.4}
+        if intent == P.APPLICANT:
+            return {P.APPLY1: 0.3, P.PRODUCT: 0.3, P.HOME: 0.4}
+        if support:
+            return {P.LOGIN: 0.4, P.HELP: 0.1, P.HOME: 0.5}
+        if intent == P.BUYER:
+            return {P.LOGIN: 0.4, P.HOME: 0.6}
+        return {P.LOGIN: 0.1, P.HOME: 0.9}
+
     def _simulate(
         self, v: Visitor, intent: int, channel: str, start_ms: int, second: bool
     ) -> SimSession:
@@ -359,6 +433,7 @@ class WebSimulator:
             )
             ss.emit(row, s, 5, type="identify", identity=Identity(email=v.email))
             ss.page(P.ACCOUNT, row, s, intent, gap_ms=d.dwell(700, 0.3, 200))
+            ss.step(START_STEP, P.ACCOUNT, 0)
         else:
             loc, utm, ref = self._landing(channel, intent)
             s = P.state_index(intent, loc, f0)
@@ -367,9 +442,12 @@ class WebSimulator:
             if utm:  # campaign parameters ride on the landing page's URL
                 ss.url += ("&" if "?" in ss.url else "?") + utm
                 ss.events[0][1]["url"] = ss.url
+            ss.step(START_STEP, loc, 0)
         while True:
             a = acts[s][bisect_right(cums[s], d.u() * cums[s][-1])]
+            start = len(ss.events)
             if a.kind == P.EXIT:
+                ss.step(P.EXIT, P.state_parts(s)[1], start)
                 if P.APPLY1 <= P.state_parts(s)[1] <= P.APPLY3 and d.u() < 0.85:
                     ss.emit(
                         (0.0, 0.0, 0.0, 0.0),
@@ -382,6 +460,7 @@ class WebSimulator:
                     )
                 break
             self._render(ss, s, a, rows[a.next])
+            ss.step(a.kind, P.state_parts(a.next)[1], start)
             s = a.next
         return self._finish(ss, v, intent, channel, persona, second)
 
@@ -417,6 +496,7 @@ class WebSimulator:
             if d.u() < 0.45 and not P.APPLY1 <= loc <= P.APPLY3:
                 ni = P.state_parts(a.next)[0]
                 name = d.pick(INTEREST[ni]) if d.u() < 0.75 else d.pick(ALL_INTEREST)
+                ss.evidence, ss.evidence_at = ("interest", name), len(ss.events)
                 ss.emit(row, a.next, gap, type="click", url=url, name=name)
             elif loc in VIEWPORTS and not ss.seen_view and d.u() < 0.5:
                 ss.seen_view = True
@@ -585,7 +665,8 @@ class WebSimulator:
             for i, (t, fields) in enumerate(ss.events)
         ]
         batches, received = _batch(self, v, events, [t for t, _ in ss.events])
-        last = ss.states[-1] if ss.states else -1
+        # The state the visitor left from (the events after leaving carry no state).
+        last = next((x for x in reversed(ss.states) if x >= 0), -1)
         v.last_end_ms = ss.t
         v.last_intent = P.state_parts(last)[0] if last >= 0 else intent
         return SimSession(
@@ -605,6 +686,7 @@ class WebSimulator:
             probabilities=np.array(ss.rows, dtype=np.float64),
             achieved_at=ss.achieved,
             hidden=ss.states,
+            steps=tuple(ss.steps),
         )
 
 
