@@ -337,11 +337,10 @@ def test_landing_and_first_intent_tables_match_the_sampler(sessions: list[SimSes
     assert tested >= 20
 
 
-def test_generation_is_fast() -> None:
-    t = time.perf_counter()
+def test_a_day_has_the_visitors_asked_for() -> None:
+    # Its speed (~1 s for these 5,000) is a figure in docs/simulator.md, not a test.
     n = sum(1 for _ in generate(1, start_ms=START, days=1, visitors_per_day=5000))
     assert n == 5000
-    assert time.perf_counter() - t < 10  # ~1 s here; a loose bound, figures are in the docs
 
 
 def test_send_live_posts_current_valid_batches() -> None:
