@@ -238,8 +238,8 @@ def test_the_loan_score_rises_into_the_form_and_drops_when_the_visitor_struggles
     page.wait_for_url("**/demo/product.html")
     visit.settle("product", n)
 
-    # 3. Opens the application, and gets through its first step (the form's own buttons
-    # send nothing: the next events are the second step's errors).
+    # 3. Opens the application, and gets through its first step (the form's buttons are
+    # named for the snippet, so each press is a click event, as in the simulated history).
     n = len(answers)
     page.get_by_role("link", name="Apply now").first.click()
     page.wait_for_url("**/demo/apply.html")
@@ -284,8 +284,12 @@ def test_the_loan_score_rises_into_the_form_and_drops_when_the_visitor_struggles
     # Scored after every batch (checked in settle), and moving with the journey.
     probabilities = [p for _, p, _ in visit.steps]
     assert len(set(probabilities)) >= 4, visit.steps
-    peak = max(probabilities)
-    assert gone["maxProbability"] == pytest.approx(peak, abs=1e-6), visit.steps
+    # The visit's maximum never falls and covers every probability seen; events between
+    # the answers looked at here (the form's button presses) may have gone higher still.
+    maxima = [m for _, _, m in visit.steps]
+    assert maxima == sorted(maxima), visit.steps
+    assert gone["maxProbability"] >= max(probabilities) - 1e-6, visit.steps
+    peak = gone["maxProbability"]
     # The visit's best moment was on the form before the trouble began, and struggling
     # then leaving took the score clearly below it.
     best = max(visit.steps, key=lambda s: s[1])[0]
