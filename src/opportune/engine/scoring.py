@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from opportune.core.journey import Journey
+from opportune.ml.booster import PackedRow
 from opportune.ml.features import FeatureSpec, vector
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,11 @@ class OutcomeScorer:
         self._seen: dict[str, str | None] = {}
         self.models: dict[str, Model] = {}
         self.errors = 0
+        # Per model, in order, the index of its feature layout among the distinct ones:
+        # equal specs share one vector, found without hashing a spec on every event.
+        self._plan: list[tuple[str, Model, int]] = []
+        self._specs: list[FeatureSpec] = []
+        self._planned: dict[str, Model] | None = None
         if load is not None:
             self.refresh()
 
@@ -69,15 +75,28 @@ class OutcomeScorer:
         self.models = models
         return before != {(o, m.version) for o, m in models.items()}
 
-    def __call__(self, journey: Journey, members: Mapping[str, int], now: int) -> None:
-        vectors: dict[FeatureSpec, list[float]] = {}
+    def _replan(self) -> None:
+        specs: list[FeatureSpec] = []
+        plan: list[tuple[str, Model, int]] = []
         for outcome, model in self.models.items():
-            if outcome in journey.outcomes:
+            if model.spec not in specs:
+                specs.append(model.spec)
+            plan.append((outcome, model, specs.index(model.spec)))
+        self._plan, self._specs, self._planned = plan, specs, self.models
+
+    def __call__(self, journey: Journey, members: Mapping[str, int], now: int) -> None:
+        if self._planned is not self.models or len(self._plan) != len(self.models):
+            self._replan()
+        specs = self._specs
+        vectors: list[PackedRow | None] = [None] * len(specs)
+        achieved = journey.outcomes
+        scores = journey.scores
+        for outcome, model, k in self._plan:
+            if outcome in achieved:
                 continue  # achieved: the score no longer says anything about this visit
-            spec = model.spec
-            x = vectors.get(spec)
+            x = vectors[k]
             if x is None:
-                x = vectors[spec] = vector(journey, members, now, spec)
+                x = vectors[k] = PackedRow(vector(journey, members, now, specs[k]))
             try:
                 p = model.predict_one(x)
             except Exception:  # a broken model fails alone; the event is still stored
@@ -86,8 +105,8 @@ class OutcomeScorer:
                     log.exception("scoring %s failed", outcome)
                 continue
             q = model.quantile(p)
-            prev = journey.scores.get(outcome)
-            journey.scores[outcome] = (
+            prev = scores.get(outcome)
+            scores[outcome] = (
                 [p, p, q, q] if prev is None else [p, max(p, prev[1]), q, max(q, prev[3])]
             )
 

@@ -8,12 +8,20 @@ set up once per model with one thread) runs the same C++ tree code in ~20 µs, p
 so it is what serving uses; its scores equal ``Booster.predict`` exactly. If that entry
 point is missing (another LightGBM build), the predictor falls back to ``Booster.predict``
 with one thread.
+
+Of that, with 300 trees and warm caches, the C call is ~2 µs (~5–7 µs in the server, where
+the trees are cold); copying the row into C doubles cost more than that (~3 µs with
+ctypes' slice assignment, ~1.3 µs with ``struct``). A :class:`PackedRow`
+carries its C doubles with it, so the several models of one feature layout read one
+copy (the live scorer packs each event's vector once).
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
+import struct
 import threading
 import weakref
 from typing import Any
@@ -43,6 +51,24 @@ def _free(lib: Any, fast: ctypes.c_void_p, booster: ctypes.c_void_p) -> None:
         lib.LGBM_FastConfigFree(fast)
     if booster:
         lib.LGBM_BoosterFree(booster)
+
+
+@functools.lru_cache(maxsize=32)
+def _packer(n: int) -> struct.Struct:
+    return struct.Struct(f"{n}d")
+
+
+class PackedRow(list[float]):
+    """A feature vector (still a list) with its values packed once as C doubles, for
+    several :class:`RowPredictor` calls on the same row. Not to be changed after packing."""
+
+    __slots__ = ("doubles",)
+
+    def __init__(self, x: list[float]) -> None:
+        super().__init__(x)
+        # Immutable bytes: ctypes passes their buffer as the row pointer, which LightGBM
+        # only reads.
+        self.doubles = _packer(len(x)).pack(*x)
 
 
 class RowPredictor:
@@ -100,6 +126,7 @@ class RowPredictor:
         fn.restype = ctypes.c_int
         self._fast = fast
         self._buf = (ctypes.c_double * self.n_features)()
+        self._pack = _packer(self.n_features).pack_into
         self._out = ctypes.c_double()
         self._len = ctypes.c_int64()
         self._pout = ctypes.byref(self._out)
@@ -119,8 +146,11 @@ class RowPredictor:
             row = np.asarray([x], dtype=np.float64)
             return float(self._fallback.predict(row, raw_score=True, num_threads=1)[0])
         with self._lock:
-            self._buf[:] = x  # type: ignore[assignment]
-            code = self._fn(self._fast, self._buf, self._plen, self._pout)
+            if type(x) is PackedRow:
+                code = self._fn(self._fast, x.doubles, self._plen, self._pout)
+            else:
+                self._pack(self._buf, 0, *x)
+                code = self._fn(self._fast, self._buf, self._plen, self._pout)
             if code != 0:
                 _check(code)
             return self._out.value
