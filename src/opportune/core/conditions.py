@@ -189,43 +189,67 @@ class Predicate:
         return s if self.case_sensitive else s.casefold()
 
     def _build(self) -> Callable[[Any], bool]:
+        # Closures specialised per operator and option count, without generators: a
+        # predicate runs for every rule and pattern an event can touch.
         op, operand = self.op, self.operand
         if op == "exists":
             want = bool(operand)
             return lambda x: (x is not None) is want
         if op in NUMBER_OPS:
             bound = float(operand)
+            # n > bound is bound < n, and so on: the bound's own comparison, called in C.
             cmp: Callable[[float], bool] = {
-                "gt": lambda n: n > bound,
-                "gte": lambda n: n >= bound,
-                "lt": lambda n: n < bound,
-                "lte": lambda n: n <= bound,
+                "gt": bound.__lt__,
+                "gte": bound.__le__,
+                "lt": bound.__gt__,
+                "lte": bound.__ge__,
             }[op]
+            finite = math.isfinite
 
             def numeric(x: Any) -> bool:
+                t = type(x)
+                if t is int:  # counts and durations: what _number gives, sooner
+                    return cmp(float(x))
+                if t is float:
+                    return finite(x) and cmp(x)
                 n = _number(x)
                 return n is not None and cmp(n)
 
             return numeric
         if op in ("equals", "notEquals", "in", "notIn"):
             options = operand if op in ("in", "notIn") else [operand]
-            eq = [self._equals(o) for o in options]
-            if len(eq) == 1:
-                one = eq[0]
-                if op in ("equals", "in"):
-                    return lambda x: x is not None and one(x)
-                return lambda x: x is None or not one(x)
+            match = self._matcher(options)
             if op in ("equals", "in"):
-                return lambda x: x is not None and any(e(x) for e in eq)
-            return lambda x: x is None or not any(e(x) for e in eq)
+                return lambda x: x is not None and match(x)
+            return lambda x: x is None or not match(x)
         texts = [self._fold(str(o)) for o in (operand if isinstance(operand, list) else [operand])]
-        fold = self._fold
+        cs = self.case_sensitive
         if op == "contains":
-            return lambda x: x is not None and any(t in fold(str(x)) for t in texts)
+            if len(texts) == 1:
+                one = texts[0]
+                if cs:
+                    return lambda x: x is not None and one in str(x)
+                return lambda x: x is not None and one in str(x).casefold()
+
+            def contains(x: Any) -> bool:
+                if x is None:
+                    return False
+                s = str(x) if cs else str(x).casefold()
+                for t in texts:  # noqa: SIM110 - a loop is cheaper than any(...)
+                    if t in s:
+                        return True
+                return False
+
+            return contains
+        ends = tuple(texts)
         if op == "startsWith":
-            return lambda x: x is not None and fold(str(x)).startswith(tuple(texts))
+            if cs:
+                return lambda x: x is not None and str(x).startswith(ends)
+            return lambda x: x is not None and str(x).casefold().startswith(ends)
         if op == "endsWith":
-            return lambda x: x is not None and fold(str(x)).endswith(tuple(texts))
+            if cs:
+                return lambda x: x is not None and str(x).endswith(ends)
+            return lambda x: x is not None and str(x).casefold().endswith(ends)
         flags = 0 if self.case_sensitive else re.IGNORECASE
         if op == "regex":
             patterns = [re.compile(str(o), flags) for o in _as_list(operand)]
@@ -234,8 +258,30 @@ class Predicate:
         # One pattern for all the options: one regex call per test (a hot path for URLs).
         joined = re.compile("|".join(f"(?:{p.pattern})" for p in patterns), flags)
         if op == "regex":
-            return lambda x: x is not None and joined.search(str(x)) is not None
-        return lambda x: x is not None and joined.match(str(x)) is not None
+            search = joined.search
+            return lambda x: x is not None and search(str(x)) is not None
+        whole = joined.match
+        return lambda x: x is not None and whole(str(x)) is not None
+
+    def _matcher(self, options: Sequence[Any]) -> Callable[[Any], bool]:
+        """Whether a value (not None) equals one of ``options``."""
+        if all(_compares_as_text(o) for o in options):
+            # Text options only: one set lookup stands for comparing with each in turn.
+            texts = frozenset(self._fold(str(o)) for o in options)
+            if self.case_sensitive:
+                return lambda x: not isinstance(x, bool) and str(x) in texts
+            return lambda x: not isinstance(x, bool) and str(x).casefold() in texts
+        eq = [self._equals(o) for o in options]
+        if len(eq) == 1:
+            return eq[0]
+
+        def any_of(x: Any) -> bool:
+            for e in eq:  # noqa: SIM110 - a loop is cheaper than any(...)
+                if e(x):
+                    return True
+            return False
+
+        return any_of
 
     def _equals(self, option: Any) -> Callable[[Any], bool]:
         if isinstance(option, bool):
@@ -245,6 +291,14 @@ class Predicate:
             return lambda x: _number(x) == n
         text = self._fold(str(option))
         return lambda x: not isinstance(x, bool) and self._fold(str(x)) == text
+
+
+def _compares_as_text(option: Any) -> bool:
+    """Whether :meth:`Predicate._equals` compares ``option`` as text (not as a boolean or
+    a number)."""
+    if isinstance(option, bool):
+        return False
+    return isinstance(option, str) or _number(option) is None
 
 
 def _as_list(x: Any) -> list[Any]:
@@ -487,21 +541,17 @@ class Attribute(Node):
     name: str
     test: Predicate
     types: frozenset[str] | None = frozenset()
+    # Where the value is read, decided once from the name (not on every evaluation).
+    _get: Callable[[Journey], Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_get", _attribute_reader(self.name))
 
     def _value(self, j: Journey) -> Any:
-        name = self.name
-        if name.startswith("attributes."):
-            return j.attributes.get(name[11:])
-        if name.startswith("traits."):
-            return j.traits.get(name[7:])
-        if name == "currentUrl":
-            return j.url
-        if name == "identified":
-            return bool(j.facts.get("identified")) or j.counts.get("identify", 0) > 0
-        return j.facts.get(name)
+        return self._get(j)
 
     def holds(self, j: Journey, now: int, members: Members) -> bool:
-        return self.test._test(self._value(j))
+        return self.test._test(self._get(j))
 
     def holds_over(
         self, history: Sequence[JourneyEvent], ctx: Context, now: int, members: Members
@@ -531,30 +581,51 @@ class Attribute(Node):
         return self.test._test(value)
 
 
+def _attribute_reader(name: str) -> Callable[[Journey], Any]:
+    if name.startswith("attributes."):
+        key = name[11:]
+        return lambda j: j.attributes.get(key)
+    if name.startswith("traits."):
+        key = name[7:]
+        return lambda j: j.traits.get(key)
+    if name == "currentUrl":
+        return lambda j: j.url
+    if name == "identified":
+        return lambda j: bool(j.facts.get("identified")) or j.counts.get("identify", 0) > 0
+    return lambda j: j.facts.get(name)
+
+
+def _metric_reader(name: str) -> Callable[[Journey, int], int | None]:
+    """A metric's value now; None: no value (time on page before any page)."""
+    if name == "events":
+        return lambda j, now: sum(j.counts.values())
+    if name in _COUNTED:
+        etype = _COUNTED[name]
+        return lambda j, now: j.counts.get(etype, 0)
+    if name == "scrollDepth":
+        return lambda j, now: j.scroll_depth
+    if name == "visitNumber":
+        return lambda j, now: j.visit_number
+    if name == "timeOnSite":
+        return lambda j, now: now - j.started_at
+    return lambda j, now: None if j.url is None else now - j.page_at  # timeOnPage
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Metric(Node):
     name: str
     test: Predicate
     types: frozenset[str] | None = frozenset()
     timed: bool = False
+    _get: Callable[[Journey, int], int | None] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_get", _metric_reader(self.name))
 
     def holds(self, j: Journey, now: int, members: Members) -> bool:
-        name = self.name
-        value: int
-        if name == "events":
-            value = sum(j.counts.values())
-        elif name in _COUNTED:
-            value = j.counts.get(_COUNTED[name], 0)
-        elif name == "scrollDepth":
-            value = j.scroll_depth
-        elif name == "visitNumber":
-            value = j.visit_number
-        elif name == "timeOnSite":
-            value = now - j.started_at
-        else:  # timeOnPage
-            if j.url is None:
-                return False
-            value = now - j.page_at
+        value = self._get(j, now)
+        if value is None:
+            return False
         return self.test._test(value)
 
     def holds_over(

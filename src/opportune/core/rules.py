@@ -162,6 +162,8 @@ class Ruleset:
         # reads changed: a rule reading none of that is never even looked at.
         self._plan_cache: dict[str, tuple[list[tuple[_Rule, bool]], list[tuple[_Rule, bool]]]]
         self._plan_cache = {}
+        # After a rebuild every rule runs: the same plans with every rule a must.
+        self._full_plan = ([(r, True) for r in self.segments], [(r, True) for r in self.outcomes])
         self.fingerprint = (
             fingerprint
             or hashlib.blake2b(",".join(sorted(nodes)).encode(), digest_size=8).hexdigest()
@@ -222,8 +224,8 @@ class Ruleset:
         journey.full = False
         members = _Members(journey, assignments, now)
         changed: set[str] = set()
-        seg_plan, out_plan = self._plan(etype)
-        for rule, must in ((r, True) for r in self.segments) if full else seg_plan:
+        seg_plan, out_plan = self._full_plan if full else self._plan(etype)
+        for rule, must in seg_plan:
             if not must and (not changed or rule.refs.isdisjoint(changed)):
                 continue
             c = rule.condition
@@ -252,7 +254,7 @@ class Ruleset:
                 del journey.segments[rule.name]
                 if seg.scope == "session":
                     out.left.append((rule.name, now))
-        for rule, must in ((r, True) for r in self.outcomes) if full else out_plan:
+        for rule, must in out_plan:
             if rule.name in journey.outcomes:
                 continue
             if not must and (not changed or rule.refs.isdisjoint(changed)):
