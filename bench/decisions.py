@@ -254,6 +254,9 @@ def main() -> None:
             f"(aim ≥ 20,000), p99 {row['p99']:.1f} ms at half load, errors {row['errors']}, "
             f"server CPU {row['server_cpu']:.0%}, others on its core {row['others']:.0%}"
         )
+        # CPU per event served: comparable across runs on a machine shared with other work,
+        # where events/s follows whatever else takes the server's core.
+        print(f"   server CPU per event served: {row['server_cpu'] / row['events_s'] * 1e6:.0f} µs")
         print(f"load average {os.getloadavg()[0]:.2f} at the end")
         print(
             f"README: | whole pipeline with engagement: {r['segments']:.0f} segments, "

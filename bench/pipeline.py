@@ -553,6 +553,12 @@ def evaluated_per_event(rs: Ruleset, visits: list[Visit]) -> dict[str, Any]:
     counted = copy.copy(rs)
     counted.segments = [replace(r, condition=_Counted(r.condition, box)) for r in rs.segments]
     counted.outcomes = [replace(r, condition=_Counted(r.condition, box)) for r in rs.outcomes]
+    # The copy shares the original's plans, which name the original rules: plan afresh.
+    counted._plan_cache = {}
+    counted._full_plan = (
+        [(r, True) for r in counted.segments],
+        [(r, True) for r in counted.outcomes],
+    )
     by_type: dict[str, list[int]] = {}
     first = later = n_first = n_later = updates = 0
     assignments: dict[str, dict[str, list[int]]] = {}
