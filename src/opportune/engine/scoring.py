@@ -48,13 +48,12 @@ class OutcomeScorer:
         self._load = load
         self._versions = versions
         self._seen: dict[str, str | None] = {}
-        self.models: dict[str, Model] = {}
         self.errors = 0
         # Per model, in order, the index of its feature layout among the distinct ones:
         # equal specs share one vector, found without hashing a spec on every event.
         self._plan: list[tuple[str, Model, int]] = []
         self._specs: list[FeatureSpec] = []
-        self._planned: dict[str, Model] | None = None
+        self.models = {}
         if load is not None:
             self.refresh()
 
@@ -75,18 +74,22 @@ class OutcomeScorer:
         self.models = models
         return before != {(o, m.version) for o, m in models.items()}
 
-    def _replan(self) -> None:
+    @property
+    def models(self) -> dict[str, Model]:
+        """The models scored per event (outcome -> model); setting them plans the layouts."""
+        return self._models
+
+    @models.setter
+    def models(self, models: dict[str, Model]) -> None:
         specs: list[FeatureSpec] = []
         plan: list[tuple[str, Model, int]] = []
-        for outcome, model in self.models.items():
+        for outcome, model in models.items():
             if model.spec not in specs:
                 specs.append(model.spec)
             plan.append((outcome, model, specs.index(model.spec)))
-        self._plan, self._specs, self._planned = plan, specs, self.models
+        self._models, self._plan, self._specs = models, plan, specs
 
     def __call__(self, journey: Journey, members: Mapping[str, int], now: int) -> None:
-        if self._planned is not self.models or len(self._plan) != len(self.models):
-            self._replan()
         specs = self._specs
         vectors: list[PackedRow | None] = [None] * len(specs)
         achieved = journey.outcomes
