@@ -6,7 +6,11 @@ weekdays 07:00–21:05, 3 March – 24 October 2003; Weinberg, Brown & Stroud 20
 derived figures into the package: the mean share of a day's calls per hour of day, the
 weekday factors, and the overdispersion beyond Poisson at day and hour level.
 
-    python bench/derive_arrivals.py [--csv /work/shared/data/bank_calls_5min.csv]
+    python bench/derive_arrivals.py [--csv PATH] [--out PATH]
+
+The CSV is looked for in ``shared/data/`` beside the repository (where the project's
+shared folder sits next to its clone); pass ``--csv`` or set ``OPPORTUNE_ARRIVALS_CSV``
+for another copy.
 
 Only derived numbers are written (facts carry over; the data stays where it is).
 """
@@ -17,6 +21,8 @@ import argparse
 import csv
 import datetime as dt
 import json
+import os
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,7 +30,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "src" / "opportune" / "sim" / "profiles" / "bank_arrivals_profile.json"
-DEFAULT_CSV = Path("/work/shared/data/bank_calls_5min.csv")
+SHARED_CSV = ROOT.parent / "shared" / "data" / "bank_calls_5min.csv"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri")
 FIRST_HOUR, LAST_HOUR = 7, 20  # the single 21:00 interval is left out (0.2% of calls)
 
@@ -84,12 +90,24 @@ def derive(path: Path) -> dict[str, object]:
     }
 
 
-def main() -> None:
+def default_csv() -> Path:
+    """The call counts: ``OPPORTUNE_ARRIVALS_CSV`` if set, else shared/ beside the repository."""
+    given = os.environ.get("OPPORTUNE_ARRIVALS_CSV")
+    return Path(given) if given else SHARED_CSV
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--csv", type=Path, default=DEFAULT_CSV)
+    ap.add_argument("--csv", type=Path, default=None, help=f"default: {SHARED_CSV}")
     ap.add_argument("--out", type=Path, default=OUT)
-    args = ap.parse_args()
-    profile = derive(args.csv)
+    args = ap.parse_args(argv)
+    csv_path = args.csv or default_csv()
+    if not csv_path.is_file():
+        sys.exit(
+            f"derive_arrivals: no call counts at {csv_path}; "
+            "pass --csv PATH or set OPPORTUNE_ARRIVALS_CSV"
+        )
+    profile = derive(csv_path)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(profile, indent=2) + "\n")
     print(json.dumps(profile, indent=2))
