@@ -1,0 +1,52 @@
+"""The condition node's contract, and what a from-scratch evaluation knows besides events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from opportune.core.journey import Journey, JourneyEvent, Scalar
+
+Members = Mapping[str, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a from-scratch evaluation knows besides the events: the session's facts."""
+
+    facts: Mapping[str, Scalar]
+    visit_number: int
+    started_at: int
+    traits: Mapping[str, Scalar] = field(default_factory=dict)
+    # Outcome scores as they stood ([probability, max, quantile, max quantile]).
+    scores: Mapping[str, Sequence[float]] = field(default_factory=dict)
+
+
+class Node:
+    """A condition. ``types``: event types that can change it (None: any); ``timed``: whether
+    time alone can change it; ``refs``: segments it reads."""
+
+    types: frozenset[str] | None = frozenset()
+    timed: bool = False
+    key: str = ""
+    stateful: ClassVar[bool] = False
+
+    def holds(self, j: Journey, now: int, members: Members) -> bool:
+        raise NotImplementedError
+
+    def holds_over(
+        self, history: Sequence[JourneyEvent], ctx: Context, now: int, members: Members
+    ) -> bool:
+        raise NotImplementedError
+
+    def children(self) -> Sequence[Node]:
+        return ()
+
+    def walk(self) -> Iterator[Node]:
+        yield self
+        for child in self.children():
+            yield from child.walk()
+
+    def update(self, j: Journey, ev: JourneyEvent) -> None:
+        """Fold ``ev`` into this node's accumulator (stateful nodes only)."""

@@ -1,0 +1,61 @@
+"""Score conditions: an outcome's probability and quantile in this visit."""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from opportune.core.conditions.nodes import Context, Members, Node
+from opportune.core.conditions.predicates import Predicate
+from opportune.core.journey import Journey, JourneyEvent
+
+SCORE_FIELDS: Final = {"probability": 0, "maxProbability": 1, "quantile": 2, "maxQuantile": 3}
+_COMPARE: Final[dict[str, Callable[[float, float], bool]]] = {
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Score(Node):
+    """An outcome's score in this visit: probability, the visit's maximum probability, the
+    quantile among recent visits, the maximum quantile — each tested by a predicate. A visit
+    not scored (yet) matches none."""
+
+    outcome: str
+    tests: tuple[tuple[int, Predicate], ...]
+    types: frozenset[str] | None = None
+    # The tests as (field, comparison, bound): scores are floats, compared without the
+    # predicates' coercion of any value (the hot path of score-triggered action maps).
+    _floats: tuple[tuple[int, Callable[[float, float], bool], float, Predicate], ...] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        floats = tuple((i, _COMPARE[t.op], float(t.operand), t) for i, t in self.tests)
+        object.__setattr__(self, "_floats", floats)
+
+    def _check(self, scores: Sequence[float] | None) -> bool:
+        if scores is None:
+            return False
+        for i, cmp, bound, test in self._floats:
+            v = scores[i]
+            if type(v) is float:
+                if not (cmp(v, bound) and math.isfinite(v)):
+                    return False
+            elif not test._test(v):  # not a float: the predicate decides
+                return False
+        return True
+
+    def holds(self, j: Journey, now: int, members: Members) -> bool:
+        return self._check(j.scores.get(self.outcome))
+
+    def holds_over(
+        self, history: Sequence[JourneyEvent], ctx: Context, now: int, members: Members
+    ) -> bool:
+        return self._check(ctx.scores.get(self.outcome))
