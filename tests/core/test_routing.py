@@ -14,11 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import norm
 
-from opportune.core.predictive import (
-    Posterior,
-    route_predictive_assignment,
-    route_predictive_greedy,
-)
+from opportune.core.assignment import route_predictive_assignment
+from opportune.core.predictive import Posterior, route_predictive_greedy
 from opportune.core.routing import (
     STRATEGIES,
     Agent,
@@ -629,7 +626,7 @@ def test_assignment_keeps_a_scarce_language_for_the_callers_who_need_it(
 def test_route_arms_sends_each_arm_its_own_way() -> None:
     """The server's pass: the predictive arm of a queue with a model by its predictive
     method, the control arm and queues without a model by standard routing, with the why."""
-    from opportune.core.predictive import route_arms
+    from opportune.core.arms import route_arms
 
     team_ = [agent("a"), agent("b", idle_since_ms=NOW - 10_000), agent("c"), agent("d")]
     q = predictive(min_free_agents=1, kpi_name="conv")

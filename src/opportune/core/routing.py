@@ -9,8 +9,9 @@ call the very same functions.
   the *bullseye* ring the interaction's wait has reached.
 - **Standard routing**: waiting interactions in order (priority, then age), each to an
   eligible agent chosen by the queue's strategy.
-- **Predictive routing** (greedy and joint assignment) is in :mod:`opportune.core.predictive`,
-  over the same types and eligibility.
+- **Predictive routing** is greedy in :mod:`opportune.core.predictive`, joint assignment in
+  :mod:`opportune.core.assignment`, and the server's pass over the arms in
+  :mod:`opportune.core.arms`, over the same types and eligibility.
 - Every assignment is a :class:`Decision`: method, candidate scores, the propensity of the
   choice under the policy, and a short reason.
 
@@ -21,9 +22,9 @@ Capacity is per medium and independent across media.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Medium = Literal["chat", "message", "voice"]
 Presence = Literal["available", "busy", "away", "offline"]
@@ -332,6 +333,28 @@ def standard_decision(
     )
 
 
+class Offer(NamedTuple):
+    """A waiting interaction, its queue, and the agents free for it now."""
+
+    interaction: Interaction
+    queue: Queue
+    free: list[Agent]
+
+
+def offers(
+    book: Book, waiting: Iterable[Interaction], queues: Mapping[str, Queue]
+) -> Iterator[Offer]:
+    """The waiting interactions in order that some agent is free for, while any agent is;
+    lazy, so that what the caller takes from ``book`` counts for the next one."""
+    for interaction in waiting_order(waiting, queues):
+        if not book.any_free():
+            return
+        queue = queues[interaction.queue]
+        free = book.free_for(interaction, queue)
+        if free:
+            yield Offer(interaction, queue, free)
+
+
 def route_standard(
     waiting: Sequence[Interaction],
     agents: Sequence[Agent],
@@ -339,16 +362,16 @@ def route_standard(
     now_ms: int,
 ) -> Routing:
     """Standard (ACD) routing: in waiting order, each interaction to an eligible agent
-    chosen by its queue's strategy, while any is free."""
+    chosen by its queue's strategy, while any is free.
+
+    >>> agent = Agent("ann", capacity={"chat": 1})
+    >>> chat = Interaction("c1", "sales", "chat", arrived_at_ms=0)
+    >>> d = route_standard([chat], [agent], {"sales": Queue("sales")}, 1_000).decisions[0]
+    >>> d.agent_id, d.method, d.why
+    ('ann', 'standard', 'longest idle among 1 eligible')
+    """
     book = Book(agents, now_ms)
-    decisions: list[Decision] = []
-    for interaction in waiting_order(waiting, queues):
-        if not book.any_free():
-            break
-        queue = queues[interaction.queue]
-        free = book.free_for(interaction, queue)
-        if free:
-            decisions.append(standard_decision(book, interaction, queue, free))
+    decisions = [standard_decision(book, *offer) for offer in offers(book, waiting, queues)]
     return Routing(tuple(decisions))
 
 

@@ -24,9 +24,9 @@ from typing import Any
 from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.engine import Connection
 
+from opportune.core.arms import route_arms
 from opportune.core.conditions import parse_duration
 from opportune.core.kpis import KPI
-from opportune.core.predictive import route_arms
 from opportune.core.routing import (
     Agent,
     Interaction,

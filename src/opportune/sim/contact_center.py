@@ -34,12 +34,9 @@ from typing import Any, Final, Literal
 import numpy as np
 import simpy
 
+from opportune.core.assignment import route_predictive_assignment
 from opportune.core.kpis import KPI, OutcomeAttribution, Touchpoint, credit, label
-from opportune.core.predictive import (
-    Posterior,
-    route_predictive_assignment,
-    route_predictive_greedy,
-)
+from opportune.core.predictive import Posterior, route_predictive_greedy
 from opportune.core.routing import (
     Agent,
     Decision,
