@@ -7,23 +7,9 @@ clock or the site live in :func:`check_event` and take ``now`` as an argument.
 
 from __future__ import annotations
 
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, get_args
 
 import msgspec
-
-EVENT_TYPES: Final = (
-    "page_view",
-    "search",
-    "click",
-    "form_submitted",
-    "form_abandoned",
-    "form_error",
-    "idle",
-    "scroll",
-    "viewport",
-    "custom",
-    "identify",
-)
 
 EventType = Literal[
     "page_view",
@@ -38,6 +24,7 @@ EventType = Literal[
     "custom",
     "identify",
 ]
+EVENT_TYPES: Final[tuple[str, ...]] = get_args(EventType)
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Url = Annotated[str, msgspec.Meta(max_length=2048)]

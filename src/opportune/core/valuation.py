@@ -296,6 +296,18 @@ def ips(
     return _interval(terms, value, "SNIPS", w, confidence, None, 0)
 
 
+def _residuals(rewards: Sequence[float], q_logged: Sequence[float]) -> np.ndarray:
+    """What the reward model missed on each logged choice."""
+    resid: np.ndarray = np.asarray(rewards, dtype=float) - np.asarray(q_logged, dtype=float)
+    return resid
+
+
+def _dr_terms(resid: np.ndarray, w: np.ndarray, q_policy: Sequence[float]) -> np.ndarray:
+    """Per decision: the model's expected reward under a policy plus the weighted residual."""
+    terms: np.ndarray = np.asarray(q_policy, dtype=float) + w * resid
+    return terms
+
+
 def doubly_robust(
     rewards: Sequence[float],
     logging_propensity: Sequence[float],
@@ -310,9 +322,9 @@ def doubly_robust(
     """Doubly robust estimate: ``q_target`` (the reward model's expected reward under the
     target policy) plus the importance-weighted residual of the logged choice
     (``rewards - q_logged``). Unbiased if either the propensities or the model are right."""
-    r = np.asarray(rewards, dtype=float)
+    resid = _residuals(rewards, q_logged)
     w = _weights(logging_propensity, target_probability)
-    terms = np.asarray(q_target, dtype=float) + w * (r - np.asarray(q_logged, dtype=float))
+    terms = _dr_terms(resid, w, q_target)
     return _interval(terms, float(terms.mean()), "DR", w, confidence, rng, n_boot)
 
 
@@ -331,11 +343,8 @@ def benefit(
 ) -> Estimate:
     """Benefit assessment: DR value of the target policy minus that of the baseline (e.g.
     standard routing), paired decision by decision so their shared noise cancels."""
-    r = np.asarray(rewards, dtype=float)
-    resid = r - np.asarray(q_logged, dtype=float)
+    resid = _residuals(rewards, q_logged)
     wt = _weights(logging_propensity, target_probability)
     wb = _weights(logging_propensity, baseline_probability)
-    terms = (np.asarray(q_target, dtype=float) + wt * resid) - (
-        np.asarray(q_baseline, dtype=float) + wb * resid
-    )
+    terms = _dr_terms(resid, wt, q_target) - _dr_terms(resid, wb, q_baseline)
     return _interval(terms, float(terms.mean()), "DR difference", wt, confidence, rng, n_boot)

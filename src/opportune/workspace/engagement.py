@@ -13,6 +13,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from opportune.core.actionmaps import ActionMap, Caps, Schedule
 from opportune.core.conditions import ConditionError, Predicate, parse_condition, parse_duration
+from opportune.core.kpis import KpiType
 from opportune.workspace.documents import _NAME, Document
 
 _DAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
@@ -372,14 +373,7 @@ class KpiDoc(Document):
 
     kind: Literal["kpi"] = "kpi"
     name: str = Field(pattern=_NAME)
-    type: Literal[
-        "sales_conversion",
-        "retention",
-        "churn",
-        "sales_value",
-        "handle_time",
-        "first_contact_resolution",
-    ]
+    type: KpiType
     tracking: Literal["wrapUp", "outcome", "measured"] = "wrapUp"
     success_codes: list[str] = Field(default_factory=list)
     attribution_window_days: float = Field(default=30, gt=0, le=365)
