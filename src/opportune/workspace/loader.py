@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import ValidationError
 
-from opportune.core.conditions import ConditionError
+from opportune.core.conditions import ConditionError, format_path
 from opportune.core.rules import RulesError, Ruleset
 from opportune.workspace.documents import (
     KINDS as BASE_KINDS,
@@ -36,6 +36,7 @@ from opportune.workspace.engagement import (
 
 KINDS = {**BASE_KINDS, **ENGAGEMENT_KINDS}
 _OTHERS = (ContentTemplate, QueueDoc, EngagementSettings, AgentDoc, KpiDoc)
+_D = TypeVar("_D", bound=Document)
 
 
 @dataclass(frozen=True)
@@ -99,13 +100,6 @@ def _node_at(node: yaml.Node | None, loc: Iterable[int | str]) -> yaml.Node | No
     return node
 
 
-def _loc_path(loc: Iterable[int | str]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 def build_ruleset(
     segments: list[SegmentDoc],
     outcomes: list[OutcomeDoc],
@@ -163,7 +157,7 @@ def _parse_documents(text: str, file: str) -> tuple[list[Document], list[Problem
                     Problem(
                         file,
                         (at.start_mark.line + 1) if at is not None else line,
-                        _loc_path(loc),
+                        format_path(loc),
                         _message(err),
                     )
                 )
@@ -174,7 +168,7 @@ def _parse_documents(text: str, file: str) -> tuple[list[Document], list[Problem
             except ConditionError as exc:
                 at = _node_at(node, exc.path)
                 line_at = (at.start_mark.line + 1) if at is not None else line
-                problems.append(Problem(file, line_at, _loc_path(exc.path), exc.message))
+                problems.append(Problem(file, line_at, format_path(exc.path), exc.message))
                 continue
         docs.append(doc)
         lines.append(line)
@@ -188,82 +182,90 @@ def _message(err: Any) -> str:
     return msg.removeprefix("Value error, ")
 
 
+@dataclass
+class _Gathered:
+    """The documents of a workspace as read file by file, and the problems found so far."""
+
+    problems: list[Problem] = field(default_factory=list)
+    sites: dict[str, Site] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)  # site key -> site name
+    # (kind, name) -> (document, file, line), for the documents built into rules
+    rules: dict[tuple[str, str], tuple[Any, str, int]] = field(default_factory=dict)
+    others: dict[tuple[str, str], Any] = field(default_factory=dict)
+    where_of: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)
+    page_groups: dict[str, PageGroupDoc] = field(default_factory=dict)
+
+    def add(self, doc: Document, rel: str, line: int) -> None:
+        """Index ``doc``, noting a name or site key used twice."""
+        if isinstance(doc, SegmentDoc | OutcomeDoc | ActionMapDoc):
+            if (doc.kind, doc.name) in self.rules:
+                _, file, at = self.rules[(doc.kind, doc.name)]
+                message = f"{doc.kind} {doc.name!r} already defined at {file}:{at}"
+                self.problems.append(Problem(rel, line, "name", message))
+            else:
+                self.rules[(doc.kind, doc.name)] = (doc, rel, line)
+        elif isinstance(doc, _OTHERS):
+            if (doc.kind, doc.name) in self.others:
+                self.problems.append(Problem(rel, line, "name", f"{doc.kind} {doc.name!r} twice"))
+            self.others[(doc.kind, doc.name)] = doc
+            self.where_of[(doc.kind, doc.name)] = (rel, line)
+        elif isinstance(doc, PageGroupDoc):
+            if doc.name in self.page_groups:
+                self.problems.append(Problem(rel, line, "name", f"page group {doc.name!r} twice"))
+            self.page_groups[doc.name] = doc
+        elif isinstance(doc, Site):
+            if doc.name in self.sites:
+                self.problems.append(Problem(rel, 1, "name", f"site {doc.name!r} defined twice"))
+            elif doc.key in self.keys:
+                message = f"site key already used by site {self.keys[doc.key]!r}"
+                self.problems.append(Problem(rel, 1, "key", message))
+            else:
+                self.sites[doc.name] = doc
+                self.keys[doc.key] = doc.name
+
+    def named(self, kind: type[_D]) -> dict[str, _D]:
+        """The documents of one kind by name."""
+        docs = [d for d, _, _ in self.rules.values()] + list(self.others.values())
+        return {d.name: d for d in docs if isinstance(d, kind)}
+
+    def rule_problems(self, exc: RulesError, path: str) -> None:
+        """The problems of a ruleset, each at the document it names."""
+        for kind, name, message in exc.problems:
+            _, rel, line = self.rules[(kind, name)]
+            self.problems.append(Problem(rel, line, path, f"{kind} {name!r} {message}"))
+
+
 def load_workspace(folder: Path) -> Workspace:
     """Read every ``*.yaml``/``*.yml`` file under ``folder``; raise ``ConfigError`` listing all
-    problems (including names and site keys used twice)."""
+    problems (including names and site keys used twice).
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = (Path(tmp) / "segments.yaml").write_text(
+    ...         "{kind: segment, name: mobile, condition: {attribute: device, equals: mobile}}")
+    ...     sorted(load_workspace(Path(tmp)).segments)
+    ['mobile']
+    """
     if not folder.is_dir():
         raise ConfigError([Problem(str(folder), 0, "", "workspace folder not found")])
-    problems: list[Problem] = []
-    sites: dict[str, Site] = {}
-    keys: dict[str, str] = {}
-    rules: dict[tuple[str, str], tuple[Any, str, int]] = {}
-    others: dict[tuple[str, str], Any] = {}
-    where_of: dict[tuple[str, str], tuple[str, int]] = {}
-    page_groups: dict[str, PageGroupDoc] = {}
-    files = sorted([*folder.rglob("*.yaml"), *folder.rglob("*.yml")])
-    for path in files:
+    got = _Gathered()
+    for path in sorted([*folder.rglob("*.yaml"), *folder.rglob("*.yml")]):
         rel = str(path.relative_to(folder))
         docs, probs, lines = _parse_documents(path.read_text(encoding="utf-8"), rel)
-        problems += probs
+        got.problems += probs
         for doc, line in zip(docs, lines, strict=True):
-            if isinstance(doc, SegmentDoc | OutcomeDoc | ActionMapDoc):
-                if (doc.kind, doc.name) in rules:
-                    first = rules[(doc.kind, doc.name)]
-                    problems.append(
-                        Problem(
-                            rel,
-                            line,
-                            "name",
-                            f"{doc.kind} {doc.name!r} already defined at {first[1]}:{first[2]}",
-                        )
-                    )
-                else:
-                    rules[(doc.kind, doc.name)] = (doc, rel, line)
-            elif isinstance(
-                doc, ContentTemplate | QueueDoc | EngagementSettings | AgentDoc | KpiDoc
-            ):
-                if (doc.kind, doc.name) in others:
-                    problems.append(Problem(rel, line, "name", f"{doc.kind} {doc.name!r} twice"))
-                others[(doc.kind, doc.name)] = doc
-                where_of[(doc.kind, doc.name)] = (rel, line)
-            elif isinstance(doc, PageGroupDoc):
-                if doc.name in page_groups:
-                    problems.append(Problem(rel, line, "name", f"page group {doc.name!r} twice"))
-                page_groups[doc.name] = doc
-            elif isinstance(doc, Site):
-                if doc.name in sites:
-                    problems.append(Problem(rel, 1, "name", f"site {doc.name!r} defined twice"))
-                elif doc.key in keys:
-                    problems.append(
-                        Problem(rel, 1, "key", f"site key already used by site {keys[doc.key]!r}")
-                    )
-                else:
-                    sites[doc.name] = doc
-                    keys[doc.key] = doc.name
-    segments = {n: d for (k, n), (d, _, _) in rules.items() if isinstance(d, SegmentDoc)}
-    outcomes = {n: d for (k, n), (d, _, _) in rules.items() if isinstance(d, OutcomeDoc)}
+            got.add(doc, rel, line)
+    segments, outcomes = got.named(SegmentDoc), got.named(OutcomeDoc)
     try:
-        build_ruleset(list(segments.values()), list(outcomes.values()), list(page_groups.values()))
+        build_ruleset(
+            list(segments.values()), list(outcomes.values()), list(got.page_groups.values())
+        )
     except RulesError as exc:
-        for kind, name, message in exc.problems:
-            _, rel, line = rules[(kind, name)]
-            problems.append(Problem(rel, line, "condition", f"{kind} {name!r} {message}"))
-    maps = {n: d for (k, n), (d, _, _) in rules.items() if isinstance(d, ActionMapDoc)}
-    templates = {n: d for (k, n), d in others.items() if isinstance(d, ContentTemplate)}
-    queues = {n: d for (k, n), d in others.items() if isinstance(d, QueueDoc)}
-    settings = [d for d in others.values() if isinstance(d, EngagementSettings)]
-    agents = {n: d for (k, n), d in others.items() if isinstance(d, AgentDoc)}
-    kpis = {n: d for (k, n), d in others.items() if isinstance(d, KpiDoc)}
-    for q in queues.values():
-        file, line = where_of[("queue", q.name)]
-        if q.kpi is not None and q.kpi not in kpis:
-            problems.append(Problem(file, line, "kpi", f"unknown kpi {q.kpi!r}"))
-        elif q.kpi is not None and (problem := kpi_fits_queue(kpis[q.kpi], q)):
-            problems.append(Problem(file, line, "kpi", problem))
-    for a in agents.values():
-        file, line = where_of[("agent", a.name)]
-        for qn in sorted(set(a.queues or ()) - set(queues)):
-            problems.append(Problem(file, line, "queues", f"unknown queue {qn!r}"))
+        got.rule_problems(exc, "condition")
+    maps, templates = got.named(ActionMapDoc), got.named(ContentTemplate)
+    queues, agents, kpis = got.named(QueueDoc), got.named(AgentDoc), got.named(KpiDoc)
+    settings = [d for d in got.others.values() if isinstance(d, EngagementSettings)]
+    _check_routing(got, queues, agents, kpis)
     try:
         build_maps(
             list(maps.values()),
@@ -273,18 +275,16 @@ def load_workspace(folder: Path) -> Workspace:
             queues=set(queues),
         )
     except RulesError as exc:
-        for kind, name, message in exc.problems:
-            _, rel, line = rules[(kind, name)]
-            problems.append(Problem(rel, line, "", f"{kind} {name!r} {message}"))
+        got.rule_problems(exc, "")
     if len(settings) > 1:
-        problems.append(Problem("", 0, "", "more than one kind: engagement document"))
-    if problems:
-        raise ConfigError(problems)
+        got.problems.append(Problem("", 0, "", "more than one kind: engagement document"))
+    if got.problems:
+        raise ConfigError(got.problems)
     return Workspace(
-        sites=sites,
+        sites=got.sites,
         segments=segments,
         outcomes=outcomes,
-        page_groups=page_groups,
+        page_groups=got.page_groups,
         action_maps=maps,
         templates=templates,
         queues=queues,
@@ -292,3 +292,22 @@ def load_workspace(folder: Path) -> Workspace:
         agents=agents,
         kpis=kpis,
     )
+
+
+def _check_routing(
+    got: _Gathered,
+    queues: dict[str, QueueDoc],
+    agents: dict[str, AgentDoc],
+    kpis: dict[str, KpiDoc],
+) -> None:
+    """Queues name known KPIs that fit them; agents name known queues."""
+    for q in queues.values():
+        file, line = got.where_of[("queue", q.name)]
+        if q.kpi is not None and q.kpi not in kpis:
+            got.problems.append(Problem(file, line, "kpi", f"unknown kpi {q.kpi!r}"))
+        elif q.kpi is not None and (problem := kpi_fits_queue(kpis[q.kpi], q)):
+            got.problems.append(Problem(file, line, "kpi", problem))
+    for a in agents.values():
+        file, line = got.where_of[("agent", a.name)]
+        for qn in sorted(set(a.queues or ()) - set(queues)):
+            got.problems.append(Problem(file, line, "queues", f"unknown queue {qn!r}"))
