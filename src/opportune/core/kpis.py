@@ -5,6 +5,10 @@ A KPI is tracked by the agent's wrap-up code (codes that mean its event happened
 a retained customer, a churned customer, a resolution), by externally reported outcomes
 attributed to conversations (``OutcomeAttribution``), or, for handle time, measured.
 Churn and handle time are minimised; the others are maximised.
+
+>>> churn = KPI("churn", "churn", success_codes=frozenset({"cancelled"}))
+>>> churn.binary, churn.direction
+(True, 'minimize')
 """
 
 from __future__ import annotations

@@ -9,6 +9,13 @@ run in dependency order, so a segment built on another sees its new state.
 
 :func:`evaluate_history` is the same definition evaluated from scratch over a whole list
 of events: the reference for the incremental path, and the audience estimator.
+
+>>> from opportune.core.conditions import Context, parse_condition
+>>> from opportune.core.segments import Segment
+>>> searchers = Segment("searchers", parse_condition({"event": {"type": "search"}}))
+>>> history = [JourneyEvent("search", 1_000, query="travel alert")]
+>>> sorted(evaluate_history(Ruleset([searchers], []), history, Context({}, 1, 0)).segments)
+['searchers']
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""The typed documents a workspace holds. Field names are camelCase in YAML and JSON."""
+"""The typed documents a workspace holds. Field names are camelCase in YAML and JSON.
+
+>>> doc = SegmentDoc.model_validate({"name": "mobile", "expiresAfterDays": 7,
+...                                  "condition": {"attribute": "device", "equals": "mobile"}})
+>>> doc.to_core().expires_after_days
+7
+"""
 
 from __future__ import annotations
 

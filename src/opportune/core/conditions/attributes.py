@@ -1,4 +1,11 @@
-"""Attribute conditions: session facts, live attributes, custom attributes, traits."""
+"""Attribute conditions: session facts, live attributes, custom attributes, traits.
+
+>>> from opportune.core.conditions.predicates import Predicate
+>>> from opportune.core.journey import Journey
+>>> j = Journey(session_id="s", started_at=0, traits={"tier": "Gold"})
+>>> Attribute("traits.tier", Predicate("equals", "gold")).holds(j, 0, {})
+True
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,10 @@
-"""Metric conditions: counts, scroll depth, visit number and times, read off the journey."""
+"""Metric conditions: counts, scroll depth, visit number and times, read off the journey.
+
+>>> from opportune.core.conditions.predicates import Predicate
+>>> from opportune.core.journey import Journey
+>>> Metric("timeOnSite", Predicate("gte", 60_000)).holds(Journey("s", started_at=0), 90_000, {})
+True
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,12 @@
-"""The condition node's contract, and what a from-scratch evaluation knows besides events."""
+"""The condition node's contract, and what a from-scratch evaluation knows besides events.
+
+Every node walks its subtree, itself first:
+
+>>> from opportune.core.conditions import parse_condition
+>>> c = parse_condition({"not": {"segment": "staff"}})
+>>> [type(n).__name__ for n in c.walk()]
+['Not', 'InSegment']
+"""
 
 from __future__ import annotations
 

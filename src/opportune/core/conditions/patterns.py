@@ -2,6 +2,15 @@
 
 Each keeps a small accumulator in ``journey.acc`` under its content key, folded by
 ``update`` only for the events its filter can match.
+
+>>> from opportune.core.conditions import parse_condition
+>>> from opportune.core.journey import Journey
+>>> errors = parse_condition({"event": {"type": "form_error"}, "atLeast": 2, "within": "1m"})
+>>> j = Journey(session_id="s", started_at=0)
+>>> for ts in (1_000, 2_000):
+...     errors.update(j, JourneyEvent("form_error", ts))
+>>> errors.holds(j, 30_000, {}), errors.holds(j, 90_000, {})
+(True, False)
 """
 
 from __future__ import annotations

@@ -1,4 +1,15 @@
-"""Score conditions: an outcome's probability and quantile in this visit."""
+"""Score conditions: an outcome's probability and quantile in this visit.
+
+"Was on track, is now falling off it": the visit's maximum quantile was above 0.8 and the
+current one is below 0.5 (scores are ``[probability, max, quantile, max quantile]``).
+
+>>> from opportune.core.conditions import parse_condition
+>>> from opportune.core.journey import Journey
+>>> c = parse_condition({"score": "apply", "maxQuantileAbove": 0.8, "quantileBelow": 0.5})
+>>> j = Journey(session_id="s", started_at=0, scores={"apply": [0.1, 0.3, 0.4, 0.9]})
+>>> c.holds(j, 0, {})
+True
+"""
 
 from __future__ import annotations
 

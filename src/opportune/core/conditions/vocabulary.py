@@ -1,4 +1,8 @@
-"""The names a condition may use: event types, attributes, metrics, operators, limits."""
+"""The names a condition may use: event types, attributes, metrics, operators, limits.
+
+>>> "scrollDepth" in METRICS, "utmSource" in SESSION_ATTRIBUTES, NUMBER_OPS
+(True, True, ('gt', 'gte', 'lt', 'lte'))
+"""
 
 from __future__ import annotations
 
