@@ -78,7 +78,23 @@ def route_predictive_assignment(
     """
     held_since = held_since or {}
     book = Book(agents, now_ms)
-    order = waiting_order(waiting, queues)
+    predictive, decisions = _first_by_standard(
+        waiting_order(waiting, queues), book, queues, scores, held_since
+    )
+    new, held = _assign_jointly(predictive, book, queues, scores, held_since, posteriors or {}, rng)
+    return Routing(tuple(decisions + new), held)
+
+
+def _first_by_standard(
+    order: Sequence[Interaction],
+    book: Book,
+    queues: Mapping[str, Queue],
+    scores: Scores,
+    held_since: Mapping[str, int],
+) -> tuple[list[Interaction], list[Decision]]:
+    """Route by standard routing, in ``order``, the interactions of non-predictive and
+    dry-run queues and those passed over too long; return the rest, for the matching."""
+    now_ms = book.now_ms
     decisions: list[Decision] = []
     predictive: list[Interaction] = []
     dry = [
@@ -124,8 +140,7 @@ def route_predictive_assignment(
             decisions.append(
                 standard_decision(book, interaction, queue, free, method="fallback", reason=reason)
             )
-    new, held = _assign_jointly(predictive, book, queues, scores, held_since, posteriors or {}, rng)
-    return Routing(tuple(decisions + new), held)
+    return predictive, decisions
 
 
 def _would_choose(
