@@ -16,8 +16,9 @@ from sqlalchemy import Engine, func, select
 from opportune.api.app import create_app
 from opportune.core.events import Identity
 from opportune.settings import Settings
-from opportune.store.customers import apply_identify, purge_older_than
 from opportune.store.db import make_engine
+from opportune.store.gdpr import purge_older_than
+from opportune.store.identify import apply_identify
 from opportune.store.schema import customers, erasures, events, identity_log, sessions, visitors
 
 KEY = {"x-api-key": "secret"}
