@@ -61,8 +61,8 @@ def customer_features(conn: Connection, body: Mapping[str, Any]) -> dict[str, fl
     """The customer at arrival, as the KPI model sees them (frozen in the interaction, so
     training later reads exactly what serving saw): the features the caller posted (a
     list becomes ``x0``, ``x1``, …), the visitor's journey (``segment:<name>`` and
-    ``score:<outcome>``, see ``api/routing``), whether they are identified and how many
-    interactions they had before."""
+    ``score:<outcome>``, see ``api/app._journey_features``), whether they are identified
+    and how many interactions they had before."""
     posted = body.get("features") or {}
     out: dict[str, float] = (
         {f"x{i}": float(v) for i, v in enumerate(posted)}
