@@ -10,8 +10,8 @@ from fastapi import APIRouter
 
 from opportune.api.auth import admin_router
 from opportune.api.inputs import CamelIn, now_ms
-from opportune.api.interactions import assigned_json, routing_error
-from opportune.engine.router import Router, RoutingError
+from opportune.api.interactions import assigned_json, routed
+from opportune.engine.router import Router
 
 
 class PresenceIn(CamelIn):
@@ -43,10 +43,7 @@ def agents_router(*, router: Router, require_api_key: Callable[..., None]) -> AP
 
     @api.put("/agents/{agent_id}/presence")
     def presence(agent_id: str, body: PresenceIn) -> dict[str, Any]:
-        try:
-            made = router.presence(agent_id, body.presence, now_ms())
-        except RoutingError as exc:
-            raise routing_error(exc) from None
+        made = routed(router.presence, agent_id, body.presence, now_ms())
         return {"agentId": agent_id, "presence": body.presence, "assigned": assigned_json(made)}
 
     return api

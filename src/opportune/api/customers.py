@@ -66,6 +66,11 @@ def _page(fn: Callable[[], journeys.Page]) -> dict[str, Any]:
     return {"items": p.items, "nextCursor": p.next_cursor}
 
 
+def _sessions(conn: Connection, limit: int, cursor: str | None, **owner: str) -> dict[str, Any]:
+    """A page of the visitor's or the customer's sessions, newest first."""
+    return _page(lambda: journeys.session_page(conn, limit=limit, cursor=cursor, **owner))
+
+
 def _visitor_routes(router: APIRouter, get_engine: GetEngine) -> None:
     @router.get("/visitors/{visitor_id}")
     def get_visitor(visitor_id: str) -> dict[str, Any]:
@@ -78,11 +83,7 @@ def _visitor_routes(router: APIRouter, get_engine: GetEngine) -> None:
     ) -> dict[str, Any]:
         with get_engine().connect() as conn:
             _visitor(conn, visitor_id)
-            return _page(
-                lambda: journeys.session_page(
-                    conn, visitor_id=visitor_id, limit=limit, cursor=cursor
-                )
-            )
+            return _sessions(conn, limit, cursor, visitor_id=visitor_id)
 
     @router.get("/sessions/{session_id}")
     def get_session(session_id: str) -> dict[str, Any]:
@@ -166,11 +167,7 @@ def _customer_routes(router: APIRouter, get_engine: GetEngine) -> None:
     ) -> dict[str, Any]:
         with get_engine().connect() as conn:
             _customer(conn, customer_id)
-            return _page(
-                lambda: journeys.session_page(
-                    conn, customer_id=customer_id, limit=limit, cursor=cursor
-                )
-            )
+            return _sessions(conn, limit, cursor, customer_id=customer_id)
 
     @router.get("/customers/{customer_id}/export")
     def export(customer_id: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import json
 import math
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, HTTPException
 from pydantic import Field, field_validator
@@ -23,6 +23,7 @@ from opportune.store import interactions as store
 _ID = r"^[A-Za-z0-9_.:-]{1,64}$"
 _FEATURE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 
+T = TypeVar("T")
 JourneyFn = Callable[[str, int], Awaitable[dict[str, float]]]
 
 
@@ -56,6 +57,14 @@ class EndIn(CamelIn):
 def routing_error(exc: RoutingError) -> HTTPException:
     extra = {"path": exc.path} if exc.path else {}
     return error(exc.status, exc.code, exc.message, **extra)
+
+
+def routed(change: Callable[..., T], *args: Any) -> T:
+    """Run a change of the routing state; a refusal becomes its error answer."""
+    try:
+        return change(*args)
+    except RoutingError as exc:
+        raise routing_error(exc) from None
 
 
 def assigned_json(made: list[Assigned]) -> list[dict[str, Any]]:
@@ -111,10 +120,7 @@ def interactions_router(
         data = body.model_dump()
         if body.visitor_id and journey is not None:
             data["journey"] = await journey(body.visitor_id, at)
-        try:
-            made = await asyncio.to_thread(router.arrive, data, at)
-        except RoutingError as exc:
-            raise routing_error(exc) from None
+        made = await asyncio.to_thread(routed, router.arrive, data, at)
         return {"interaction": interaction_json(router, body.id), "assigned": assigned_json(made)}
 
     @api.get("/interactions/{interaction_id}")
@@ -123,10 +129,7 @@ def interactions_router(
 
     @api.post("/interactions/{interaction_id}/end")
     def end(interaction_id: str, body: EndIn) -> dict[str, Any]:
-        try:
-            made = router.end(interaction_id, body.wrap_up_code, now_ms())
-        except RoutingError as exc:
-            raise routing_error(exc) from None
+        made = routed(router.end, interaction_id, body.wrap_up_code, now_ms())
         return {
             "interaction": interaction_json(router, interaction_id),
             "assigned": assigned_json(made),
@@ -134,10 +137,7 @@ def interactions_router(
 
     @api.post("/interactions/{interaction_id}/abandon")
     def abandon(interaction_id: str) -> dict[str, Any]:
-        try:
-            router.abandon(interaction_id, now_ms())
-        except RoutingError as exc:
-            raise routing_error(exc) from None
+        routed(router.abandon, interaction_id, now_ms())
         return {"interaction": interaction_json(router, interaction_id)}
 
     return api
