@@ -26,10 +26,10 @@ def routing_router(
 ) -> APIRouter:
     """``journey(visitor_id, now_ms)``: the visitor's segments and scores as features."""
     api = APIRouter()
-    auth = {"router": router, "require_api_key": require_api_key}
-    api.include_router(agents_router(**auth))
-    api.include_router(interactions_router(**auth, journey=journey))
-    api.include_router(attributions_router(**auth))
-    api.include_router(kpis_router(**auth))
-    api.include_router(queues_router(**auth, registry=registry))
+    shared = {"router": router, "require_api_key": require_api_key}
+    api.include_router(agents_router(**shared))
+    api.include_router(interactions_router(**shared, journey=journey))
+    api.include_router(attributions_router(**shared))
+    api.include_router(kpis_router(**shared))
+    api.include_router(queues_router(**shared, registry=registry))
     return api
