@@ -409,7 +409,8 @@ def _engine(opts: dict[str, Any]) -> Any:
 @click.option("--database-url")
 def gdpr_export(customer_id: str, out: Path | None, **opts: Any) -> None:
     """Everything held about a customer, as JSON."""
-    from opportune.store.customers import CustomerNotFound, export_customer
+    from opportune.store.customers import CustomerNotFound
+    from opportune.store.gdpr import export_customer
 
     engine, _ = _engine(opts)
     try:
@@ -433,7 +434,8 @@ def gdpr_export(customer_id: str, out: Path | None, **opts: Any) -> None:
 @click.option("--database-url")
 def gdpr_erase(customer_id: str, yes: bool, **opts: Any) -> None:
     """Erase a customer and all its visitors' data, irreversibly."""
-    from opportune.store.customers import CustomerNotFound, erase_customer
+    from opportune.store.customers import CustomerNotFound
+    from opportune.store.gdpr import erase_customer
 
     if not yes:
         click.confirm(f"Erase customer {customer_id} irreversibly?", abort=True)
@@ -453,7 +455,7 @@ def gdpr_erase(customer_id: str, yes: bool, **opts: Any) -> None:
 @click.option("--database-url")
 def gdpr_purge(days: int | None, **opts: Any) -> None:
     """Delete events and sessions older than the retention period."""
-    from opportune.store.customers import purge_older_than
+    from opportune.store.gdpr import purge_older_than
 
     engine, settings = _engine(opts)
     keep = days if days is not None else settings.retention_days

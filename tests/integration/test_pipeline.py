@@ -266,7 +266,7 @@ def test_a_broken_rule_does_not_break_ingestion(harness: Harness, engine: Engine
 
 
 def test_export_holds_the_facts_and_erase_removes_them(harness: Harness, engine: Engine) -> None:
-    from opportune.store.customers import erase_customer, export_customer
+    from opportune.store.gdpr import erase_customer, export_customer
     from opportune.store.schema import action_events
 
     t = NOW - 5 * MIN

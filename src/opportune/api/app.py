@@ -6,21 +6,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
-from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Connection
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from opportune import __version__
+from opportune.api import errors
 from opportune.api.auth import api_key_dependency
 from opportune.api.tracking import TrackingEndpoint
 from opportune.engine.enrichment import GeoResolver
@@ -180,7 +179,7 @@ async def _journey_features(runtime: Runtime, visitor_id: str, now_ms: int) -> d
 
 def _identify(conn: Connection, op: IdentifyOp) -> Any:
     """Run one identify event inside the writer's transaction."""
-    from opportune.store.customers import apply_identify
+    from opportune.store.identify import apply_identify
 
     return apply_identify(
         conn,
@@ -198,161 +197,14 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
 
     Start-up loads the workspace, migrates and starts the writer."""
     runtime = build_runtime(settings, auto_migrate=auto_migrate)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        watcher = loop.create_task(runtime.watch_rules(stop))
-        ticks = loop.create_task(runtime.route_ticks(stop)) if runtime.workspace.queues else None
-        sender = loop.create_task(runtime.webhooks.run()) if runtime.webhooks else None
-        retrain = routing_retrain = None
-        if settings.retrain_interval_h > 0:
-            from opportune.ml.routing_schedule import routing_retrain_loop
-            from opportune.ml.schedule import FIRST_CHECK_AFTER_S, retrain_loop
-
-            interval_s = settings.retrain_interval_h * 3600
-            retrain = loop.create_task(
-                retrain_loop(
-                    settings,
-                    runtime.rules,
-                    interval_s=interval_s,
-                    first_check_s=FIRST_CHECK_AFTER_S,
-                    on_activated=lambda _outcomes: runtime.ingestor.scorer.refresh(),
-                )
-            )
-            score = runtime.router.score if runtime.router is not None else None
-            if score is not None and runtime.workspace.queues:
-                routing_retrain = loop.create_task(
-                    routing_retrain_loop(
-                        settings,
-                        runtime.rules,
-                        runtime.ingestor.engine,
-                        interval_s=interval_s,
-                        first_check_s=FIRST_CHECK_AFTER_S,
-                        on_activated=lambda _queues: score.refresh(),
-                    )
-                )
-        try:
-            yield
-        finally:
-            stop.set()
-            if routing_retrain is not None:
-                routing_retrain.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await routing_retrain
-            await watcher
-            if ticks is not None:
-                await ticks
-            if retrain is not None:
-                retrain.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await retrain
-            if sender is not None and runtime.webhooks is not None:
-                runtime.webhooks.stop()  # let a pass in progress finish its database work
-                await sender
-            await runtime.aclose()
-
-    app = FastAPI(title="Opportune", version=__version__, lifespan=lifespan)
+    app = FastAPI(title="Opportune", version=__version__, lifespan=_lifespan(runtime))
     app.state.runtime = runtime
     # The snippet (30 KB raw) and JSON pages compress well; /v1/events answers are tiny
     # and bypass this app anyway.
     app.add_middleware(GZipMiddleware, minimum_size=1024)
-
-    require_api_key = api_key_dependency(settings.api_key)
-    from opportune.api.customers import customers_router
-    from opportune.api.definitions import definitions_router
-    from opportune.api.engagement import engagement_router
-    from opportune.api.routing import routing_router
-    from opportune.engine.router import Router
-    from opportune.engine.routing_scorer import KpiScorer
-    from opportune.ml.routing_registry import RoutingRegistry
-
-    app.include_router(
-        customers_router(
-            get_engine=lambda: runtime.ingestor.engine,
-            on_evict=runtime.ingestor.live.evict,
-            require_api_key=require_api_key,
-        )
-    )
-
-    app.include_router(
-        definitions_router(
-            rules=runtime.rules, ingestor=runtime.ingestor, require_api_key=require_api_key
-        )
-    )
-
-    app.include_router(
-        engagement_router(ingestor=runtime.ingestor, require_api_key=require_api_key)
-    )
-    ws = runtime.workspace
-    routing_models = RoutingRegistry(settings.data_dir / "routing-models")
-    router = Router(
-        runtime.ingestor.engine,
-        queues=ws.queues,
-        agents=ws.agents,
-        kpis=ws.kpis,
-        score=KpiScorer(routing_models, ws.agents, ws.queues),
-        rules=runtime.rules,
-    )
-    runtime.router = router
-    app.include_router(
-        routing_router(
-            router=router,
-            require_api_key=require_api_key,
-            journey=lambda visitor_id, now_ms: _journey_features(runtime, visitor_id, now_ms),
-            registry=routing_models,
-        )
-    )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
-        detail = exc.detail
-        if isinstance(detail, dict) and "code" in detail:
-            body = {"error": detail}
-        else:
-            body = {"error": {"code": _code(exc.status_code), "message": str(detail)}}
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        path = ".".join(str(p) for p in first.get("loc", ()))
-        return JSONResponse(
-            {
-                "error": {
-                    "code": "invalid_request",
-                    "message": f"{path}: {first['msg']}",
-                    "path": path,
-                    "errors": [
-                        {"path": ".".join(str(p) for p in e.get("loc", ())), "message": e["msg"]}
-                        for e in errors
-                    ],
-                }
-            },
-            status_code=422,
-        )
-
-    @app.get("/sdk/opportune.js", include_in_schema=False)
-    async def sdk() -> Response:
-        return FileResponse(
-            SDK_FILE,
-            media_type="application/javascript",
-            headers={"cache-control": "public, max-age=300", "access-control-allow-origin": "*"},
-        )
-
-    @app.get("/sdk/opportune-widget.js", include_in_schema=False)
-    async def sdk_widget() -> Response:
-        return FileResponse(
-            SDK_FILE.with_name("opportune-widget.js"),
-            media_type="application/javascript",
-            headers={"cache-control": "public, max-age=300", "access-control-allow-origin": "*"},
-        )
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok", "version": __version__}
+    _include_admin(app, runtime)
+    errors.install(app)
+    _sdk_routes(app)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
@@ -365,13 +217,141 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
     )
 
 
-def _code(status: int) -> str:
-    return {
-        401: "unauthorized",
-        403: "forbidden",
-        404: "not_found",
-        405: "method_not_allowed",
-        409: "conflict",
-        413: "too_large",
-        422: "invalid_request",
-    }.get(status, "error")
+class _Tasks:
+    """The app's background loops, started at start-up and stopped in order at shutdown."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.stop = asyncio.Event()
+
+    def start(self) -> None:
+        rt, loop = self.runtime, asyncio.get_running_loop()
+        self.watcher = loop.create_task(rt.watch_rules(self.stop))
+        self.ticks = loop.create_task(rt.route_ticks(self.stop)) if rt.workspace.queues else None
+        self.sender = loop.create_task(rt.webhooks.run()) if rt.webhooks else None
+        self.retrain = self.routing_retrain = None
+        if rt.settings.retrain_interval_h > 0:
+            self._start_retraining(loop)
+
+    def _start_retraining(self, loop: asyncio.AbstractEventLoop) -> None:
+        from opportune.ml.routing_schedule import routing_retrain_loop
+        from opportune.ml.schedule import FIRST_CHECK_AFTER_S, retrain_loop
+
+        rt, settings = self.runtime, self.runtime.settings
+        interval_s = settings.retrain_interval_h * 3600
+        self.retrain = loop.create_task(
+            retrain_loop(
+                settings,
+                rt.rules,
+                interval_s=interval_s,
+                first_check_s=FIRST_CHECK_AFTER_S,
+                on_activated=lambda _outcomes: rt.ingestor.scorer.refresh(),
+            )
+        )
+        score = rt.router.score if rt.router is not None else None
+        if score is not None and rt.workspace.queues:
+            self.routing_retrain = loop.create_task(
+                routing_retrain_loop(
+                    settings,
+                    rt.rules,
+                    rt.ingestor.engine,
+                    interval_s=interval_s,
+                    first_check_s=FIRST_CHECK_AFTER_S,
+                    on_activated=lambda _queues: score.refresh(),
+                )
+            )
+
+    async def close(self) -> None:
+        self.stop.set()
+        await _cancel(self.routing_retrain)
+        await self.watcher
+        if self.ticks is not None:
+            await self.ticks
+        await _cancel(self.retrain)
+        if self.sender is not None and self.runtime.webhooks is not None:
+            self.runtime.webhooks.stop()  # let a pass in progress finish its database work
+            await self.sender
+        await self.runtime.aclose()
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _lifespan(runtime: Runtime) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        tasks = _Tasks(runtime)
+        tasks.start()
+        try:
+            yield
+        finally:
+            await tasks.close()
+
+    return lifespan
+
+
+def _include_admin(app: FastAPI, runtime: Runtime) -> None:
+    """The admin API's routers, and the routing engine they share with the route ticks."""
+    from opportune.api.customers import customers_router
+    from opportune.api.definitions import definitions_router
+    from opportune.api.engagement import engagement_router
+    from opportune.api.routing import routing_router
+    from opportune.engine.router import Router
+    from opportune.engine.routing_scorer import KpiScorer
+    from opportune.ml.routing_registry import RoutingRegistry
+
+    settings, ingestor, ws = runtime.settings, runtime.ingestor, runtime.workspace
+    require_api_key = api_key_dependency(settings.api_key)
+    app.include_router(
+        customers_router(
+            get_engine=lambda: ingestor.engine,
+            on_evict=ingestor.live.evict,
+            require_api_key=require_api_key,
+        )
+    )
+    app.include_router(
+        definitions_router(rules=runtime.rules, ingestor=ingestor, require_api_key=require_api_key)
+    )
+    app.include_router(engagement_router(ingestor=ingestor, require_api_key=require_api_key))
+    routing_models = RoutingRegistry(settings.data_dir / "routing-models")
+    runtime.router = Router(
+        ingestor.engine,
+        queues=ws.queues,
+        agents=ws.agents,
+        kpis=ws.kpis,
+        score=KpiScorer(routing_models, ws.agents, ws.queues),
+        rules=runtime.rules,
+    )
+    app.include_router(
+        routing_router(
+            router=runtime.router,
+            require_api_key=require_api_key,
+            journey=lambda visitor_id, now_ms: _journey_features(runtime, visitor_id, now_ms),
+            registry=routing_models,
+        )
+    )
+
+
+def _sdk_routes(app: FastAPI) -> None:
+    """The snippet and the widget, cacheable and loadable from any site."""
+    headers = {"cache-control": "public, max-age=300", "access-control-allow-origin": "*"}
+
+    @app.get("/sdk/opportune.js", include_in_schema=False)
+    async def sdk() -> Response:
+        return FileResponse(SDK_FILE, media_type="application/javascript", headers=headers)
+
+    @app.get("/sdk/opportune-widget.js", include_in_schema=False)
+    async def sdk_widget() -> Response:
+        return FileResponse(
+            SDK_FILE.with_name("opportune-widget.js"),
+            media_type="application/javascript",
+            headers=headers,
+        )
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 
-from fastapi import Header, HTTPException
+from fastapi import APIRouter, Depends, Header, HTTPException
 
 
 def api_key_dependency(expected: str) -> Callable[[str | None], None]:
@@ -31,3 +31,8 @@ def api_key_dependency(expected: str) -> Callable[[str | None], None]:
             )
 
     return require_api_key
+
+
+def admin_router(require_api_key: Callable[..., None], *, tags: list[str]) -> APIRouter:
+    """An ``/v1`` router every route of which requires the API key."""
+    return APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=list(tags))

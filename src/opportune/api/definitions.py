@@ -9,13 +9,15 @@ reach every server process within a second.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query
+from fastapi import APIRouter, Body, HTTPException, Query
 from pydantic import ValidationError
 
+from opportune.api.auth import admin_router
+from opportune.api.errors import error, not_found
+from opportune.api.inputs import now_ms
 from opportune.core.conditions import ConditionError, format_path
 from opportune.core.rules import RulesError
 from opportune.engine.audience import estimate
@@ -28,17 +30,8 @@ PLURAL = {"segments": "segment", "outcomes": "outcome", "action-maps": "actionMa
 
 def _invalid(errors: list[dict[str, str]]) -> HTTPException:
     first = errors[0]
-    return HTTPException(
-        422,
-        detail={
-            "code": "invalid_definition",
-            "message": f"{first['path']}: {first['message']}"
-            if first["path"]
-            else first["message"],
-            "path": first["path"],
-            "errors": errors,
-        },
-    )
+    message = f"{first['path']}: {first['message']}" if first["path"] else first["message"]
+    return error(422, "invalid_definition", message, path=first["path"], errors=errors)
 
 
 def parse_definition(kind: str, body: Any, name: str | None = None) -> Doc:
@@ -91,177 +84,156 @@ def definitions_router(
     ingestor: Ingestor,
     require_api_key: Callable[..., None],
 ) -> APIRouter:
-    router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["rules"])
-
-    def now_ms() -> int:
-        return int(time.time() * 1000)
-
+    router = admin_router(require_api_key, tags=["rules"])
     for collection, kind in PLURAL.items():
-
-        def make(kind: str, collection: str) -> None:
-            @router.get(f"/{collection}", name=f"list_{collection}")
-            def list_all() -> dict[str, Any]:
-                return {"items": [_json(d, s) for d, s in rules.docs(kind)]}
-
-            @router.get(f"/{collection}/{{name}}", name=f"get_{kind}")
-            def get_one(name: str) -> dict[str, Any]:
-                found = rules.get(kind, name)
-                if found is None:
-                    raise HTTPException(
-                        404, detail={"code": "not_found", "message": f"{kind} {name!r} not found"}
-                    )
-                return _json(*found)
-
-            @router.post(f"/{collection}/validate", name=f"validate_{kind}")
-            def validate(body: Annotated[Any, Body()]) -> dict[str, Any]:
-                doc = parse_definition(kind, body)
-                _check_together(rules, doc, None)
-                return {"valid": True, "definition": _json(doc, "draft")}
-
-            if kind == "actionMap":
-                make_writes(kind, collection)
-                return
-
-            @router.post(f"/{collection}/estimate", name=f"estimate_draft_{kind}")
-            def estimate_draft(
-                body: Annotated[Any, Body()], days: Annotated[int, Query(ge=1, le=400)] = 7
-            ) -> dict[str, Any]:
-                doc = parse_definition(kind, body)
-                _check_together(rules, doc, None)
-                rs = rules.candidate(doc)
-                return estimate(
-                    ingestor.engine, rs, kind=kind, name=doc.name, days=days, now_ms=now_ms()
-                ).to_json()
-
-            @router.get(f"/{collection}/{{name}}/estimate", name=f"estimate_{kind}")
-            def estimate_one(
-                name: str, days: Annotated[int, Query(ge=1, le=400)] = 7
-            ) -> dict[str, Any]:
-                if rules.get(kind, name) is None:
-                    raise HTTPException(
-                        404, detail={"code": "not_found", "message": f"{kind} {name!r} not found"}
-                    )
-                return estimate(
-                    ingestor.engine,
-                    rules.ruleset,
-                    kind=kind,
-                    name=name,
-                    days=days,
-                    now_ms=now_ms(),
-                ).to_json()
-
-            make_writes(kind, collection)
-
-        def make_writes(kind: str, collection: str) -> None:
-            @router.post(f"/{collection}", status_code=201, name=f"create_{kind}")
-            def create(body: Annotated[Any, Body()]) -> dict[str, Any]:
-                doc = parse_definition(kind, body)
-                if rules.get(kind, doc.name) is not None:
-                    raise HTTPException(
-                        409,
-                        detail={
-                            "code": "already_exists",
-                            "message": f"{kind} {doc.name!r} exists; PUT to replace it",
-                        },
-                    )
-                return save(doc)
-
-            @router.put(f"/{collection}/{{name}}", name=f"put_{kind}")
-            def put(name: str, body: Annotated[Any, Body()]) -> dict[str, Any]:
-                return save(parse_definition(kind, body, name))
-
-            @router.delete(f"/{collection}/{{name}}", name=f"delete_{kind}")
-            def delete(name: str) -> dict[str, Any]:
-                found = rules.get(kind, name)
-                if found is None:
-                    raise HTTPException(
-                        404, detail={"code": "not_found", "message": f"{kind} {name!r} not found"}
-                    )
-                if found[1] == "workspace":
-                    raise _read_only(
-                        ReadOnlyDefinition(f"{kind} {name!r} is defined in the workspace files")
-                    )
-                _check_together(rules, None, (kind, name))
-                try:
-                    rules.delete(kind, name, now_ms=now_ms())
-                except ReadOnlyDefinition as exc:
-                    raise _read_only(exc) from None
-                return {"deleted": {"kind": kind, "name": name}}
-
-        make(kind, collection)
-
-    def save(doc: Doc) -> dict[str, Any]:
-        found = rules.get(doc.kind, doc.name)
-        if found is not None and found[1] == "workspace":
-            raise _read_only(
-                ReadOnlyDefinition(f"{doc.kind} {doc.name!r} is defined in the workspace files")
-            )
-        _check_together(rules, doc, None)
-        try:
-            rules.put(doc, now_ms=now_ms())
-        except ReadOnlyDefinition as exc:
-            raise _read_only(exc) from None
-        return _json(doc, "api")
+        _reads(router, rules, kind, collection)
+        if kind != "actionMap":  # an action map has no audience to estimate
+            _estimates(router, rules, ingestor, kind, collection)
+        _writes(router, rules, kind, collection)
 
     @router.get("/visitors/{visitor_id}/live", tags=["journeys"])
     async def live_view(visitor_id: str) -> dict[str, Any]:
         """The visitor's live state: current visit, page, times, segments, outcomes."""
-        now = now_ms()
-        state = await ingestor.live.peek(visitor_id, now)
-        if state is None:
-            raise HTTPException(
-                404, detail={"code": "not_found", "message": f"visitor {visitor_id!r} not found"}
-            )
-        rs = rules.ruleset
-        j = state.journey
-        if j is not None and j.rules != rs.fingerprint and rs:
-            j = await asyncio.to_thread(ingestor.rebuild_journey, visitor_id, state)
-        track = state.track
-        current = j is not None and j.session_id == track.session_id
-        timeout_ms = ingestor.settings.session_timeout_s * 1000
-        members = rs.members(j if current else None, state.assignments, now)
-        segments = []
-        for name, since in members.items():
-            seg = rules.get("segment", name)
-            doc = seg[0] if seg else None
-            assert doc is None or isinstance(doc, SegmentDoc)
-            segments.append(
-                {
-                    "name": name,
-                    "since": since,
-                    "scope": doc.scope if doc else "session",
-                    "description": doc.description if doc else "",
-                    "colour": doc.colour if doc else None,
-                    "visibleToAgents": doc.visible_to_agents if doc else True,
-                    **(
-                        {"expiresAt": state.assignments[name][1]}
-                        if name in state.assignments
-                        else {}
-                    ),
-                }
-            )
-        return {
-            "visitorId": visitor_id,
-            "customerId": state.customer_id,
-            "sessionId": track.session_id,
-            "visitNumber": track.number,
-            "active": track.session_id is not None and now - track.last_at <= timeout_ms,
-            "startedAt": track.started_at or None,
-            "lastEventAt": track.last_at or None,
-            "timeOnSiteMs": (track.last_at - track.started_at) if track.session_id else 0,
-            "currentPage": j.url if current and j else None,
-            "pageSince": j.page_at if current and j and j.url else None,
-            "pageViews": j.counts.get("page_view", 0) if current and j else 0,
-            "events": sum(j.counts.values()) if current and j else 0,
-            "segments": segments,
-            "outcomes": [
-                {"name": n, "achievedAt": at, "value": value}
-                for n, (at, value) in (j.outcomes.items() if current and j else ())
-            ],
-            "scores": _scores(j, ingestor, members, track.last_at) if current and j else [],
-        }
+        return await _live(rules, ingestor, visitor_id)
 
     return router
+
+
+def _found(rules: RuleBook, kind: str, name: str) -> tuple[Doc, str]:
+    found = rules.get(kind, name)
+    if found is None:
+        raise not_found(f"{kind} {name!r} not found")
+    return found
+
+
+def _reads(router: APIRouter, rules: RuleBook, kind: str, collection: str) -> None:
+    @router.get(f"/{collection}", name=f"list_{collection}")
+    def list_all() -> dict[str, Any]:
+        return {"items": [_json(d, s) for d, s in rules.docs(kind)]}
+
+    @router.get(f"/{collection}/{{name}}", name=f"get_{kind}")
+    def get_one(name: str) -> dict[str, Any]:
+        return _json(*_found(rules, kind, name))
+
+    @router.post(f"/{collection}/validate", name=f"validate_{kind}")
+    def validate(body: Annotated[Any, Body()]) -> dict[str, Any]:
+        doc = parse_definition(kind, body)
+        _check_together(rules, doc, None)
+        return {"valid": True, "definition": _json(doc, "draft")}
+
+
+def _estimates(
+    router: APIRouter, rules: RuleBook, ingestor: Ingestor, kind: str, collection: str
+) -> None:
+    @router.post(f"/{collection}/estimate", name=f"estimate_draft_{kind}")
+    def estimate_draft(
+        body: Annotated[Any, Body()], days: Annotated[int, Query(ge=1, le=400)] = 7
+    ) -> dict[str, Any]:
+        doc = parse_definition(kind, body)
+        _check_together(rules, doc, None)
+        rs = rules.candidate(doc)
+        return estimate(
+            ingestor.engine, rs, kind=kind, name=doc.name, days=days, now_ms=now_ms()
+        ).to_json()
+
+    @router.get(f"/{collection}/{{name}}/estimate", name=f"estimate_{kind}")
+    def estimate_one(name: str, days: Annotated[int, Query(ge=1, le=400)] = 7) -> dict[str, Any]:
+        _found(rules, kind, name)
+        return estimate(
+            ingestor.engine, rules.ruleset, kind=kind, name=name, days=days, now_ms=now_ms()
+        ).to_json()
+
+
+def _writes(router: APIRouter, rules: RuleBook, kind: str, collection: str) -> None:
+    @router.post(f"/{collection}", status_code=201, name=f"create_{kind}")
+    def create(body: Annotated[Any, Body()]) -> dict[str, Any]:
+        doc = parse_definition(kind, body)
+        if rules.get(kind, doc.name) is not None:
+            raise error(409, "already_exists", f"{kind} {doc.name!r} exists; PUT to replace it")
+        return _save(rules, doc)
+
+    @router.put(f"/{collection}/{{name}}", name=f"put_{kind}")
+    def put(name: str, body: Annotated[Any, Body()]) -> dict[str, Any]:
+        return _save(rules, parse_definition(kind, body, name))
+
+    @router.delete(f"/{collection}/{{name}}", name=f"delete_{kind}")
+    def delete(name: str) -> dict[str, Any]:
+        _editable(_found(rules, kind, name))
+        _check_together(rules, None, (kind, name))
+        try:
+            rules.delete(kind, name, now_ms=now_ms())
+        except ReadOnlyDefinition as exc:
+            raise read_only(exc) from None
+        return {"deleted": {"kind": kind, "name": name}}
+
+
+def _editable(found: tuple[Doc, str] | None) -> None:
+    """Refuse to change a definition the workspace files hold."""
+    if found is not None and found[1] == "workspace":
+        doc = found[0]
+        raise read_only(
+            ReadOnlyDefinition(f"{doc.kind} {doc.name!r} is defined in the workspace files")
+        )
+
+
+def _save(rules: RuleBook, doc: Doc) -> dict[str, Any]:
+    _editable(rules.get(doc.kind, doc.name))
+    _check_together(rules, doc, None)
+    try:
+        rules.put(doc, now_ms=now_ms())
+    except ReadOnlyDefinition as exc:
+        raise read_only(exc) from None
+    return _json(doc, "api")
+
+
+def _segment_json(rules: RuleBook, state: Any, name: str, since: int) -> dict[str, Any]:
+    seg = rules.get("segment", name)
+    doc = seg[0] if seg else None
+    assert doc is None or isinstance(doc, SegmentDoc)
+    return {
+        "name": name,
+        "since": since,
+        "scope": doc.scope if doc else "session",
+        "description": doc.description if doc else "",
+        "colour": doc.colour if doc else None,
+        "visibleToAgents": doc.visible_to_agents if doc else True,
+        **({"expiresAt": state.assignments[name][1]} if name in state.assignments else {}),
+    }
+
+
+async def _live(rules: RuleBook, ingestor: Ingestor, visitor_id: str) -> dict[str, Any]:
+    now = now_ms()
+    state = await ingestor.live.peek(visitor_id, now)
+    if state is None:
+        raise not_found(f"visitor {visitor_id!r} not found")
+    rs = rules.ruleset
+    j = state.journey
+    if j is not None and j.rules != rs.fingerprint and rs:
+        j = await asyncio.to_thread(ingestor.rebuild_journey, visitor_id, state)
+    track = state.track
+    current = j is not None and j.session_id == track.session_id
+    timeout_ms = ingestor.settings.session_timeout_s * 1000
+    members = rs.members(j if current else None, state.assignments, now)
+    return {
+        "visitorId": visitor_id,
+        "customerId": state.customer_id,
+        "sessionId": track.session_id,
+        "visitNumber": track.number,
+        "active": track.session_id is not None and now - track.last_at <= timeout_ms,
+        "startedAt": track.started_at or None,
+        "lastEventAt": track.last_at or None,
+        "timeOnSiteMs": (track.last_at - track.started_at) if track.session_id else 0,
+        "currentPage": j.url if current and j else None,
+        "pageSince": j.page_at if current and j and j.url else None,
+        "pageViews": j.counts.get("page_view", 0) if current and j else 0,
+        "events": sum(j.counts.values()) if current and j else 0,
+        "segments": [_segment_json(rules, state, n, since) for n, since in members.items()],
+        "outcomes": [
+            {"name": n, "achievedAt": at, "value": value}
+            for n, (at, value) in (j.outcomes.items() if current and j else ())
+        ],
+        "scores": _scores(j, ingestor, members, track.last_at) if current and j else [],
+    }
 
 
 def _scores(j: Any, ingestor: Ingestor, members: dict[str, int], at: int) -> list[dict[str, Any]]:
@@ -280,7 +252,6 @@ def _scores(j: Any, ingestor: Ingestor, members: dict[str, int], at: int) -> lis
     ]
 
 
-def _read_only(exc: ReadOnlyDefinition) -> HTTPException:
-    return HTTPException(
-        409, detail={"code": "defined_in_workspace", "message": f"{exc}; edit that file instead"}
-    )
+def read_only(exc: ReadOnlyDefinition) -> HTTPException:
+    """409: a workspace definition is edited in its file, not over the API."""
+    return error(409, "defined_in_workspace", f"{exc}; edit that file instead")

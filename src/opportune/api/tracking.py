@@ -29,6 +29,7 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]  # status, body, headers
 
 log = logging.getLogger(__name__)
 _ENCODE = msgspec.json.Encoder()
@@ -100,9 +101,7 @@ class TrackingEndpoint:
             return vary
         return [(b"access-control-allow-origin", origin.encode("latin-1")), *vary]
 
-    def _preflight(
-        self, origin: str | None, own: str
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    def _preflight(self, origin: str | None, own: str) -> Answer:
         cors = self._cors(origin, None, own)
         if len(cors) == 1:
             return _error(403, "origin_not_allowed", f"origin {origin!r} is not allowed", cors=cors)
@@ -115,53 +114,14 @@ class TrackingEndpoint:
         headers: dict[str, str],
         origin: str | None,
         own: str,
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body:
-            return _error(
-                413,
-                "body_too_large",
-                f"body over {self.max_body} bytes",
-                cors=self._cors(origin, None, own),
-            )
-        chunks = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return _error(400, "disconnected", "client went away", cors=[])
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                return _error(
-                    413,
-                    "body_too_large",
-                    f"body over {self.max_body} bytes",
-                    cors=self._cors(origin, None, own),
-                )
-            chunks.append(chunk)
-            more = message.get("more_body", False)
+    ) -> Answer:
+        body = await self._read(receive, headers, origin, own)
+        if not isinstance(body, bytes):
+            return body
         path = scope["path"]
-        try:
-            batch = _DECODERS[path].decode(b"".join(chunks))
-        except msgspec.ValidationError as exc:
-            text = str(exc)
-            m = _PATH.search(text)
-            return _error(
-                400,
-                "invalid_batch",
-                _PATH.sub("", text).strip(),
-                m.group(1) if m else None,
-                cors=self._cors(origin, None, own),
-            )
-        except msgspec.DecodeError as exc:
-            return _error(
-                400,
-                "invalid_json",
-                f"body is not valid JSON: {exc}",
-                cors=self._cors(origin, None, own),
-            )
+        batch = _decode(path, body, cors=self._cors(origin, None, own))
+        if isinstance(batch, tuple):
+            return batch
         site = self.sites_by_key.get(batch.site_key)
         if site is None:
             return _error(
@@ -180,15 +140,46 @@ class TrackingEndpoint:
                 cors=cors,
             )
         client = scope.get("client")
+        return await self._handle(path, batch, site, headers, client[0] if client else None, cors)
+
+    async def _read(
+        self, receive: Receive, headers: dict[str, str], origin: str | None, own: str
+    ) -> bytes | Answer:
+        """The whole body, or the error answer when it is too large or the client left."""
+        declared = headers.get("content-length", "")
+        too_large = (413, "body_too_large", f"body over {self.max_body} bytes")
+        if declared.isdigit() and int(declared) > self.max_body:
+            return _error(*too_large, cors=self._cors(origin, None, own))
+        chunks = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return _error(400, "disconnected", "client went away", cors=[])
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return _error(*too_large, cors=self._cors(origin, None, own))
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+    async def _handle(
+        self,
+        path: str,
+        batch: Any,
+        site: Site,
+        headers: dict[str, str],
+        peer: str | None,
+        cors: list[tuple[bytes, bytes]],
+    ) -> Answer:
+        """Hand the decoded body to the ingestor; a failure is an error answer to retry."""
         now_ms = int(time.time() * 1000)
         try:
             if path == PATH:
                 result = await self.ingestor.ingest(
-                    batch,
-                    site,
-                    now_ms=now_ms,
-                    headers=headers,
-                    peer=client[0] if client else None,
+                    batch, site, now_ms=now_ms, headers=headers, peer=peer
                 )
             elif path == "/v1/recheck":
                 result = await self.ingestor.recheck(batch, site, now_ms=now_ms)
@@ -218,6 +209,20 @@ class TrackingEndpoint:
         return 200, _ENCODE.encode(result.to_json()), cors
 
 
+def _decode(path: str, body: bytes, *, cors: list[tuple[bytes, bytes]]) -> Any:
+    """The body decoded for ``path``, or the error answer (a tuple) naming the problem."""
+    try:
+        return _DECODERS[path].decode(body)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        m = _PATH.search(text)
+        return _error(
+            400, "invalid_batch", _PATH.sub("", text).strip(), m.group(1) if m else None, cors=cors
+        )
+    except msgspec.DecodeError as exc:
+        return _error(400, "invalid_json", f"body is not valid JSON: {exc}", cors=cors)
+
+
 def _error(
     status: int,
     code: str,
@@ -225,7 +230,7 @@ def _error(
     path: str | None = None,
     *,
     cors: list[tuple[bytes, bytes]],
-) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+) -> Answer:
     err: dict[str, Any] = {"code": code, "message": message}
     if path:
         err["path"] = path

@@ -15,16 +15,15 @@ per interaction (random) or in alternating time slices (warm-up slices not measu
 
 from __future__ import annotations
 
-import json
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Engine, func, select, text, update
-from sqlalchemy.engine import Connection
+from sqlalchemy import Engine
+from sqlalchemy.engine import Connection, Row
 
-from opportune.core.arms import route_arms
+from opportune.core.arms import ArmRouting, route_arms
 from opportune.core.conditions import parse_duration
 from opportune.core.kpis import KPI
 from opportune.core.routing import (
@@ -39,14 +38,19 @@ from opportune.core.valuation import assign_arm
 from opportune.engine.routing_scorer import KpiScorer
 from opportune.engine.rules import RuleBook
 from opportune.ml.routing_history import decode_features
-from opportune.store.schema import agent_state, interactions
+from opportune.store import interactions as store
 from opportune.workspace.engagement import AgentDoc, KpiDoc, QueueDoc
 
 PRESENCES = ("available", "busy", "away", "offline")
 
 
 class RoutingError(ValueError):
-    """A request the routing state refuses: ``code`` for the API, ``message`` for people."""
+    """A request the routing state refuses: ``code`` for the API, ``message`` for people.
+
+    >>> e = RoutingError(404, "unknown_agent", "agent 'x' not found")
+    >>> (e.status, e.code, str(e))
+    (404, 'unknown_agent', "agent 'x' not found")
+    """
 
     def __init__(self, status: int, code: str, message: str, path: str | None = None) -> None:
         super().__init__(message)
@@ -57,8 +61,8 @@ def customer_features(conn: Connection, body: Mapping[str, Any]) -> dict[str, fl
     """The customer at arrival, as the KPI model sees them (frozen in the interaction, so
     training later reads exactly what serving saw): the features the caller posted (a
     list becomes ``x0``, ``x1``, …), the visitor's journey (``segment:<name>`` and
-    ``score:<outcome>``, see ``api/routing``), whether they are identified and how many
-    interactions they had before."""
+    ``score:<outcome>``, see ``api/app._journey_features``), whether they are identified
+    and how many interactions they had before."""
     posted = body.get("features") or {}
     out: dict[str, float] = (
         {f"x{i}": float(v) for i, v in enumerate(posted)}
@@ -69,13 +73,7 @@ def customer_features(conn: Connection, body: Mapping[str, Any]) -> dict[str, fl
     customer = body.get("customer_id")
     out["identified"] = 1.0 if customer else 0.0
     if customer:
-        out["past_interactions"] = float(
-            conn.execute(
-                select(func.count()).where(
-                    interactions.c.customer_id == customer, interactions.c.status == "ended"
-                )
-            ).scalar_one()
-        )
+        out["past_interactions"] = float(store.ended_count(conn, customer))
     return out
 
 
@@ -189,28 +187,22 @@ class Router:
                 "medium",
             )
         with self.engine.begin() as conn:
-            if conn.execute(
-                select(interactions.c.id).where(interactions.c.id == body["id"])
-            ).first():
+            if store.exists(conn, body["id"]):
                 raise RoutingError(
                     409, "already_exists", f"interaction {body['id']!r} exists", "id"
                 )
-            features = customer_features(conn, body)
-            conn.execute(
-                interactions.insert().values(
-                    id=body["id"],
-                    queue=queue,
-                    medium=medium,
-                    language=body.get("language"),
-                    priority=body.get("priority", 0),
-                    customer_id=body.get("customer_id"),
-                    visitor_id=body.get("visitor_id"),
-                    features=json.dumps(features),
-                    status="waiting",
-                    arrived_at=now_ms,
-                    arm=self._arm(queue, body["id"], now_ms),
-                )
+            new = store.NewInteraction(
+                id=body["id"],
+                queue=queue,
+                medium=medium,
+                arm=self._arm(queue, body["id"], now_ms),
+                features=customer_features(conn, body),
+                language=body.get("language"),
+                priority=body.get("priority", 0),
+                customer_id=body.get("customer_id"),
+                visitor_id=body.get("visitor_id"),
             )
+            store.insert(conn, new, now_ms=now_ms)
         return self.dispatch(now_ms)
 
     def _arm(self, queue: str, interaction_id: str, now_ms: int) -> str:
@@ -232,54 +224,42 @@ class Router:
             row = self._row(conn, interaction_id)
             if row.status == "ended":
                 raise RoutingError(409, "already_ended", "the interaction has ended already")
-            codes = self.docs[row.queue].wrap_up_codes
-            if row.status == "assigned" and codes:
-                if wrap_up_code is None:
-                    raise RoutingError(
-                        422,
-                        "wrap_up_required",
-                        f"a wrap-up code is required: one of {codes}",
-                        "wrapUpCode",
-                    )
-                if wrap_up_code not in codes:
-                    raise RoutingError(
-                        422,
-                        "unknown_wrap_up_code",
-                        f"{wrap_up_code!r} is not a wrap-up code of queue {row.queue!r}; "
-                        f"one of {codes}",
-                        "wrapUpCode",
-                    )
+            if row.status == "assigned":
+                self._check_wrap_up(row.queue, wrap_up_code)
             status = "ended" if row.status == "assigned" else "abandoned"
-            conn.execute(
-                update(interactions)
-                .where(interactions.c.id == interaction_id)
-                .values(status=status, ended_at=now_ms, wrap_up_code=wrap_up_code)
+            store.finish(
+                conn, interaction_id, status=status, now_ms=now_ms, wrap_up_code=wrap_up_code
             )
             if row.agent_id:
-                left = conn.execute(
-                    select(func.count()).where(
-                        interactions.c.agent_id == row.agent_id,
-                        interactions.c.status == "assigned",
-                    )
-                ).scalar_one()
-                if not left:
-                    conn.execute(
-                        update(agent_state)
-                        .where(agent_state.c.agent_id == row.agent_id)
-                        .values(idle_since=now_ms, updated_at=now_ms)
-                    )
+                store.release_agent(conn, row.agent_id, now_ms=now_ms)
         return self.dispatch(now_ms)
+
+    def _check_wrap_up(self, queue: str, wrap_up_code: str | None) -> None:
+        """A queue with wrap-up codes requires one of them to end an answered interaction."""
+        codes = self.docs[queue].wrap_up_codes
+        if not codes:
+            return
+        if wrap_up_code is None:
+            raise RoutingError(
+                422,
+                "wrap_up_required",
+                f"a wrap-up code is required: one of {codes}",
+                "wrapUpCode",
+            )
+        if wrap_up_code not in codes:
+            raise RoutingError(
+                422,
+                "unknown_wrap_up_code",
+                f"{wrap_up_code!r} is not a wrap-up code of queue {queue!r}; one of {codes}",
+                "wrapUpCode",
+            )
 
     def abandon(self, interaction_id: str, now_ms: int) -> None:
         with self.engine.begin() as conn:
             row = self._row(conn, interaction_id)
             if row.status != "waiting":
                 raise RoutingError(409, "not_waiting", f"the interaction is {row.status}")
-            conn.execute(
-                update(interactions)
-                .where(interactions.c.id == interaction_id)
-                .values(status="abandoned", ended_at=now_ms)
-            )
+            store.finish(conn, interaction_id, status="abandoned", now_ms=now_ms)
 
     def presence(self, agent_id: str, presence: str, now_ms: int) -> list[Assigned]:
         if agent_id not in self.agent_docs:
@@ -287,26 +267,12 @@ class Router:
         if presence not in PRESENCES:
             raise RoutingError(422, "bad_presence", f"presence is one of {PRESENCES}", "presence")
         with self.engine.begin() as conn:
-            done = conn.execute(
-                update(agent_state)
-                .where(agent_state.c.agent_id == agent_id)
-                .values(presence=presence, updated_at=now_ms)
-            )
-            if done.rowcount == 0:
-                conn.execute(
-                    agent_state.insert().values(
-                        agent_id=agent_id,
-                        presence=presence,
-                        idle_since=now_ms,
-                        last_assigned=0,
-                        updated_at=now_ms,
-                    )
-                )
+            store.set_presence(conn, agent_id, presence, now_ms=now_ms)
         return self.dispatch(now_ms)
 
     @staticmethod
-    def _row(conn: Connection, interaction_id: str) -> Any:
-        row = conn.execute(select(interactions).where(interactions.c.id == interaction_id)).first()
+    def _row(conn: Connection, interaction_id: str) -> Row[Any]:
+        row = store.get(conn, interaction_id)
         if row is None:
             raise RoutingError(404, "not_found", f"interaction {interaction_id!r} not found")
         return row
@@ -314,14 +280,8 @@ class Router:
     # -- the pass --------------------------------------------------------------------------
 
     def agents(self, conn: Connection) -> list[Agent]:
-        states = {r.agent_id: r for r in conn.execute(select(agent_state))}
-        load: dict[str, dict[str, int]] = {}
-        for agent_id, medium, n in conn.execute(
-            select(interactions.c.agent_id, interactions.c.medium, func.count())
-            .where(interactions.c.status == "assigned")
-            .group_by(interactions.c.agent_id, interactions.c.medium)
-        ):
-            load.setdefault(agent_id, {})[medium] = int(n)
+        states = store.agent_states(conn)
+        load = store.agent_loads(conn)
         out = []
         for name, d in sorted(self.agent_docs.items()):
             st = states.get(name)
@@ -330,7 +290,7 @@ class Router:
                     id=name,
                     skills=dict(d.skills),
                     languages=frozenset(d.languages),
-                    presence=st.presence if st else "offline",  # type: ignore[arg-type]
+                    presence=st.presence if st else "offline",
                     capacity=dict(d.capacity),
                     load=load.get(name, {}),
                     idle_since_ms=st.idle_since if st else 0,
@@ -343,11 +303,8 @@ class Router:
     def dispatch(self, now_ms: int) -> list[Assigned]:
         """Route what waits to the agents free now; return the assignments made."""
         with self.engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(720601)"))
-            rows = conn.execute(
-                select(interactions).where(interactions.c.status == "waiting")
-            ).all()
+            store.lock_dispatch(conn)
+            rows = store.waiting(conn)
             if not rows:
                 return []
             agents = self.agents(conn)
@@ -355,7 +312,7 @@ class Router:
                 r.id: Interaction(
                     id=r.id,
                     queue=r.queue,
-                    medium=r.medium,  # type: ignore[arg-type]
+                    medium=r.medium,
                     arrived_at_ms=r.arrived_at,
                     language=r.language,
                     priority=r.priority,
@@ -366,68 +323,25 @@ class Router:
             }
             arms = {r.id: r.arm or "standard" for r in rows}
             held_since = {r.id: r.held_since for r in rows if r.held_since is not None}
-            kpi_of = {q: d.kpi for q, d in self.docs.items()}
-            modelled = {
-                q for q in self.queues if self.score is not None and self.score.has(q, kpi_of[q])
-            }
-            scores: dict[str, dict[str, float]] = {}
-            posteriors: dict[str, Any] = {}
-            to_score = [
-                i for i in waiting.values() if arms[i.id] == "predictive" and i.queue in modelled
-            ]
-            if to_score and self.score is not None:
-                features = {r.id: decode_features(r.features) for r in rows if r.id in waiting}
-                scores = self.score(to_score, agents, features)
-                for q in {i.queue for i in to_score}:
-                    posteriors.update(self.score.posteriors(q))
-            routing = route_arms(
-                list(waiting.values()),
-                agents,
-                self.queues,
-                now_ms,
-                arms=arms,
-                modelled=modelled,
-                scores=scores,
-                held_since=held_since,
-                posteriors=posteriors,
-                rng=self.rng,
-            )
+            routing = self._route(rows, waiting, agents, arms, held_since, now_ms)
             for h in routing.held:
                 if h.interaction_id not in held_since:
-                    conn.execute(
-                        update(interactions)
-                        .where(interactions.c.id == h.interaction_id)
-                        .values(held_since=h.since_ms)
-                    )
-            made = []
+                    store.hold(conn, h.interaction_id, since_ms=h.since_ms)
+            out = []
             for d, arm in routing.decisions:
                 if d.method == "predictive" and self.score is not None:
                     version = self.score.version(waiting[d.interaction_id].queue)
                     d = replace(d, why=f"{d.why} (KPI model {version})")
-                made.append((d, arm))
-            out = []
-            for d, arm in made:
-                conn.execute(
-                    update(interactions)
-                    .where(
-                        interactions.c.id == d.interaction_id, interactions.c.status == "waiting"
-                    )
-                    .values(
-                        status="assigned",
-                        agent_id=d.agent_id,
-                        assigned_at=now_ms,
-                        method=d.method,
-                        propensity=d.propensity,
-                        scores=json.dumps([list(s) for s in d.scores]),
-                        why=d.why[:500],
-                        candidates=json.dumps(list(d.candidates)),
-                    )
+                assignment = store.Assignment(
+                    d.interaction_id,
+                    d.agent_id,
+                    d.method,
+                    d.propensity,
+                    d.why,
+                    d.scores,
+                    d.candidates,
                 )
-                conn.execute(
-                    update(agent_state)
-                    .where(agent_state.c.agent_id == d.agent_id)
-                    .values(last_assigned=now_ms, updated_at=now_ms)
-                )
+                store.assign(conn, assignment, now_ms=now_ms)
                 out.append(
                     Assigned(
                         d.interaction_id, d.agent_id, d.method, arm, d.propensity, d.why, d.scores
@@ -435,10 +349,43 @@ class Router:
                 )
             return out
 
+    def _route(
+        self,
+        rows: Sequence[Row[Any]],
+        waiting: Mapping[str, Interaction],
+        agents: list[Agent],
+        arms: Mapping[str, str],
+        held_since: Mapping[str, int],
+        now_ms: int,
+    ) -> ArmRouting:
+        """Score the predictive arm's interactions in modelled queues, then route all."""
+        kpi_of = {q: d.kpi for q, d in self.docs.items()}
+        modelled = {
+            q for q in self.queues if self.score is not None and self.score.has(q, kpi_of[q])
+        }
+        scores: dict[str, dict[str, float]] = {}
+        posteriors: dict[str, Any] = {}
+        to_score = [
+            i for i in waiting.values() if arms[i.id] == "predictive" and i.queue in modelled
+        ]
+        if to_score and self.score is not None:
+            features = {r.id: decode_features(r.features) for r in rows if r.id in waiting}
+            scores = self.score(to_score, agents, features)
+            for q in {i.queue for i in to_score}:
+                posteriors.update(self.score.posteriors(q))
+        return route_arms(
+            list(waiting.values()),
+            agents,
+            self.queues,
+            now_ms,
+            arms=arms,
+            modelled=modelled,
+            scores=scores,
+            held_since=held_since,
+            posteriors=posteriors,
+            rng=self.rng,
+        )
+
     def waiting_count(self) -> int:
         with self.engine.connect() as conn:
-            return int(
-                conn.execute(
-                    select(func.count()).where(interactions.c.status == "waiting")
-                ).scalar_one()
-            )
+            return store.waiting_count(conn)

@@ -15,6 +15,17 @@ log = logging.getLogger(__name__)
 
 
 class KpiScorer:
+    """Each queue's active KPI model, reloaded on :meth:`refresh`; a queue without one is
+    routed by its standard strategy.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from opportune.ml.routing_registry import RoutingRegistry
+    >>> scorer = KpiScorer(RoutingRegistry(Path(tempfile.mkdtemp())), {}, ["loans"])
+    >>> scorer.has("loans"), scorer.version("loans"), scorer.posteriors("loans")
+    (False, None, {})
+    """
+
     def __init__(
         self, registry: RoutingRegistry, agents: Mapping[str, AgentDoc], queues: Iterable[str]
     ) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,14 +10,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, func, select
+from sqlalchemy import func, select
 
 from opportune.api.app import create_app
-from opportune.core.events import Identity
 from opportune.settings import Settings
-from opportune.store.customers import apply_identify, purge_older_than
 from opportune.store.db import make_engine
-from opportune.store.schema import customers, erasures, events, identity_log, sessions, visitors
+from opportune.store.schema import erasures, events, identity_log
 
 KEY = {"x-api-key": "secret"}
 SITE = """kind: site
@@ -204,94 +201,3 @@ def test_pagination_walks_every_event_once(api: TestClient) -> None:
         if not cursor:
             break
     assert seen == [f"e{i}" for i in range(23)]
-
-
-def test_concurrent_identify_of_one_new_email_makes_one_customer(pg_url: str) -> None:
-    """Two transactions (two server processes) identify the same new email at once."""
-    eng = make_engine(pg_url)
-    now = int(time.time() * 1000)
-    with eng.begin() as c:
-        for v in ("t1", "t2"):
-            c.execute(
-                visitors.insert().values(
-                    id=v,
-                    site_id="shop",
-                    customer_id=None,
-                    first_seen_at=now,
-                    last_visit_at=now,
-                    session_count=1,
-                )
-            )
-    barrier = threading.Barrier(2)
-    results: dict[str, Any] = {}
-
-    def run(v: str) -> None:
-        with eng.begin() as c:
-            barrier.wait()
-            results[v] = apply_identify(
-                c,
-                site_id="shop",
-                visitor_id=v,
-                identity=Identity(email="race@shop.example"),
-                traits={},
-                now_ms=now,
-                default_region="US",
-            )
-
-    threads = [threading.Thread(target=run, args=(v,)) for v in ("t1", "t2")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    try:
-        with eng.connect() as c:
-            owners = c.execute(select(visitors.c.customer_id)).scalars().all()
-            n_customers = c.execute(select(func.count()).select_from(customers)).scalar()
-        assert results["t1"].customer_id == results["t2"].customer_id
-        assert set(owners) == {results["t1"].customer_id}
-        assert n_customers == 1
-    finally:
-        eng.dispose()
-
-
-def test_purge_removes_old_history_and_empty_anonymous_visitors(engine: Engine) -> None:
-    with engine.begin() as c:
-        for v, t in (("old", 1_000), ("new", 10_000_000)):
-            c.execute(
-                visitors.insert().values(
-                    id=v,
-                    site_id="shop",
-                    customer_id=None,
-                    first_seen_at=t,
-                    last_visit_at=t,
-                    session_count=1,
-                )
-            )
-            c.execute(
-                sessions.insert().values(
-                    id=f"s-{v}",
-                    site_id="shop",
-                    visitor_id=v,
-                    number=1,
-                    started_at=t,
-                    last_event_at=t,
-                    event_count=1,
-                    page_count=1,
-                )
-            )
-            c.execute(
-                events.insert().values(
-                    visitor_id=v,
-                    ts=t,
-                    event_id="e",
-                    site_id="shop",
-                    session_id=f"s-{v}",
-                    received_at=t,
-                    seq=0,
-                    type="page_view",
-                )
-            )
-        counts = purge_older_than(c, 5_000_000)
-    assert (counts.events, counts.sessions, counts.visitors) == (1, 1, 1)
-    with engine.connect() as c:
-        assert c.execute(select(visitors.c.id)).scalars().all() == ["new"]
