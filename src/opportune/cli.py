@@ -505,15 +505,9 @@ def simulate_contact_center(
     on the same calls. For the learnt policies and the whole comparison, see
     bench/routing.py."""
     from opportune.core.routing import PredictiveSettings
+    from opportune.sim.center import AGENT_SURPLUS, INTERACTION_SURPLUS, Center
     from opportune.sim.center_history import workspace_yaml, write_history
-    from opportune.sim.contact_center import (
-        AGENT_SURPLUS,
-        INTERACTION_SURPLUS,
-        Center,
-        Policy,
-        oracle_scorer,
-        simulate,
-    )
+    from opportune.sim.contact_center import Policy, oracle_scorer, simulate
 
     center = Center(AGENT_SURPLUS if regime == "agents" else INTERACTION_SURPLUS, seed)
     stream = center.arrivals(days=days, seed=seed)
