@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import click
@@ -219,7 +220,7 @@ def _train_routing(queues: tuple[str, ...], days: int, force: bool, opts: dict[s
         sys.exit(1)
 
 
-def _echo_routing_card(card: dict[str, Any]) -> None:
+def _echo_routing_card(card: Mapping[str, Any]) -> None:
     """A routing model's holdout figures and its benefit assessment."""
     h = card["model"].get("holdout", {})
     b = card.get("benefit", {})

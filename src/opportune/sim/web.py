@@ -6,6 +6,10 @@ batches of one visitor), keeps beside every event the exact probability of each 
 it, and models the population around sessions: devices, campaigns, locales, visitors coming
 back on later days and customers coming back on a second device. Deterministic per seed; time
 is always an argument. See ``docs/simulator.md``.
+
+>>> s = next(generate(1, start_ms=0, visitors_per_day=1))
+>>> s.events[0].type, len(s.probabilities) == len(s.events)
+('page_view', True)
 """
 
 from __future__ import annotations
