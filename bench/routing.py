@@ -34,18 +34,8 @@ from scipy.optimize import linprog
 
 from opportune.core.routing import PredictiveSettings
 from opportune.ml.routing_model import RoutingModel, TrainingSet
-from opportune.sim.contact_center import (
-    AGENT_SURPLUS,
-    INTERACTION_SURPLUS,
-    Arrival,
-    Center,
-    CenterConfig,
-    Policy,
-    SimResult,
-    oracle_scorer,
-    simulate,
-    training_set,
-)
+from opportune.sim.center import AGENT_SURPLUS, INTERACTION_SURPLUS, Arrival, Center, CenterConfig
+from opportune.sim.contact_center import Policy, SimResult, oracle_scorer, simulate, training_set
 
 REGIMES: tuple[tuple[str, CenterConfig], ...] = (
     ("agent surplus", AGENT_SURPLUS),

@@ -26,8 +26,6 @@ PENDING: frozenset[str] = frozenset(
         "opportune.engine.engagement",
         "opportune.engine.ingest",
         "opportune.engine.live",
-        "opportune.engine.router",
-        "opportune.engine.routing_scorer",
         "opportune.engine.rules",
         "opportune.engine.scoring",
         "opportune.engine.webhooks",

@@ -19,8 +19,9 @@ from opportune.api.app import EXAMPLE_WORKSPACE, create_app
 from opportune.ml.routing_registry import RoutingRegistry
 from opportune.ml.routing_training import train_routing
 from opportune.settings import Settings
+from opportune.sim.center import AGENT_SURPLUS, Center
 from opportune.sim.center_history import QUEUE, workspace_yaml, write_history
-from opportune.sim.contact_center import AGENT_SURPLUS, Center, Policy, SimResult, simulate
+from opportune.sim.contact_center import Policy, SimResult, simulate
 from opportune.store.db import make_engine, migrate
 from opportune.store.schema import interactions
 from opportune.workspace import load_workspace

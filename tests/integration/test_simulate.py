@@ -106,13 +106,13 @@ def test_live_traffic_reaches_a_running_server(tmp_path: Path) -> None:
 def test_the_demo_puts_agents_on_its_chat_queues(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from sqlalchemy import create_engine, select
 
-    from opportune.cli import _demo_agents
+    from opportune.cli.demo import demo_agents
     from opportune.settings import Settings
     from opportune.store.schema import agent_state, queue_presence
 
     url = f"sqlite:///{tmp_path / 'demo.db'}"
-    _demo_agents(Settings(database_url=url, data_dir=tmp_path), 3)
-    _demo_agents(Settings(database_url=url, data_dir=tmp_path), 2)  # again: replaced, not added
+    demo_agents(Settings(database_url=url, data_dir=tmp_path), 3)
+    demo_agents(Settings(database_url=url, data_dir=tmp_path), 2)  # again: replaced, not added
     eng = create_engine(url)
     try:
         with eng.connect() as c:

@@ -9,13 +9,8 @@ import numpy as np
 import pytest
 
 from opportune.ml.routing_model import RoutingModel, TrainingSet
-from opportune.sim.contact_center import (
-    Center,
-    CenterConfig,
-    Policy,
-    simulate,
-    training_set,
-)
+from opportune.sim.center import Center, CenterConfig
+from opportune.sim.contact_center import Policy, simulate, training_set
 
 CONFIG = CenterConfig(agents=16, calls_per_day=1500.0)
 

@@ -21,8 +21,9 @@ from opportune.ml.routing_training import (
     predict_candidates,
     train_routing,
 )
+from opportune.sim.center import AGENT_SURPLUS, Center
 from opportune.sim.center_history import KPI_NAME, QUEUE, workspace_yaml, write_history
-from opportune.sim.contact_center import AGENT_SURPLUS, Center, Policy, SimResult, simulate
+from opportune.sim.contact_center import Policy, SimResult, simulate
 from opportune.store.db import make_engine, migrate
 from opportune.workspace import Workspace, load_workspace
 

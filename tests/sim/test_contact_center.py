@@ -15,7 +15,7 @@ import pytest
 from opportune.core.kpis import credit
 from opportune.core.routing import PredictiveSettings
 from opportune.core.valuation import doubly_robust, ips
-from opportune.sim.contact_center import (
+from opportune.sim.center import (
     DAY_MS,
     HOUR_MS,
     PROFILE_PATH,
@@ -23,13 +23,9 @@ from opportune.sim.contact_center import (
     ArrivalProfile,
     Center,
     CenterConfig,
-    Policy,
-    SimResult,
     TruthParams,
-    oracle_scorer,
-    simulate,
-    training_set,
 )
+from opportune.sim.contact_center import Policy, SimResult, oracle_scorer, simulate, training_set
 
 SMALL = CenterConfig(agents=24, calls_per_day=1400.0)
 QUEUEING = CenterConfig(agents=24, calls_per_day=1400.0, occupancy=1.05)

@@ -16,10 +16,11 @@ from scipy.stats import chi2
 
 from opportune.core.events import BATCH_DECODER, check_event
 from opportune.sim import personas as P
+from opportune.sim.landing import landing_probs, start_intent_probs
 from opportune.sim.live import send_live
 from opportune.sim.personas import OUTCOMES, TrafficMix, chain
 from opportune.sim.posterior import observable_probabilities
-from opportune.sim.web import SimSession, WebSimulator, generate, to_batches
+from opportune.sim.web import SimSession, generate, to_batches
 
 START = 1_763_942_400_000  # 2025-11-24T00:00Z
 ENC = msgspec.json.Encoder()
@@ -321,8 +322,8 @@ def test_landing_and_first_intent_tables_match_the_sampler(sessions: list[SimSes
         left[s.visitor_id] = P.state_parts(next(x for x in reversed(s.hidden) if x >= 0))[0]
     tested = 0
     for table, expect in (
-        (landing, lambda c, i: WebSimulator.landing_probs(c, i)),
-        (first, lambda c, last: dict(enumerate(WebSimulator.start_intent_probs(mix, c, last)))),
+        (landing, lambda c, i: landing_probs(c, i)),
+        (first, lambda c, last: dict(enumerate(start_intent_probs(mix, c, last)))),
     ):
         for (channel, key), counts in table.items():
             n = sum(counts.values())

@@ -16,11 +16,11 @@ from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 from sqlalchemy.engine import Connection
 from starlette.responses import FileResponse, RedirectResponse, Response
-from starlette.staticfiles import StaticFiles
 
 from opportune import __version__
 from opportune.api import errors
 from opportune.api.auth import api_key_dependency
+from opportune.api.demo import demo_site
 from opportune.api.tracking import TrackingEndpoint
 from opportune.engine.enrichment import GeoResolver
 from opportune.engine.ingest import Ingestor
@@ -211,7 +211,7 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
         return RedirectResponse("/demo/")
 
     if DEMO_DIR.is_dir():
-        app.mount("/demo", StaticFiles(directory=DEMO_DIR, html=True), name="demo")
+        app.mount("/demo", demo_site(DEMO_DIR), name="demo")
     return TrackingEndpoint(
         app, runtime.ingestor, runtime.workspace.sites_by_key, settings.max_body_bytes
     )

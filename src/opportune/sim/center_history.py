@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
-from sqlalchemy import Engine, delete
+from sqlalchemy import Connection, Engine, delete
 
-from opportune.sim.contact_center import OTHER_CODES, SALE, SKILL, Center, SimResult
+from opportune.core.kpis import OutcomeAttribution
+from opportune.sim.center import OTHER_CODES, SALE, SKILL, Center
+from opportune.sim.contact_center import InteractionRecord, SimResult
 from opportune.store.schema import attribution_touchpoints, interactions, outcome_attributions
 from opportune.workspace.engagement import kpi_outcome_id
 
@@ -32,88 +35,99 @@ def write_history(
 ) -> int:
     """Store ``result``'s interactions and attributions (replacing the queue's), every time
     moved by ``shift_ms`` (e.g. to end the history now); return how many were written."""
-
-    def at(ms: int | None) -> int | None:
-        return None if ms is None else ms + shift_ms
-
-    rows = []
-    for r in result.records:
-        d = r.decision
-        answered = r.answered_ms is not None
-        rows.append(
-            {
-                "id": r.id,
-                "queue": queue,
-                "medium": "voice",
-                "language": r.language,
-                "priority": 0,
-                "customer_id": r.customer_id,
-                "visitor_id": None,
-                "features": json.dumps(customer_features(r.x)),
-                "status": "ended" if answered else "abandoned",
-                "arrived_at": at(r.arrived_ms),
-                "assigned_at": at(r.answered_ms),
-                "agent_id": r.agent_id,
-                "ended_at": at(
-                    r.answered_ms + round(r.handle_s * 1000)
-                    if r.answered_ms is not None
-                    else r.abandoned_ms
-                ),
-                "wrap_up_code": r.wrap_up,
-                "arm": "control",
-                "method": d.method if d else None,
-                "propensity": d.propensity if d else None,
-                "scores": json.dumps([list(s) for s in d.scores]) if d else None,
-                "why": d.why[:500] if d else None,
-                "candidates": json.dumps(list(d.candidates)) if d else None,
-                "held_since": None,
-            }
-        )
-    ids = [r["id"] for r in rows]
+    rows = [_interaction_row(r, queue, shift_ms) for r in result.records]
+    atts, tps = _attribution_rows(result.attributions, shift_ms)
     with engine.begin() as conn:
-        conn.execute(delete(interactions).where(interactions.c.queue == queue))
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            conn.execute(
-                delete(attribution_touchpoints).where(
-                    attribution_touchpoints.c.conversation_id.in_(chunk)
-                )
-            )
-            conn.execute(
-                delete(outcome_attributions).where(
-                    outcome_attributions.c.id.in_([f"o-{i}" for i in chunk])
-                )
-            )
+        _delete_queue(conn, queue, [r["id"] for r in rows])
         if rows:
             conn.execute(interactions.insert(), rows)
-        atts = [
+        if atts:
+            conn.execute(outcome_attributions.insert(), atts)
+            conn.execute(attribution_touchpoints.insert(), tps)
+    return len(rows)
+
+
+def _shifted(ms: int | None, shift_ms: int) -> int | None:
+    return None if ms is None else ms + shift_ms
+
+
+def _interaction_row(r: InteractionRecord, queue: str, shift_ms: int) -> dict[str, Any]:
+    """One interaction as the router stores it, on the permanent control arm."""
+    d = r.decision
+    answered = r.answered_ms is not None
+    ended = r.answered_ms + round(r.handle_s * 1000) if r.answered_ms is not None else None
+    return {
+        "id": r.id,
+        "queue": queue,
+        "medium": "voice",
+        "language": r.language,
+        "priority": 0,
+        "customer_id": r.customer_id,
+        "visitor_id": None,
+        "features": json.dumps(customer_features(r.x)),
+        "status": "ended" if answered else "abandoned",
+        "arrived_at": _shifted(r.arrived_ms, shift_ms),
+        "assigned_at": _shifted(r.answered_ms, shift_ms),
+        "agent_id": r.agent_id,
+        "ended_at": _shifted(ended if answered else r.abandoned_ms, shift_ms),
+        "wrap_up_code": r.wrap_up,
+        "arm": "control",
+        "method": d.method if d else None,
+        "propensity": d.propensity if d else None,
+        "scores": json.dumps([list(s) for s in d.scores]) if d else None,
+        "why": d.why[:500] if d else None,
+        "candidates": json.dumps(list(d.candidates)) if d else None,
+        "held_since": None,
+    }
+
+
+def _attribution_rows(
+    attributions: Iterable[OutcomeAttribution], shift_ms: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The outcome attributions and their touchpoints as table rows."""
+    atts, tps = [], []
+    for a in attributions:
+        created = _shifted(a.created_ms, shift_ms)
+        atts.append(
             {
                 "id": a.outcome_id,
                 "outcome_id": kpi_outcome_id(KPI_NAME),
                 "customer_id": a.customer_id,
                 "external_contact_id": None,
                 "value": a.value,
-                "created_at": at(a.created_ms),
-                "received_at": at(a.created_ms),
+                "created_at": created,
+                "received_at": created,
             }
-            for a in result.attributions
-        ]
-        tps = [
+        )
+        tps += [
             {
                 "attribution_id": a.outcome_id,
                 "conversation_id": t.conversation_id,
                 "agent_id": t.agent_id,
                 "medium": t.medium,
                 "value_share": t.value_share,
-                "at": at(t.at_ms),
+                "at": _shifted(t.at_ms, shift_ms),
             }
-            for a in result.attributions
             for t in a.touchpoints
         ]
-        if atts:
-            conn.execute(outcome_attributions.insert(), atts)
-            conn.execute(attribution_touchpoints.insert(), tps)
-    return len(rows)
+    return atts, tps
+
+
+def _delete_queue(conn: Connection, queue: str, ids: list[str]) -> None:
+    """The queue's interactions, and the attributions of the ids about to be written."""
+    conn.execute(delete(interactions).where(interactions.c.queue == queue))
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        conn.execute(
+            delete(attribution_touchpoints).where(
+                attribution_touchpoints.c.conversation_id.in_(chunk)
+            )
+        )
+        conn.execute(
+            delete(outcome_attributions).where(
+                outcome_attributions.c.id.in_([f"o-{i}" for i in chunk])
+            )
+        )
 
 
 def workspace_yaml(center: Center, *, queue: str = QUEUE, predictive: bool = True) -> str:

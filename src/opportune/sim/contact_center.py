@@ -1,326 +1,51 @@
-"""A contact-center simulator (SimPy) with a hidden truth, driving the routing core.
+"""A contact-center run (SimPy): one routing policy over the calls of a simulated center.
 
-Customers call in a sales queue; arrivals follow the intraday shape, weekday factors and
-overdispersion of a real bank's calls (``profiles/bank_arrivals_profile.json``, derived by
-``bench/derive_arrivals.py`` from Weinberg, Brown & Stroud 2007), scaled to this center.
-Agents are staffed hour by hour for a target occupancy: below 1 agents are in surplus
-(many free per arrival), near or above 1 interactions are (queues build, customers
-abandon after an exponential or lognormal patience).
-
-The truth the model never sees: a customer has features ``x`` (observed) and an agent has a
-skill ``beta`` and a latent vector ``z``; the probability of a sale is
-
-    p = σ(α0 + a·x + β_agent + γ·⟨x, z_agent⟩ − λ·[agent lacks the customer's language])
-
-so pure agent skill (``agent_sd``) and match effects (``match``) can be tuned apart.
-Handle times are lognormal times a per-agent speed; wrap-up codes and delayed outcome
-attributions (sale values) are drawn from the truth. Routing is done by the very functions
-of :mod:`opportune.core.routing` and :mod:`opportune.core.predictive`, called with the
-same plain data the server passes; randomness is drawn up front per arrival (common random
-numbers), so different policies face the very same customers.
+The center (:mod:`opportune.sim.center`) holds the hidden truth and draws the calls; this
+module plays them through time. Each dispatch is the server's own pass: every call gets its
+arm from :func:`opportune.core.valuation.assign_arm` and the waiting calls are routed by
+:func:`opportune.core.arms.route_arms`, called with the same plain data the engine's
+router passes, so what a benchmark measures is what production does. Randomness is drawn up
+front per arrival (common random numbers), so different policies face the very same
+customers.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from functools import cached_property
-from pathlib import Path
-from typing import Any, Final, Literal
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import numpy as np
 import simpy
 
-from opportune.core.assignment import route_predictive_assignment
+from opportune.core.arms import route_arms
 from opportune.core.kpis import KPI, OutcomeAttribution, Touchpoint, credit, label
-from opportune.core.predictive import Posterior, route_predictive_greedy
+from opportune.core.predictive import Posterior
 from opportune.core.routing import (
     Agent,
     Decision,
     Interaction,
     Medium,
-    PredictiveSettings,
     Queue,
-    Ring,
-    Routing,
-    SkillRequirement,
-    Strategy,
     assign,
     average_speed_of_answer,
     release,
-    route_standard,
     service_level,
     wake_times,
 )
+from opportune.core.valuation import assign_arm
 from opportune.ml.routing_model import TrainingSet
-
-PROFILE_PATH: Final = Path(__file__).parent / "profiles" / "bank_arrivals_profile.json"
-START_MS: Final = 1_763_942_400_000  # 2025-11-24T00:00Z, a Monday
-DAY_MS: Final = 86_400_000
-HOUR_MS: Final = 3_600_000
-SALE: Final = "sale"
-OTHER_CODES: Final = (("no_sale", 0.6), ("callback", 0.25), ("not_interested", 0.15))
-SKILL: Final = "sales"
-SALES_CONVERSION: Final = KPI(
-    "sales conversion", "sales_conversion", success_codes=frozenset({SALE})
+from opportune.sim.center import (
+    DAY_MS,
+    HOUR_MS,
+    OTHER_CODES,
+    SALE,
+    SALES_CONVERSION,
+    START_MS,
+    Arrival,
+    Center,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ArrivalProfile:
-    """Intraday shape and day-to-day variation of arrivals (from the fixture)."""
-
-    hours: tuple[int, ...]
-    share_by_hour: tuple[float, ...]
-    weekday_factor: tuple[float, ...]  # Monday .. Friday
-    daily_cv: float
-    hourly_cv: float
-    source: str
-
-    @classmethod
-    def load(cls, path: Path = PROFILE_PATH) -> ArrivalProfile:
-        raw = json.loads(path.read_text())
-        wf = raw["weekday_factor"]
-        return cls(
-            hours=tuple(raw["hours"]),
-            share_by_hour=tuple(raw["share_by_hour"]),
-            weekday_factor=tuple(wf[d] for d in ("mon", "tue", "wed", "thu", "fri")),
-            daily_cv=raw["daily_cv"],
-            hourly_cv=raw["hourly_cv"],
-            source=raw["source"],
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class TruthParams:
-    n_features: int = 4
-    base_rate: float = 0.15  # sale probability of an average customer and agent
-    customer_sd: float = 0.6  # sd of a·x on the logit scale
-    agent_sd: float = 0.2  # sd of β: agent skill, the same for every customer
-    match: float = 0.25  # γ: sd of the match effect γ·⟨x, z⟩
-    language_penalty: float = 0.7  # logit cost of serving in a second-best language
-    proficiency_signal: float = 0.6  # correlation of the visible proficiency with β
-
-
-@dataclass(frozen=True, slots=True)
-class CenterConfig:
-    agents: int = 36
-    calls_per_day: float = 2500.0  # mean weekday volume (the bank's is ~32,000)
-    occupancy: float = 0.6  # staffing target: agents per hour = offered load / occupancy
-    handle_median_s: float = 240.0
-    handle_sigma: float = 0.45
-    agent_speed_sd: float = 0.15  # sd of the log of a per-agent handle-time factor
-    patience: Literal["exponential", "lognormal"] = "exponential"
-    patience_mean_s: float = 150.0
-    patience_sigma: float = 1.0  # lognormal only
-    second_language: str = "es"
-    second_language_share: float = 0.15  # of customers
-    bilingual_share: float = 0.3  # of agents
-    language_ring_s: float = 45.0  # bullseye: drop the language requirement after this wait
-    medium: Medium = "voice"
-    capacity: int = 1
-    sale_value_median: float = 400.0
-    sale_value_sigma: float = 0.8
-    outcome_delay_mean_days: float = 2.0
-    truth: TruthParams = field(default_factory=TruthParams)
-
-    @property
-    def mean_handle_s(self) -> float:
-        return self.handle_median_s * math.exp((self.handle_sigma**2 + self.agent_speed_sd**2) / 2)
-
-
-AGENT_SURPLUS: Final = CenterConfig(occupancy=0.6)
-INTERACTION_SURPLUS: Final = CenterConfig(occupancy=1.05)
-
-
-@dataclass(frozen=True, slots=True)
-class SimAgent:
-    id: str
-    beta: float
-    z: tuple[float, ...]
-    speed: float  # handle-time factor
-    proficiency: int  # 1..5, visible, correlated with beta
-    languages: frozenset[str]
-
-
-@dataclass(frozen=True, slots=True)
-class Arrival:
-    """One customer's call with all its randomness drawn up front."""
-
-    id: str
-    customer_id: str
-    at_ms: int
-    x: tuple[float, ...]
-    language: str
-    patience_s: float
-    handle_base_s: float
-    u_outcome: float  # sale iff u_outcome < p(customer, agent)
-    u_code: float
-    sale_value: float
-    outcome_delay_ms: int
-
-
-class Center:
-    """The hidden truth of a center: agents (skill, latent vector, speed) and the model."""
-
-    def __init__(self, config: CenterConfig, seed: int, profile: ArrivalProfile | None = None):
-        self.config = config
-        self.profile = profile or ArrivalProfile.load()
-        t = config.truth
-        rng = np.random.default_rng([seed, 1])
-        d = t.n_features
-        self.alpha0 = math.log(t.base_rate / (1 - t.base_rate))
-        self.weights = rng.normal(0, t.customer_sd / math.sqrt(d), d)
-        beta = rng.normal(0, t.agent_sd, config.agents)
-        z = rng.normal(0, t.match / math.sqrt(d), (config.agents, d))
-        speed = np.exp(rng.normal(0, config.agent_speed_sd, config.agents))
-        rho = t.proficiency_signal
-        latent = rho * beta / max(t.agent_sd, 1e-9) + math.sqrt(1 - rho**2) * rng.normal(
-            0, 1, config.agents
-        )
-        proficiency = np.clip(np.round(3 + 1.1 * latent), 1, 5).astype(int)
-        bilingual = rng.random(config.agents) < config.bilingual_share
-        self.agents = [
-            SimAgent(
-                id=f"a{k:02d}",
-                beta=float(beta[k]),
-                z=tuple(float(v) for v in z[k]),
-                speed=float(speed[k]),
-                proficiency=int(proficiency[k]),
-                languages=frozenset({"en", config.second_language} if bilingual[k] else {"en"}),
-            )
-            for k in range(config.agents)
-        ]
-        self._beta = beta
-        self._z = z
-        self._speaks = np.array([[config.second_language in a.languages] for a in self.agents])
-        self._languages = {a.id: a.languages for a in self.agents}
-
-    @cached_property
-    def agent_ids(self) -> list[str]:
-        return [a.id for a in self.agents]
-
-    def true_p(self, x: Sequence[float], language: str) -> np.ndarray:
-        """The true sale probability of this customer with every agent (in agent order)."""
-        xv = np.asarray(x, dtype=float)
-        eta = self.alpha0 + self.weights @ xv + self._beta + self._z @ xv
-        if language != "en":
-            eta = eta - self.config.truth.language_penalty * (~self._speaks[:, 0])
-        return np.asarray(1.0 / (1.0 + np.exp(-eta)), dtype=float)
-
-    def agent_features(self) -> dict[str, tuple[float, ...]]:
-        """What the model may know of an agent: their proficiency. (Languages enter as a
-        customer-agent feature, :meth:`pair`: as an agent feature, speaking Spanish was
-        learnt as a skill for English customers too, and Spanish callers waited.)"""
-        return {a.id: (float(a.proficiency),) for a in self.agents}
-
-    @staticmethod
-    def context(arrival: Arrival) -> tuple[float, ...]:
-        """Interaction features the model may use."""
-        return (float(arrival.language != "en"),)
-
-    def pair(self, language: str, agent_ids: Sequence[str]) -> np.ndarray:
-        """Customer-agent features the model may use: the agent speaks the language."""
-        return np.array([[float(language in self._languages[a])] for a in agent_ids])
-
-    def queue(
-        self,
-        *,
-        strategy: Strategy = "longest_idle",
-        predictive: PredictiveSettings | None = None,
-    ) -> Queue:
-        c = self.config
-        return Queue(
-            name="sales",
-            media=frozenset({c.medium}),
-            skills=(SkillRequirement(SKILL, 1),),
-            language="en",
-            strategy=strategy,
-            rings=(Ring(c.language_ring_s, (SkillRequirement(SKILL, 1),), False),),
-            predictive=predictive or PredictiveSettings(),
-        )
-
-    def core_agents(self, now_ms: int) -> list[Agent]:
-        c = self.config
-        return [
-            Agent(
-                id=a.id,
-                skills={SKILL: a.proficiency},
-                languages=a.languages,
-                presence="offline",
-                capacity={c.medium: c.capacity},
-                load={c.medium: 0},
-                idle_since_ms=now_ms,
-                last_assigned_ms=0,
-            )
-            for a in self.agents
-        ]
-
-    def day_start_ms(self, day: int) -> int:
-        """Day ``day`` counts weekdays only (the center is closed at weekends)."""
-        return START_MS + (day // 5 * 7 + day % 5) * DAY_MS
-
-    def staffing(self, day: int, hour: int) -> int:
-        """Agents on shift in that hour for the configured occupancy."""
-        c, p = self.config, self.profile
-        share = p.share_by_hour[p.hours.index(hour)]
-        rate = c.calls_per_day * p.weekday_factor[day % 5] * share / 3600
-        load = rate * c.mean_handle_s
-        return min(c.agents, max(2, math.ceil(load / c.occupancy)))
-
-    def arrivals(self, *, days: int, first_day: int = 0, seed: int = 0) -> list[Arrival]:
-        """The calls of ``days`` weekdays from ``first_day``, in time order."""
-        c, p = self.config, self.profile
-        rng = np.random.default_rng([seed, 2, first_day])
-        out: list[Arrival] = []
-        k_day, k_hour = p.daily_cv**2, p.hourly_cv**2
-        for day in range(first_day, first_day + days):
-            start = self.day_start_ms(day)
-            day_factor = rng.gamma(1 / k_day, k_day) if k_day > 0 else 1.0
-            for hour, share in zip(p.hours, p.share_by_hour, strict=True):
-                hour_factor = rng.gamma(1 / k_hour, k_hour) if k_hour > 0 else 1.0
-                mean = c.calls_per_day * p.weekday_factor[day % 5] * share
-                n = int(rng.poisson(mean * day_factor * hour_factor))
-                times = np.sort(rng.random(n)) * HOUR_MS + start + hour * HOUR_MS
-                out.extend(self._calls(rng, times, len(out), first_day))
-        return out
-
-    def _calls(
-        self, rng: np.random.Generator, times: np.ndarray, k0: int, first_day: int
-    ) -> list[Arrival]:
-        """The calls at ``times``: every draw for them at once."""
-        c, n = self.config, len(times)
-        if c.patience == "exponential":
-            patience = rng.exponential(c.patience_mean_s, n)
-        else:
-            mu = math.log(c.patience_mean_s) - c.patience_sigma**2 / 2
-            patience = rng.lognormal(mu, c.patience_sigma, n)
-        second = rng.random(n) < c.second_language_share
-        x = rng.normal(0, 1, (n, c.truth.n_features))
-        handle = rng.lognormal(math.log(c.handle_median_s), c.handle_sigma, n)
-        u = rng.random((n, 2))
-        value = rng.lognormal(math.log(c.sale_value_median), c.sale_value_sigma, n)
-        delay = rng.exponential(c.outcome_delay_mean_days * DAY_MS, n)
-        return [
-            Arrival(
-                id=f"c{first_day}-{k0 + i}",
-                customer_id=f"cust{first_day}-{k0 + i}",
-                at_ms=int(times[i]),
-                x=tuple(x[i].tolist()),
-                language=c.second_language if second[i] else "en",
-                patience_s=float(patience[i]),
-                handle_base_s=float(handle[i]),
-                u_outcome=float(u[i, 0]),
-                u_code=float(u[i, 1]),
-                sale_value=float(value[i]),
-                outcome_delay_ms=int(delay[i]),
-            )
-            for i in range(n)
-        ]
-
 
 # A scorer predicts the KPI of one arrival with each of the given agents (one batched call).
 Scorer = Callable[[Arrival, Sequence[str]], np.ndarray]
@@ -329,11 +54,18 @@ RoutingMethod = Literal["standard", "greedy", "assignment"]
 
 @dataclass(frozen=True, slots=True)
 class Policy:
+    """A routing policy to simulate: ``standard`` routing by the queue's strategy, or
+    predictive routing by ``greedy`` choice or joint ``assignment`` on ``scorer``'s scores
+    (no scorer: no model yet, so standard routing, as on the server). ``control_share``:
+    the calls kept on standard routing as the permanent control (the queue's
+    ``predictive.controlShare`` on the server; none by default, to measure the policy)."""
+
     name: str
     method: RoutingMethod
     queue: Queue
     scorer: Scorer | None = None
     posteriors: Mapping[str, Posterior] | None = None
+    control_share: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,14 +75,14 @@ class InteractionRecord:
     arrived_ms: int
     x: tuple[float, ...]
     language: str
-    answered_ms: int | None
-    abandoned_ms: int | None
-    agent_id: str | None
-    handle_s: float
-    true_p: float  # of the agent who answered (0 when abandoned)
-    sale: bool
-    wrap_up: str | None
-    decision: Decision | None
+    answered_ms: int | None = None
+    abandoned_ms: int | None = None
+    agent_id: str | None = None
+    handle_s: float = 0.0
+    true_p: float = 0.0  # of the agent who answered (0 when abandoned)
+    sale: bool = False
+    wrap_up: str | None = None
+    decision: Decision | None = None
 
     @property
     def wait_s(self) -> float:
@@ -410,7 +142,16 @@ class _Run:
         self.sim_agents = {a.id: a for a in center.agents}
         self.order = [a.id for a in center.agents]
         self.index = {a: k for k, a in enumerate(self.order)}
-        self.queues = {policy.queue.name: policy.queue}
+        queue = policy.queue
+        if policy.method != "standard":
+            # route_arms takes the method from the queue's settings, as the server's does.
+            queue = replace(queue, predictive=replace(queue.predictive, method=policy.method))
+        self.queue = queue
+        self.queues = {queue.name: queue}
+        self.predictive = policy.method != "standard" and queue.predictive.enabled
+        modelled = self.predictive and policy.scorer is not None
+        self.modelled = frozenset({queue.name}) if modelled else frozenset[str]()
+        self.arms: dict[str, str] = {}
         self.waiting: dict[str, Interaction] = {}
         self.arrival: dict[str, Arrival] = {}
         self.scores: dict[str, dict[str, float]] = {}
@@ -465,7 +206,7 @@ class _Run:
         c = self.center.config
         interaction = Interaction(
             id=a.id,
-            queue=self.policy.queue.name,
+            queue=self.queue.name,
             medium=c.medium,
             arrived_at_ms=self.now_ms(),
             language=a.language,
@@ -474,11 +215,17 @@ class _Run:
         )
         self.waiting[a.id] = interaction
         self.arrival[a.id] = a
+        self.arms[a.id] = assign_arm(
+            a.id,
+            interaction.arrived_at_ms,
+            predictive=self.predictive,
+            control_share=self.policy.control_share,
+        )
         if self.policy.scorer is not None:
             values = self.policy.scorer(a, self.center.agent_ids)
             self.scores[a.id] = dict(zip(self.center.agent_ids, map(float, values), strict=True))
         self.at(interaction.arrived_at_ms + round(a.patience_s * 1000), lambda: self.abandon(a))
-        for t in wake_times(interaction, self.policy.queue):
+        for t in wake_times(interaction, self.queue):
             self.recheck(t)
         self.dispatch()
 
@@ -487,23 +234,7 @@ class _Run:
             return
         interaction = self.waiting.pop(a.id)
         self.forget(a.id)
-        self.records.append(
-            InteractionRecord(
-                a.id,
-                a.customer_id,
-                interaction.arrived_at_ms,
-                a.x,
-                a.language,
-                None,
-                self.now_ms(),
-                None,
-                0.0,
-                0.0,
-                False,
-                None,
-                None,
-            )
-        )
+        self.records.append(_record(a, interaction.arrived_at_ms, abandoned_ms=self.now_ms()))
         self.close_if_drained()
 
     def recheck(self, when_ms: int) -> None:
@@ -518,31 +249,26 @@ class _Run:
         self.at(when_ms, fire)
 
     def dispatch(self) -> None:
+        """One dispatch pass, the server's: ``route_arms`` over every waiting call."""
         if not self.waiting:
             return
         now = self.now_ms()
-        waiting = list(self.waiting.values())
-        agents = [self.agents[a] for a in self.order]
-        p = self.policy
-        routing: Routing
-        if p.method == "standard":
-            routing = route_standard(waiting, agents, self.queues, now)
-        else:
-            route = route_predictive_greedy if p.method == "greedy" else route_predictive_assignment
-            routing = route(
-                waiting,
-                agents,
-                self.queues,
-                now,
-                self.scores,
-                held_since=self.held_since,
-                posteriors=p.posteriors,
-                rng=self.rng,
-            )
+        routing = route_arms(
+            list(self.waiting.values()),
+            [self.agents[a] for a in self.order],
+            self.queues,
+            now,
+            arms=self.arms,
+            modelled=self.modelled,
+            scores=self.scores,
+            held_since=self.held_since,
+            posteriors=self.policy.posteriors,
+            rng=self.rng,
+        )
         for h in routing.held:
             self.held_since.setdefault(h.interaction_id, h.since_ms)
             self.recheck(h.recheck_at_ms)
-        for d in routing.decisions:
+        for d, _arm in routing.decisions:
             self.start(d, now)
 
     def start(self, decision: Decision, now: int) -> None:
@@ -559,20 +285,16 @@ class _Run:
         sale = a.u_outcome < p
         code = SALE if sale else _other_code(a.u_code)
         self.records.append(
-            InteractionRecord(
-                a.id,
-                a.customer_id,
+            _record(
+                a,
                 interaction.arrived_at_ms,
-                a.x,
-                a.language,
-                now,
-                None,
-                sim_agent.id,
-                handle_s,
-                p,
-                sale,
-                code,
-                decision,
+                answered_ms=now,
+                agent_id=sim_agent.id,
+                handle_s=handle_s,
+                true_p=p,
+                sale=sale,
+                wrap_up=code,
+                decision=decision,
             )
         )
         end_ms = now + round(handle_s * 1000)
@@ -598,6 +320,7 @@ class _Run:
     def forget(self, interaction_id: str) -> None:
         self.scores.pop(interaction_id, None)
         self.held_since.pop(interaction_id, None)
+        self.arms.pop(interaction_id, None)
 
     # ---- staffing -------------------------------------------------------------------------
     def go(self, agent_id: str, presence: Literal["available", "offline"]) -> None:
@@ -638,6 +361,18 @@ class _Run:
             self.go(agent_id, "offline")
         self.records.sort(key=lambda r: r.arrived_ms)
         return SimResult(self.records, self.attributions, self.busy_s, self.available_s)
+
+
+def _record(a: Arrival, arrived_ms: int, **outcome: Any) -> InteractionRecord:
+    """The record of call ``a``; ``outcome``: how it ended (the fields an abandon leaves)."""
+    return InteractionRecord(
+        id=a.id,
+        customer_id=a.customer_id,
+        arrived_ms=arrived_ms,
+        x=a.x,
+        language=a.language,
+        **outcome,
+    )
 
 
 def _with(agent: Agent, **changes: Any) -> Agent:

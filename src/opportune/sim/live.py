@@ -74,39 +74,86 @@ async def send_live(
     sim.site_key = site_key
     stats = LiveStats()
     t0 = int(clock() * 1000)
-    d = sim.draws
-
-    def sessions() -> Iterator[SimSession]:
-        t = t0
-        horizon = t0 + int(duration_s * 1000 * time_scale)
-        while True:
-            t += int(-math.log(1.0 - d.u()) * 1000 * time_scale / rate)
-            if t > horizon:
-                return
-            stats.sessions += 1
-            yield sim.session(t)
-
+    horizon = t0 + int(duration_s * 1000 * time_scale)
     own = client is None
     http = client or httpx.AsyncClient(base_url=base_url, timeout=10.0)
-    gate = asyncio.Semaphore(concurrency)
-    tasks: set[asyncio.Task[None]] = set()
-    last: dict[str, asyncio.Task[None]] = {}  # per visitor: its batch in flight
-    owner: dict[asyncio.Task[None], str] = {}
+    sender = _Sender(http, stats, clock, concurrency)
+    try:
+        for sb in to_batches(_arrivals(sim, stats, t0, horizon, rate, time_scale)):
+            due = t0 + (sb.received_ms - t0) / time_scale
+            wait = due / 1000 - clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            sender.send(sb)
+        await sender.drain()
+    finally:
+        if own:
+            await http.aclose()
+    return stats
 
-    def forget(task: asyncio.Task[None]) -> None:
-        tasks.discard(task)
-        vid = owner.pop(task)
-        if last.get(vid) is task:
-            del last[vid]
 
-    async def post(sb: SimBatch, before: asyncio.Task[None] | None) -> None:
+def _arrivals(
+    sim: WebSimulator, stats: LiveStats, t0: int, horizon: int, rate: float, time_scale: float
+) -> Iterator[SimSession]:
+    """Sessions starting from ``t0`` as a Poisson process of ``rate`` a (scaled) second."""
+    d = sim.draws
+    t = t0
+    while True:
+        t += int(-math.log(1.0 - d.u()) * 1000 * time_scale / rate)
+        if t > horizon:
+            return
+        stats.sessions += 1
+        yield sim.session(t)
+
+
+class _Sender:
+    """Posts batches concurrently, one visitor's batches one after the other, in order."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        stats: LiveStats,
+        clock: Callable[[], float],
+        concurrency: int,
+    ) -> None:
+        self.http = http
+        self.stats = stats
+        self.clock = clock
+        self.gate = asyncio.Semaphore(concurrency)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.last: dict[str, asyncio.Task[None]] = {}  # per visitor: its batch in flight
+        self.owner: dict[asyncio.Task[None], str] = {}
+
+    def send(self, sb: SimBatch) -> None:
+        """Post ``sb`` once the visitor's batch before it, if any, has been answered."""
+        self.stats.batches += 1
+        self.stats.events += len(sb.batch.events)
+        vid = sb.batch.visitor_id
+        before = self.last.get(vid)
+        task = asyncio.create_task(self._post(sb, before if before and not before.done() else None))
+        self.last[vid] = task
+        self.owner[task] = vid
+        self.tasks.add(task)
+        task.add_done_callback(self._forget)
+
+    async def drain(self) -> None:
+        if self.tasks:
+            await asyncio.gather(*self.tasks)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        vid = self.owner.pop(task)
+        if self.last.get(vid) is task:
+            del self.last[vid]
+
+    async def _post(self, sb: SimBatch, before: asyncio.Task[None] | None) -> None:
         if before is not None:
             await asyncio.wait([before])
-        async with gate:
-            now = int(clock() * 1000)
+        async with self.gate:
+            now = int(self.clock() * 1000)
             b = shift(sb.batch, now - sb.received_ms)
             try:
-                r = await http.post(
+                r = await self.http.post(
                     "/v1/events",
                     content=_ENCODE.encode(b),
                     headers={
@@ -114,28 +161,7 @@ async def send_live(
                         "Content-Type": "text/plain;charset=UTF-8",
                     },
                 )
-                stats.statuses[r.status_code] = stats.statuses.get(r.status_code, 0) + 1
+                statuses = self.stats.statuses
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
             except httpx.HTTPError:
-                stats.errors += 1
-
-    try:
-        for sb in to_batches(sessions()):
-            due = t0 + (sb.received_ms - t0) / time_scale
-            wait = due / 1000 - clock()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            stats.batches += 1
-            stats.events += len(sb.batch.events)
-            vid = sb.batch.visitor_id
-            before = last.get(vid)
-            task = asyncio.create_task(post(sb, before if before and not before.done() else None))
-            last[vid] = task
-            owner[task] = vid
-            tasks.add(task)
-            task.add_done_callback(forget)
-        if tasks:
-            await asyncio.gather(*tasks)
-    finally:
-        if own:
-            await http.aclose()
-    return stats
+                self.stats.errors += 1

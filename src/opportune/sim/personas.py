@@ -104,6 +104,11 @@ class Behaviour:
     switch: dict[int, float] = field(default_factory=dict)  # per-step intent changes
 
 
+def _support(exit: float, go: dict[int, float]) -> Behaviour:
+    """A support visitor: signs in half the time, and may drift into browsing."""
+    return Behaviour(exit=exit, go=go, signin=0.5, switch={BROWSER: 0.08})
+
+
 BEHAVIOURS: Final[dict[int, Behaviour]] = {
     BROWSER: Behaviour(
         exit=0.26,
@@ -146,24 +151,9 @@ BEHAVIOURS: Final[dict[int, Behaviour]] = {
         book=0.12,
         switch={BROWSER: 0.07},
     ),
-    SUP_DEVICE: Behaviour(
-        exit=0.2,
-        go={HOME: 0.1, PRODUCT: 0.03, HELP: 0.5, SEARCH: 0.3, LOGIN: 0.2},
-        signin=0.5,
-        switch={BROWSER: 0.08},
-    ),
-    SUP_TRAVEL: Behaviour(
-        exit=0.22,
-        go={HOME: 0.15, PRODUCT: 0.03, HELP: 0.35, SEARCH: 0.4, LOGIN: 0.2},
-        signin=0.5,
-        switch={BROWSER: 0.08},
-    ),
-    SUP_RETURNS: Behaviour(
-        exit=0.22,
-        go={HOME: 0.15, PRODUCT: 0.05, HELP: 0.4, SEARCH: 0.35, LOGIN: 0.15},
-        signin=0.5,
-        switch={BROWSER: 0.08},
-    ),
+    SUP_DEVICE: _support(0.2, {HOME: 0.1, PRODUCT: 0.03, HELP: 0.5, SEARCH: 0.3, LOGIN: 0.2}),
+    SUP_TRAVEL: _support(0.22, {HOME: 0.15, PRODUCT: 0.03, HELP: 0.35, SEARCH: 0.4, LOGIN: 0.2}),
+    SUP_RETURNS: _support(0.22, {HOME: 0.15, PRODUCT: 0.05, HELP: 0.4, SEARCH: 0.35, LOGIN: 0.15}),
     DONE: Behaviour(
         exit=0.55,
         go={HOME: 0.4, PRODUCT: 0.1, HELP: 0.1, SEARCH: 0.1, LOGIN: 0.3},

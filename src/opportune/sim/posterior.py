@@ -29,7 +29,9 @@ from typing import Final
 import numpy as np
 
 from opportune.sim import personas as P
+from opportune.sim.landing import landing_probs, start_intent_probs
 from opportune.sim.personas import OUTCOMES, TrafficMix, chain
+from opportune.sim.rendering import Step
 from opportune.sim.site import (
     ALL_INTEREST,
     ALL_QUERIES,
@@ -39,7 +41,7 @@ from opportune.sim.site import (
     QUERIES,
     RAGE_TARGETS,
 )
-from opportune.sim.web import SimSession, Step, WebSimulator
+from opportune.sim.web import SimSession
 
 N_KINDS: Final = P.LOGIN_ERROR + 1
 FORM: Final = (P.APPLY1, P.APPLY2, P.APPLY3)
@@ -49,8 +51,8 @@ OUTCOME_OF_KIND: Final = {
     P.BOOK: P.DEMO,
     P.PURCHASE_ACT: P.PURCHASE,
 }
-FORM_ABANDONED_ON_EXIT: Final = 0.85  # web.WebSimulator._simulate
-FORM_ABANDONED_ON_GO: Final = 0.8  # web.WebSimulator._render
+FORM_ABANDONED_ON_EXIT: Final = 0.85  # web.WebSimulator._simulate (an exit from the form)
+FORM_ABANDONED_ON_GO: Final = 0.8  # rendering._go
 INTEREST_CLICK: Final = 0.45  # a STAY step outside the form clicks something of interest
 
 
@@ -197,14 +199,14 @@ def observable_probabilities(
         previous = left_with.get(s.visitor_id) if s.visit_number > 1 else None
         intents = np.zeros(len(P.INTENTS))
         if previous is None:
-            intents = WebSimulator.start_intent_probs(mix, s.channel, -1)
+            intents = start_intent_probs(mix, s.channel, -1)
         else:
             for last, w in enumerate(previous):
                 if w > 0:
-                    intents += w * WebSimulator.start_intent_probs(mix, s.channel, last)
+                    intents += w * start_intent_probs(mix, s.channel, last)
         alpha = np.zeros(P.N_STATES)
         for i in range(len(P.INTENTS)):
-            land = 1.0 if s.second_device else WebSimulator.landing_probs(s.channel, i)
+            land = 1.0 if s.second_device else landing_probs(s.channel, i)
             p_loc = land if isinstance(land, float) else land.get(first.loc, 0.0)
             for fr in range(P.FRUSTRATION_LEVELS):
                 alpha[P.state_index(i, first.loc, fr)] = intents[i] * p_loc * frustration[fr]

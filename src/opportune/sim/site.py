@@ -1,7 +1,8 @@
 """The demo website as the simulator sees it: one table of its paths, and what is on them.
 
-The pages live in ``src/opportune/web/demo/`` and are served under ``/demo/``. Everything the
-simulator writes into a URL, a title, a search box or a User-Agent header comes from here.
+The pages are the templates of ``src/opportune/web/demo/templates/``, served under
+``/demo/``. Everything the simulator writes into a URL, a title, a search box or a
+User-Agent header comes from here.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Final
 
 from opportune.sim import personas as P
 
-# ---- the demo site: every path the simulator visits (src/opportune/web/demo/) -------------
+# ---- the demo site: every path the simulator visits (web/demo/templates/) -----------
 PAGES: Final[dict[int, tuple[str, str]]] = {
     P.HOME: ("/demo/index.html", "Banking that fits your plans · Opportune Bank"),
     P.PRODUCT: ("/demo/product.html", "Flex personal loan · Opportune Bank"),

@@ -6,49 +6,33 @@ batches of one visitor), keeps beside every event the exact probability of each 
 it, and models the population around sessions: devices, campaigns, locales, visitors coming
 back on later days and customers coming back on a second device. Deterministic per seed; time
 is always an argument. See ``docs/simulator.md``.
+
+>>> s = next(generate(1, start_ms=0, visitors_per_day=1))
+>>> s.events[0].type, len(s.probabilities) == len(s.events)
+('page_view', True)
 """
 
 from __future__ import annotations
 
 import heapq
-import math
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple
-from urllib.parse import quote_plus
+from typing import Final, NamedTuple
 
 import numpy as np
 
-from opportune.core.events import Batch, Context, Event, Identity
+from opportune.core.events import Batch, Event
 from opportune.sim import personas as P
-from opportune.sim.personas import OUTCOMES, TrafficMix, chain
-from opportune.sim.site import (
-    ALL_INTEREST,
-    ALL_QUERIES,
-    ARTICLES,
-    DIURNAL,
-    FIRST_NAMES,
-    FORM_FIELDS,
-    HELP_ARTICLES,
-    INTEREST,
-    ORGANIC,
-    PAGES,
-    QUERIES,
-    RAGE_TARGETS,
-    REFERRALS,
-    SOCIAL,
-    TZ_OFFSET_H,
-    USER_AGENTS,
-    VIEWPORTS,
-)
+from opportune.sim.draws import Draws, cumulative
+from opportune.sim.landing import draw_landing
+from opportune.sim.personas import TrafficMix, chain
+from opportune.sim.rendering import START_STEP, Recorder, Step, render, snippet_batches
+from opportune.sim.site import DIURNAL, FIRST_NAMES, QUERIES, TZ_OFFSET_H, USER_AGENTS
 
 DEFAULT_ORIGIN: Final = "http://localhost:8000"
 DAY_MS: Final = 86_400_000
 RETURN_AFTER_MS: Final = 4 * 3_600_000  # a returning visit starts at least this after the last
-FLUSH_MS: Final = 1000  # the snippet's flushIntervalMs
-BATCH_SIZE: Final = 10  # the snippet's batchSize
-MAX_DWELL_MS: Final = 8 * 60_000  # under the 20-minute session timeout, always
 
 
 @dataclass(slots=True)
@@ -66,22 +50,6 @@ class Visitor:
     visits: int = 0
     last_end_ms: int = 0
     last_intent: int = -1
-
-
-class Step(NamedTuple):
-    """One step of the hidden chain as the events show it, for the observer's posterior
-    (:mod:`opportune.sim.posterior`): the action ``kind`` (``START`` for the landing), the
-    location after it, the index of its first event, and the evidence of intent it rendered
-    (a search query, a help article, an in-page click) with the index of that event."""
-
-    kind: int
-    loc: int
-    start: int
-    evidence_at: int
-    evidence: tuple[str, str] | None
-
-
-START_STEP: Final = -2  # the landing (or a second device's sign-in): no chain step before it
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,124 +98,6 @@ class SimBatch(NamedTuple):
     received_ms: int
 
 
-_ALPHABET: Final = tuple("abcdefghijklmnopqrstuvwxyz0123456789")
-
-
-class _Draws:
-    """Uniforms and normals from a seeded numpy Generator, drawn in blocks (fast per draw)."""
-
-    __slots__ = ("_n", "_nb", "_rng", "_u", "_ub")
-
-    def __init__(self, rng: np.random.Generator) -> None:
-        self._rng = rng
-        self._u: list[float] = []
-        self._n: list[float] = []
-        self._ub = 0
-        self._nb = 0
-
-    def u(self) -> float:
-        if self._ub == len(self._u):
-            self._u = self._rng.random(8192).tolist()
-            self._ub = 0
-        self._ub += 1
-        return self._u[self._ub - 1]
-
-    def normal(self) -> float:
-        if self._nb == len(self._n):
-            self._n = self._rng.standard_normal(8192).tolist()
-            self._nb = 0
-        self._nb += 1
-        return self._n[self._nb - 1]
-
-    def pick(self, seq: tuple[Any, ...] | list[Any]) -> Any:
-        return seq[int(self.u() * len(seq))]
-
-    def weighted(self, keys: list[Any], cum: list[float]) -> Any:
-        return keys[min(bisect_right(cum, self.u() * cum[-1]), len(keys) - 1)]
-
-    def dwell(self, median_ms: float, sigma: float = 0.8, low: int = 800) -> int:
-        return int(min(MAX_DWELL_MS, max(low, median_ms * math.exp(sigma * self.normal()))))
-
-    def token(self, n: int = 12) -> str:
-        return "".join(self.pick(_ALPHABET) for _ in range(n))
-
-
-def _cum(weights: dict[Any, float]) -> tuple[list[Any], list[float]]:
-    keys = list(weights)
-    return keys, np.cumsum([weights[k] for k in keys]).tolist()
-
-
-class _Session:
-    """Renders one session's chain steps as events, with the truth beside each event."""
-
-    def __init__(self, sim: WebSimulator, v: Visitor, start_ms: int, session_no: int) -> None:
-        self.sim = sim
-        self.d = sim.draws
-        self.v = v
-        self.t = start_ms  # server clock
-        self.prefix = f"{v.id}.{session_no}."
-        self.events: list[tuple[int, dict[str, Any]]] = []  # (server ms, fields)
-        self.rows: list[tuple[float, ...]] = []
-        self.states: list[int] = []
-        self.achieved: dict[str, int] = {}
-        self.depth = 0
-        self.seen_view = False
-        self.url = ""
-        self.steps: list[Step] = []
-        self.evidence: tuple[str, str] | None = None  # of the step being rendered
-        self.evidence_at = 0
-
-    def step(self, kind: int, loc: int, start: int) -> None:
-        """Record the step whose events begin at ``start`` (and its evidence, if any)."""
-        ev, at = self.evidence, self.evidence_at
-        self.steps.append(Step(kind, loc, start, at if ev else start, ev))
-        self.evidence = None
-
-    def emit(self, row: tuple[float, ...], state: int, gap_ms: int, **fields: Any) -> None:
-        self.t += gap_ms
-        self.events.append((self.t, fields))
-        self.rows.append(row)
-        self.states.append(state)
-
-    def page(
-        self,
-        loc: int,
-        row: tuple[float, ...],
-        state: int,
-        intent: int,
-        *,
-        gap_ms: int,
-        query: str = "",
-        referrer: str | None = None,
-    ) -> None:
-        path, title = PAGES[loc]
-        url = self.sim.origin + path
-        d = self.d
-        if loc == P.SEARCH:
-            q = d.pick(QUERIES[intent]) if d.u() < 0.8 else d.pick(ALL_QUERIES)
-            self.evidence = ("landing_query", query) if query else ("query", q)
-            self.evidence_at = len(self.events)
-            query = query or q
-            url += "?q=" + quote_plus(query)
-        elif loc == P.HELP:
-            art = d.pick(ARTICLES[intent]) if d.u() < 0.8 else d.pick(tuple(HELP_ARTICLES))
-            self.evidence = ("article", art)
-            self.evidence_at = len(self.events)
-            url += "?article=" + art
-            title = f"{HELP_ARTICLES[art]} · {title}"
-        elif loc == P.CONFIRMATION:
-            url += "?ref=OB-" + d.token(6).upper()
-        fields: dict[str, Any] = {"type": "page_view", "url": url, "title": title}
-        if referrer:
-            fields["referrer"] = referrer
-        self.emit(row, state, gap_ms, **fields)
-        self.url = url
-        self.depth = 0
-        self.seen_view = False
-        if loc == P.SEARCH:
-            self.emit(row, state, 40, type="search", url=url, query=query)
-
-
 class WebSimulator:
     """A population of visitors and the sessions they make; one seeded random stream."""
 
@@ -262,13 +112,13 @@ class WebSimulator:
         self.mix = mix or TrafficMix()
         self.site_key = site_key
         self.origin = origin.rstrip("/")
-        self.draws = _Draws(np.random.default_rng(seed))
+        self.draws = Draws(np.random.default_rng(seed))
         self.visitors: list[Visitor] = []
         self._emails = 0
-        self._dev = _cum(self.mix.devices)
-        self._chan = _cum(self.mix.channels)
-        self._loc = _cum(self.mix.locales)
-        self._personas = {c: _cum(self.mix.persona_mix(c)) for c in self.mix.channels}
+        self._dev = cumulative(self.mix.devices)
+        self._chan = cumulative(self.mix.channels)
+        self._loc = cumulative(self.mix.locales)
+        self._personas = {c: cumulative(self.mix.persona_mix(c)) for c in self.mix.channels}
         self._chains = {dev: chain(dev) for dev in P.DEVICES}
 
     # ---- population -----------------------------------------------------------------------
@@ -325,88 +175,6 @@ class WebSimulator:
         return self._simulate(v, intent, channel, start_ms, second)
 
     # ---- one session ----------------------------------------------------------------------
-    @staticmethod
-    def start_intent_probs(mix: TrafficMix, channel: str, last: int) -> np.ndarray:
-        """The distribution ``session`` draws the first intent from, given the channel and the
-        intent the visitor last left with (-1: a first visit, or a first visit on this device)."""
-        p = np.zeros(len(P.INTENTS))
-        for name, w in mix.persona_mix(channel).items():
-            p[P.INTENTS.index(name)] = w
-        if last in (-1, P.DONE, P.BROWSER):
-            return p
-        kept = np.zeros(len(P.INTENTS))
-        kept[last if last != P.QUOTED else P.QUOTE_SEEKER] = 1.0
-        p = 0.35 * kept + 0.65 * p
-        if last in (P.APPLICANT, P.QUOTE_SEEKER, P.QUOTED):
-            p *= 0.5  # half of them come back to finish the application
-            p[P.APPLICANT] += 0.5
-        return p
-
-    def _landing(self, channel: str, intent: int) -> tuple[int, str, str | None]:
-        d = self.draws
-        support = intent in (P.SUP_DEVICE, P.SUP_TRAVEL, P.SUP_RETURNS)
-        if channel == "cpc":
-            loc = P.PRODUCT if d.u() < 0.7 else P.HOME
-            camp = "personal-loan-q4" if loc == P.PRODUCT else "brand"
-            return (
-                loc,
-                (f"utm_source=google&utm_medium=cpc&utm_campaign={camp}&gclid={d.token(20)}"),
-                "https://www.google.com/",
-            )
-        if channel == "email":
-            loc = P.PRODUCT if d.u() < 0.5 else P.HOME
-            return loc, "utm_source=newsletter&utm_medium=email&utm_campaign=november", None
-        if channel == "social":
-            src, ref = d.pick(SOCIAL)
-            loc = P.PRODUCT if d.u() < 0.4 else P.HOME
-            return loc, f"utm_source={src}&utm_medium=social&utm_campaign=autumn", ref
-        u = d.u()
-        if channel == "organic":
-            if support:
-                loc = P.HELP if u < 0.5 else P.SEARCH if u < 0.7 else P.HOME
-            elif intent in (P.APPLICANT, P.QUOTE_SEEKER):
-                loc = P.PRODUCT if u < 0.7 else P.SEARCH if u < 0.8 else P.HOME
-            else:
-                loc = P.PRODUCT if u < 0.3 else P.SEARCH if u < 0.4 else P.HOME
-            return loc, "", d.pick(ORGANIC)
-        if channel == "referral":
-            return (P.PRODUCT if u < 0.6 else P.HOME), "", d.pick(REFERRALS)
-        # Direct: bookmarks and typed addresses say something about why people come.
-        if intent == P.APPLICANT:
-            loc = P.APPLY1 if u < 0.3 else P.PRODUCT if u < 0.6 else P.HOME
-        elif intent in (P.BUYER, P.SUP_DEVICE, P.SUP_TRAVEL, P.SUP_RETURNS):
-            loc = P.LOGIN if u < 0.4 else P.HELP if u < 0.5 and support else P.HOME
-        else:
-            loc = P.LOGIN if u < 0.1 else P.HOME
-        return loc, "", None
-
-    @staticmethod
-    def landing_probs(channel: str, intent: int) -> dict[int, float]:
-        """The distribution ``_landing`` draws the landing location from (for the observer's
-        posterior; a test holds the two together)."""
-        support = intent in (P.SUP_DEVICE, P.SUP_TRAVEL, P.SUP_RETURNS)
-        if channel == "cpc":
-            return {P.PRODUCT: 0.7, P.HOME: 0.3}
-        if channel == "email":
-            return {P.PRODUCT: 0.5, P.HOME: 0.5}
-        if channel == "social":
-            return {P.PRODUCT: 0.4, P.HOME: 0.6}
-        if channel == "organic":
-            if support:
-                return {P.HELP: 0.5, P.SEARCH: 0.2, P.HOME: 0.3}
-            if intent in (P.APPLICANT, P.QUOTE_SEEKER):
-                return {P.PRODUCT: 0.7, P.SEARCH: 0.1, P.HOME: 0.2}
-            return {P.PRODUCT: 0.3, P.SEARCH: 0.1, P.HOME: 0.6}
-        if channel == "referral":
-            return {P.PRODUCT: 0.6, P.HOME: 0.4}
-        if intent == P.APPLICANT:
-            return {P.APPLY1: 0.3, P.PRODUCT: 0.3, P.HOME: 0.4}
-        if support:
-            return {P.LOGIN: 0.4, P.HELP: 0.1, P.HOME: 0.5}
-        if intent == P.BUYER:
-            return {P.LOGIN: 0.4, P.HOME: 0.6}
-        return {P.LOGIN: 0.1, P.HOME: 0.9}
-
     def _simulate(
         self, v: Visitor, intent: int, channel: str, start_ms: int, second: bool
     ) -> SimSession:
@@ -414,260 +182,63 @@ class WebSimulator:
         ch = self._chains[v.device]
         acts, cums, rows = ch.actions, ch.cumulative, ch.value_rows
         v.visits += 1
-        persona = P.INTENTS[intent]
         f0 = 1 if d.u() < self.mix.frustrated_start else 0
-        ss = _Session(self, v, start_ms, v.visits)
+        rec = Recorder(d, self.origin, v, start_ms, v.visits, self.new_email)
         if second:
-            # The customer signs in at once on the new device: login, identify, account.
-            s = P.state_index(intent, P.ACCOUNT, f0)
-            row = rows[s]
-            ss.page(P.LOGIN, row, s, intent, gap_ms=0)
-            ss.emit(
-                row,
-                s,
-                d.dwell(9000),
-                type="form_submitted",
-                url=ss.url,
-                name="login",
-                attributes={"fields": 3},
-            )
-            ss.emit(row, s, 5, type="identify", identity=Identity(email=v.email))
-            ss.page(P.ACCOUNT, row, s, intent, gap_ms=d.dwell(700, 0.3, 200))
-            ss.step(START_STEP, P.ACCOUNT, 0)
+            s = self._second_device_start(rec, intent, f0, rows)
         else:
-            loc, utm, ref = self._landing(channel, intent)
-            s = P.state_index(intent, loc, f0)
-            query = d.pick(QUERIES[intent]) if loc == P.SEARCH else ""
-            ss.page(loc, rows[s], s, intent, gap_ms=0, query=query, referrer=ref)
-            if utm:  # campaign parameters ride on the landing page's URL
-                ss.url += ("&" if "?" in ss.url else "?") + utm
-                ss.events[0][1]["url"] = ss.url
-            ss.step(START_STEP, loc, 0)
+            s = self._land(rec, channel, intent, f0, rows)
         while True:
             a = acts[s][bisect_right(cums[s], d.u() * cums[s][-1])]
-            start = len(ss.events)
+            start = len(rec.events)
             if a.kind == P.EXIT:
-                ss.step(P.EXIT, P.state_parts(s)[1], start)
+                rec.step(P.EXIT, P.state_parts(s)[1], start)
                 if P.APPLY1 <= P.state_parts(s)[1] <= P.APPLY3 and d.u() < 0.85:
-                    ss.emit(
-                        (0.0, 0.0, 0.0, 0.0),
-                        -1,
-                        d.dwell(20_000),
-                        type="form_abandoned",
-                        url=ss.url,
-                        name="loan",
-                        attributes={"inputs": 1 + int(d.u() * 8)},
-                    )
+                    rec.form_abandoned((0.0, 0.0, 0.0, 0.0), -1, d.dwell(20_000))
                 break
-            self._render(ss, s, a, rows[a.next])
-            ss.step(a.kind, P.state_parts(a.next)[1], start)
+            render(rec, s, a, rows[a.next])
+            rec.step(a.kind, P.state_parts(a.next)[1], start)
             s = a.next
-        return self._finish(ss, v, intent, channel, persona, second)
+        return self._finish(rec, v, intent, channel, second)
 
-    def _render(self, ss: _Session, s: int, a: P.Action, row: tuple[float, ...]) -> None:
-        d = self.draws
-        loc, f = P.state_parts(s)[1:]
-        ni, nloc, _ = P.state_parts(a.next)
-        k = a.kind
-        url = ss.url
-        if k == P.GO:
-            gap = d.dwell(22_000 * (1 + 0.15 * f))
-            if P.APPLY1 <= loc <= P.APPLY3 and d.u() < 0.8:
-                ss.emit(
-                    row,
-                    a.next,
-                    gap,
-                    type="form_abandoned",
-                    url=url,
-                    name="loan",
-                    attributes={"inputs": 1 + int(d.u() * 8)},
-                )
-                gap = 0
-            if d.u() < 0.6 and nloc != P.SEARCH:
-                name = PAGES[nloc][1].split(" · ")[0]
-                href = self.origin + PAGES[nloc][0]
-                ss.emit(
-                    row, a.next, gap, type="click", url=url, name=name, attributes={"href": href}
-                )
-                gap = d.dwell(600, 0.4, 100)
-            ss.page(nloc, row, a.next, ni, gap_ms=gap)
-        elif k == P.STAY:
-            gap = d.dwell(7000)
-            if d.u() < 0.45 and not P.APPLY1 <= loc <= P.APPLY3:
-                ni = P.state_parts(a.next)[0]
-                name = d.pick(INTEREST[ni]) if d.u() < 0.75 else d.pick(ALL_INTEREST)
-                ss.evidence, ss.evidence_at = ("interest", name), len(ss.events)
-                ss.emit(row, a.next, gap, type="click", url=url, name=name)
-            elif loc in VIEWPORTS and not ss.seen_view and d.u() < 0.5:
-                ss.seen_view = True
-                ss.emit(row, a.next, gap, type="viewport", url=url, name=VIEWPORTS[loc])
-            elif ss.depth < 100:
-                ss.depth += 25
-                ss.emit(
-                    row,
-                    a.next,
-                    gap,
-                    type="scroll",
-                    url=url,
-                    name=f"{ss.depth}%",
-                    attributes={"depth": ss.depth},
-                )
-            else:
-                ss.emit(
-                    row,
-                    a.next,
-                    gap,
-                    type="click",
-                    url=url,
-                    name="See rates",
-                    attributes={"href": url.split("#")[0] + "#rates"},
-                )
-        elif k == P.IDLE:
-            ss.emit(
-                row,
-                a.next,
-                30_000 + d.dwell(3000, 0.5, 100),
-                type="idle",
-                url=url,
-                attributes={"seconds": 30},
-            )
-        elif k == P.RAGE:
-            name = RAGE_TARGETS[loc]
-            gap = d.dwell(4000)
-            for _ in range(3 + int(d.u() * 4)):
-                ss.emit(row, a.next, gap, type="click", url=url, name=name)
-                gap = 120 + int(d.u() * 180)
-        elif k in (P.NEXT, P.ERROR):
-            step = loc - P.APPLY1
-            ss.emit(
-                row,
-                a.next,
-                d.dwell(20_000 * (1 + step * 0.5)),
-                type="click",
-                url=url,
-                name="Submit application" if step == 2 else "Continue",
-            )
-            if k == P.ERROR:
-                fields = FORM_FIELDS[step]
-                for i in range(1 + int(d.u() * min(3, len(fields)))):
-                    fld, msg = fields[(i + int(d.u() * len(fields))) % len(fields)]
-                    attrs: dict[str, Any] = {"field": fld}
-                    if msg:
-                        attrs["message"] = msg
-                    else:
-                        attrs["reason"] = "valueMissing"
-                    ss.emit(
-                        row, a.next, 30, type="form_error", url=url, name="loan", attributes=attrs
-                    )
-        elif k == P.SUBMIT:
-            self._outcome(ss, a, row, P.LOAN, d.dwell(25_000), "Submit application")
-            v = ss.v
-            v.email = v.email or self.new_email()
-            ss.emit(
-                row,
-                a.next,
-                5,
-                type="identify",
-                identity=Identity(email=v.email),
-                traits={"firstName": v.email.split(".")[0].title()},
-            )
-            ss.emit(
-                row,
-                a.next,
-                5,
-                type="form_submitted",
-                url=url,
-                name="loan",
-                attributes={"fields": 9},
-            )
-            ss.page(P.CONFIRMATION, row, a.next, ni, gap_ms=d.dwell(900, 0.3, 200))
-        elif k == P.QUOTE_ACT:
-            self._outcome(ss, a, row, P.QUOTE, d.dwell(30_000), "Get my quote")
-        elif k == P.BOOK:
-            self._outcome(ss, a, row, P.DEMO, d.dwell(30_000), "Book a call with an adviser")
-        elif k == P.PURCHASE_ACT:
-            self._outcome(ss, a, row, P.PURCHASE, d.dwell(25_000), "Order the travel card")
-        elif k == P.SIGNIN:
-            v = ss.v
-            v.email = v.email or self.new_email()
-            ss.emit(
-                row,
-                a.next,
-                d.dwell(12_000),
-                type="form_submitted",
-                url=url,
-                name="login",
-                attributes={"fields": 3},
-            )
-            ss.emit(row, a.next, 5, type="identify", identity=Identity(email=v.email))
-            ss.page(P.ACCOUNT, row, a.next, ni, gap_ms=d.dwell(700, 0.3, 200))
-        elif k == P.LOGIN_ERROR:
-            fld, reason = ("password", "tooShort") if d.u() < 0.6 else ("email", "typeMismatch")
-            ss.emit(
-                row,
-                a.next,
-                d.dwell(10_000),
-                type="form_error",
-                url=url,
-                name="login",
-                attributes={"field": fld, "reason": reason},
-            )
-        else:  # pragma: no cover - the chain has no other kinds
-            raise AssertionError(k)
+    @staticmethod
+    def _second_device_start(
+        rec: Recorder, intent: int, f0: int, rows: Sequence[tuple[float, ...]]
+    ) -> int:
+        """The customer signs in at once on the new device: login, identify, account."""
+        s = P.state_index(intent, P.ACCOUNT, f0)
+        rec.page(P.LOGIN, rows[s], s, intent, gap_ms=0)
+        rec.sign_in(rows[s], s, intent, 9000)
+        rec.step(START_STEP, P.ACCOUNT, 0)
+        return s
 
-    def _outcome(
-        self, ss: _Session, a: P.Action, row: tuple[float, ...], k: int, gap: int, button: str
-    ) -> None:
-        """The click that makes an outcome (certain to follow: probability 1), then the event."""
+    def _land(
+        self, rec: Recorder, channel: str, intent: int, f0: int, rows: Sequence[tuple[float, ...]]
+    ) -> int:
+        """The landing page view, with the campaign and referrer of the channel."""
         d = self.draws
-        sure = tuple(1.0 if i == k else p for i, p in enumerate(row))
-        ss.emit(sure, a.next, gap, type="click", url=ss.url, name=button)
-        if k == P.LOAN:
-            amount = int(round(min(50_000, 1000 + 9000 * math.exp(0.7 * d.normal())), -2))
-            attrs: dict[str, Any] = {
-                "amount": amount,
-                "termMonths": d.pick((24, 36, 48, 60, 84)),
-                "purpose": d.pick(("car", "home", "education", "other")),
-                "value": amount,
-            }
-        elif k == P.QUOTE:
-            amount = int(round(min(50_000, 1000 + 8000 * math.exp(0.7 * d.normal())), -2))
-            attrs = {"amount": amount, "termMonths": d.pick((24, 36, 48, 60)), "value": amount}
-        elif k == P.DEMO:
-            attrs = {"topic": d.pick(("mortgage", "business account", "investments")), "value": 250}
-        else:
-            product, value = d.pick((("travel_card", 35), ("premium_card", 120), ("saver", 0)))
-            if product == "saver":
-                value = int(round(500 * math.exp(1.2 + 0.8 * d.normal()), -1))
-            attrs = {"product": product, "value": value}
-        ss.achieved[OUTCOMES[k]] = len(ss.events)
-        ss.emit(
-            row,
-            a.next,
-            400 + int(d.u() * 400),
-            type="custom",
-            url=ss.url,
-            name=OUTCOMES[k],
-            attributes=attrs,
-        )
+        loc, utm, ref = draw_landing(d, channel, intent)
+        s = P.state_index(intent, loc, f0)
+        query = d.pick(QUERIES[intent]) if loc == P.SEARCH else ""
+        rec.page(loc, rows[s], s, intent, gap_ms=0, query=query, referrer=ref)
+        if utm:  # campaign parameters ride on the landing page's URL
+            rec.url += ("&" if "?" in rec.url else "?") + utm
+            rec.events[0][1]["url"] = rec.url
+        rec.step(START_STEP, loc, 0)
+        return s
 
     def _finish(
-        self,
-        ss: _Session,
-        v: Visitor,
-        intent: int,
-        channel: str,
-        persona: str,
-        second: bool,
+        self, rec: Recorder, v: Visitor, intent: int, channel: str, second: bool
     ) -> SimSession:
         events = [
-            Event(id=f"{ss.prefix}{i}", ts=t + v.clock_skew_ms, **fields)
-            for i, (t, fields) in enumerate(ss.events)
+            Event(id=f"{rec.prefix}{i}", ts=t + v.clock_skew_ms, **fields)
+            for i, (t, fields) in enumerate(rec.events)
         ]
-        batches, received = _batch(self, v, events, [t for t, _ in ss.events])
+        server_ts = [t for t, _ in rec.events]
+        batches, received = snippet_batches(self.site_key, v, events, server_ts, self.draws)
         # The state the visitor left from (the events after leaving carry no state).
-        last = next((x for x in reversed(ss.states) if x >= 0), -1)
-        v.last_end_ms = ss.t
+        last = next((x for x in reversed(rec.states) if x >= 0), -1)
+        v.last_end_ms = rec.t
         v.last_intent = P.state_parts(last)[0] if last >= 0 else intent
         return SimSession(
             visitor_id=v.id,
@@ -675,62 +246,19 @@ class WebSimulator:
             user_agent=v.user_agent,
             device=v.device,
             channel=channel,
-            persona=persona,
+            persona=P.INTENTS[intent],
             locale=v.locale,
             timezone=v.timezone,
             email=v.email,
             second_device=second,
-            start_ms=ss.events[0][0],
+            start_ms=rec.events[0][0],
             batches=batches,
             received_ms=received,
-            probabilities=np.array(ss.rows, dtype=np.float64),
-            achieved_at=ss.achieved,
-            hidden=ss.states,
-            steps=tuple(ss.steps),
+            probabilities=np.array(rec.rows, dtype=np.float64),
+            achieved_at=rec.achieved,
+            hidden=rec.states,
+            steps=tuple(rec.steps),
         )
-
-
-def _batch(
-    sim: WebSimulator, v: Visitor, events: list[Event], server_ts: list[int]
-) -> tuple[list[Batch], list[int]]:
-    """Group events as the snippet does: flush 1 s after the first queued event, at 10
-    events, or at once after identify (and at unload, which the next page view implies)."""
-    ctx = Context(
-        locale=v.locale, timezone=v.timezone, screen_width=v.screen[0], screen_height=v.screen[1]
-    )
-    batches: list[Batch] = []
-    received: list[int] = []
-    i, n = 0, len(events)
-    draws = sim.draws
-    while i < n:
-        j = i + 1
-        first = server_ts[i]
-        while (
-            j < n
-            and j - i < BATCH_SIZE
-            and events[j - 1].type != "identify"
-            and server_ts[j] <= first + FLUSH_MS
-        ):
-            j += 1
-        if j - i == BATCH_SIZE or events[j - 1].type == "identify":
-            sent = server_ts[j - 1]
-        else:
-            sent = first + FLUSH_MS if j == n else min(first + FLUSH_MS, server_ts[j])
-        sent = max(sent, server_ts[j - 1])
-        batches.append(
-            Batch(
-                site_key=sim.site_key,
-                visitor_id=v.id,
-                sent_at=sent + v.clock_skew_ms,
-                events=events[i:j],
-                context=ctx,
-            )
-        )
-        # One request at a time, as the snippet does: a batch arrives after the one before it.
-        arrival = sent + 20 + int(draws.u() * 180)
-        received.append(max(arrival, received[-1] + 1) if received else arrival)
-        i = j
-    return batches, received
 
 
 def generate(

@@ -1,0 +1,31 @@
+"""The ``opportune`` command line: one module per command group, all on :func:`main`.
+
+``serve`` and ``demo`` run the server; ``migrate`` the schema; ``config`` validates a
+workspace; ``gdpr`` exports, erases and purges; ``simulate`` runs the simulators; ``train``
+and ``models`` build and manage the models.
+"""
+
+from __future__ import annotations
+
+import click
+
+from opportune.cli.config import config
+from opportune.cli.database import migrate
+from opportune.cli.demo import demo
+from opportune.cli.gdpr import gdpr
+from opportune.cli.models import models
+from opportune.cli.serve import serve
+from opportune.cli.simulate import simulate
+from opportune.cli.train import train
+
+__all__ = ["main"]
+
+
+@click.group()
+@click.version_option(package_name="opportune")
+def main() -> None:
+    """Opportune: predictive engagement and predictive routing, self-hosted."""
+
+
+for _command in (serve, demo, migrate, config, gdpr, simulate, train, models):
+    main.add_command(_command)
