@@ -186,18 +186,20 @@ def _demo_models(settings: Settings, opts: dict[str, Any], days: int, per_day: i
 
     # As in `train`: LightGBM's OpenMP threads must not spin (set before it is loaded).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from opportune.ml.outcome_model import TrainingConfig, headline
-    from opportune.ml.training import (
+    from opportune.engine.retraining import outcome_docs
+    from opportune.ml.outcomes.model import TrainingConfig, headline
+    from opportune.ml.outcomes.training import (
         DAY_MS,
         DEFAULT_DAYS,
         check_readiness,
         scoring_enabled,
         train_outcomes,
     )
+    from opportune.store.visits import StoredVisits
 
     engine, rules, registry, timeout_ms = _training_context(opts)
     try:
-        enabled = scoring_enabled(rules)
+        enabled = scoring_enabled(outcome_docs(rules))
         missing = [o for o in enabled if registry.active_version(o) is None]
         if not missing:
             if enabled:
@@ -207,7 +209,9 @@ def _demo_models(settings: Settings, opts: dict[str, Any], days: int, per_day: i
         started = time.perf_counter()
         now = int(time.time() * 1000)
         window = {"since_ms": now - DEFAULT_DAYS * DAY_MS, "until_ms": now - timeout_ms}
-        ready = check_readiness(engine, rules, registry, missing, **window)
+        ready = check_readiness(
+            StoredVisits(engine), outcome_docs(rules), registry, missing, **window
+        )
         simulator = None
         if not all(r.ready for r in ready.values()):
             click.echo(
@@ -226,8 +230,9 @@ def _demo_models(settings: Settings, opts: dict[str, Any], days: int, per_day: i
             # Forced: the rarest outcomes may fall a little short of their readiness
             # thresholds on a small simulated history, and the demo is there to show scores.
             reports = train_outcomes(
-                engine,
-                rules,
+                StoredVisits(engine),
+                rules.ruleset,
+                outcome_docs(rules),
                 registry,
                 now_ms=int(time.time() * 1000),
                 outcomes=missing,
@@ -703,7 +708,7 @@ def _training_context(opts: dict[str, Any]) -> tuple[Any, Any, Any, int]:
     session timeout of the workspace's sites (visits younger than that may not be over)."""
     from opportune.api.app import EXAMPLE_WORKSPACE
     from opportune.engine.rules import RuleBook
-    from opportune.ml.registry import ModelRegistry
+    from opportune.ml.outcomes.registry import ModelRegistry
     from opportune.store.db import make_engine
     from opportune.store.db import migrate as run
     from opportune.workspace import ConfigError, load_workspace
@@ -772,14 +777,16 @@ def train(
     # serves traffic that wastes a core and, with a busy neighbour, slows training down
     # several times. Set before LightGBM (and its OpenMP runtime) is loaded.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from opportune.ml.outcome_model import TrainingConfig, TrainingError, headline
-    from opportune.ml.training import scoring_enabled, train_outcomes
+    from opportune.engine.retraining import outcome_docs
+    from opportune.ml.outcomes.model import TrainingConfig, TrainingError, headline
+    from opportune.ml.outcomes.training import scoring_enabled, train_outcomes
+    from opportune.store.visits import StoredVisits
 
     if days < 1:
         click.echo("error: --days must be at least 1", err=True)
         sys.exit(2)
     engine, rules, registry, timeout_ms = _training_context(opts)
-    names = list(outcomes) or scoring_enabled(rules)
+    names = list(outcomes) or scoring_enabled(outcome_docs(rules))
     if not names:
         click.echo(
             "no outcome has scoring enabled (scoring: {enabled: true} in its document); "
@@ -793,8 +800,9 @@ def train(
             sys.exit(3)
         try:
             reports = train_outcomes(
-                engine,
-                rules,
+                StoredVisits(engine),
+                rules.ruleset,
+                outcome_docs(rules),
                 registry,
                 now_ms=int(time.time() * 1000),
                 outcomes=names,
@@ -818,8 +826,9 @@ def train(
 
 
 def _train_routing(queues: tuple[str, ...], days: int, force: bool, opts: dict[str, Any]) -> None:
-    from opportune.ml.routing_registry import RoutingRegistry
-    from opportune.ml.routing_training import RoutingTrainingError, train_routing
+    from opportune.ml.routing.registry import RoutingRegistry
+    from opportune.ml.routing.training import RoutingTrainingError, train_routing
+    from opportune.store.routing_history import StoredRoutingHistory
 
     if days < 1:
         click.echo("error: --days must be at least 1", err=True)
@@ -847,7 +856,7 @@ def _train_routing(queues: tuple[str, ...], days: int, force: bool, opts: dict[s
         for name in names:
             try:
                 r = train_routing(
-                    engine,
+                    StoredRoutingHistory(engine),
                     queue=name,
                     queues=all_queues,
                     agents=ws.agents,
@@ -884,7 +893,7 @@ def models() -> None:
 
 
 def _registry(opts: dict[str, Any]) -> Any:
-    from opportune.ml.registry import ModelRegistry
+    from opportune.ml.outcomes.registry import ModelRegistry
 
     return ModelRegistry(_settings(**opts).data_dir / "models")
 

@@ -150,13 +150,14 @@ def build_runtime(settings: Settings, *, auto_migrate: bool = True) -> Runtime:
 
 def _scorer(settings: Settings, rules: RuleBook) -> OutcomeScorer:
     """The active models of the scoring-enabled outcomes, from ``DATA_DIR/models``."""
-    from opportune.ml.registry import ModelRegistry
-    from opportune.ml.training import scoring_enabled
+    from opportune.engine.retraining import outcome_docs
+    from opportune.ml.outcomes.registry import ModelRegistry
+    from opportune.ml.outcomes.training import scoring_enabled
 
     registry = ModelRegistry(settings.data_dir / "models")
 
     def enabled() -> list[str]:
-        return scoring_enabled(rules)
+        return scoring_enabled(outcome_docs(rules))
 
     return OutcomeScorer(
         lambda: registry.active_models(enabled()),
@@ -208,8 +209,8 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
         sender = loop.create_task(runtime.webhooks.run()) if runtime.webhooks else None
         retrain = routing_retrain = None
         if settings.retrain_interval_h > 0:
-            from opportune.ml.routing_schedule import routing_retrain_loop
-            from opportune.ml.schedule import FIRST_CHECK_AFTER_S, retrain_loop
+            from opportune.engine.retraining import retrain_loop, routing_retrain_loop
+            from opportune.ml.schedule import FIRST_CHECK_AFTER_S
 
             interval_s = settings.retrain_interval_h * 3600
             retrain = loop.create_task(
@@ -266,7 +267,7 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
     from opportune.api.routing import routing_router
     from opportune.engine.router import Router
     from opportune.engine.routing_scorer import KpiScorer
-    from opportune.ml.routing_registry import RoutingRegistry
+    from opportune.ml.routing.registry import RoutingRegistry
 
     app.include_router(
         customers_router(

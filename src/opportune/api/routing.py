@@ -26,9 +26,10 @@ from opportune.core.routing import abandonment_rate, average_speed_of_answer, se
 from opportune.core.valuation import compare, summarise
 from opportune.engine.router import Assigned, Router, RoutingError
 from opportune.engine.rules import ReadOnlyDefinition, RuleBook
-from opportune.ml.routing_history import decode_features, load_history
-from opportune.ml.routing_registry import RoutingRegistry
-from opportune.ml.routing_training import assess_benefit
+from opportune.ml.routing.features import decode_features
+from opportune.ml.routing.registry import RoutingRegistry
+from opportune.ml.routing.training import assess_benefit
+from opportune.store.routing_history import load_history
 from opportune.store.schema import (
     attribution_touchpoints,
     interactions,

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from opportune.core.predictive import Posterior
 from opportune.core.routing import Agent, Interaction
-from opportune.ml.routing_registry import LoadedRouting, RoutingRegistry
+from opportune.ml.routing.registry import LoadedRouting, RoutingRegistry
 from opportune.workspace.engagement import AgentDoc
 
 log = logging.getLogger(__name__)

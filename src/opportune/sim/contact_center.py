@@ -58,7 +58,7 @@ from opportune.core.routing import (
     service_level,
     wake_times,
 )
-from opportune.ml.routing_model import TrainingSet
+from opportune.ml.routing.model import TrainingSet
 
 PROFILE_PATH: Final = Path(__file__).parent / "profiles" / "bank_arrivals_profile.json"
 START_MS: Final = 1_763_942_400_000  # 2025-11-24T00:00Z, a Monday

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection
 
+from opportune.core.assignments import fold_assignments
 from opportune.core.conditions import Context
 from opportune.core.journey import JourneyEvent
 from opportune.store.schema import (
@@ -146,16 +147,12 @@ def active_assignments(
                 select(visitors.c.id).where(visitors.c.customer_id == customer_id)
             ),
         )
-    out: dict[str, list[int]] = {}
-    for seg, at, expires in conn.execute(
-        select(segment_changes.c.segment, segment_changes.c.at, segment_changes.c.expires_at)
+    rows = conn.execute(
+        select(segment_changes.c.at, segment_changes.c.segment, segment_changes.c.expires_at)
         .where(and_(segment_changes.c.change == "assigned", who))
         .order_by(segment_changes.c.at)
-    ):
-        prior = out.get(seg)
-        since = prior[0] if prior is not None and prior[1] > at else at
-        out[seg] = [since, max(expires, prior[1] if prior else 0)]
-    return {k: v for k, v in out.items() if v[1] > now_ms}
+    )
+    return fold_assignments(((at, seg, expires) for at, seg, expires in rows), now_ms)
 
 
 def sessions_since(

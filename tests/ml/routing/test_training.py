@@ -13,9 +13,8 @@ from sqlalchemy import Engine
 
 from opportune.cli import main
 from opportune.core.kpis import ReadinessThresholds
-from opportune.ml.routing_history import load_history
-from opportune.ml.routing_registry import RoutingRegistry
-from opportune.ml.routing_training import (
+from opportune.ml.routing.registry import RoutingRegistry
+from opportune.ml.routing.training import (
     HOLDOUT_SHARE,
     RoutingTrainingError,
     predict_candidates,
@@ -24,6 +23,7 @@ from opportune.ml.routing_training import (
 from opportune.sim.center_history import KPI_NAME, QUEUE, workspace_yaml, write_history
 from opportune.sim.contact_center import AGENT_SURPLUS, Center, Policy, SimResult, simulate
 from opportune.store.db import make_engine, migrate
+from opportune.store.routing_history import StoredRoutingHistory, load_history
 from opportune.workspace import Workspace, load_workspace
 
 DAY = 86_400_000
@@ -56,7 +56,7 @@ def _now(result: SimResult) -> int:
 def _train(engine: Engine, ws: Workspace, registry: RoutingRegistry, now: int, **kw: object):  # type: ignore[no-untyped-def]
     kw.setdefault("queue", QUEUE)
     return train_routing(
-        engine,
+        StoredRoutingHistory(engine),
         queues=ws.queues,
         agents=ws.agents,
         kpis=ws.kpis,
@@ -156,8 +156,8 @@ def test_the_server_loop_retrains_a_ready_queue_and_reports_the_new_version(
     import asyncio
     import time
 
+    from opportune.engine.retraining import routing_retrain_loop
     from opportune.engine.rules import RuleBook
-    from opportune.ml.routing_schedule import routing_retrain_loop
     from opportune.settings import Settings
 
     _center, result, ws = world

@@ -1,6 +1,6 @@
 """Training one outcome model: time split, LightGBM, calibration, baselines, model card.
 
-The examples of an outcome (:mod:`opportune.ml.examples`) are split by the visit's start
+The examples of an outcome (:mod:`opportune.ml.outcomes.examples`) are split by the visit's start
 time — the oldest visits train, then a validation slice (early stopping), a calibration
 slice, and the newest visits test — so the card's figures are those of a model scoring
 visits after everything it learned from, as it will in production. LightGBM learns the
@@ -40,8 +40,8 @@ from opportune.ml.calibration import (
     reliability,
     summary,
 )
-from opportune.ml.examples import OutcomeExamples
-from opportune.ml.features import FeatureSpec
+from opportune.ml.outcomes.examples import OutcomeExamples
+from opportune.ml.outcomes.features import FeatureSpec
 
 SPLITS = ("train", "validation", "calibration", "test")
 SHARES = (0.6, 0.1, 0.1, 0.2)  # of the visits, oldest to newest, in SPLITS order

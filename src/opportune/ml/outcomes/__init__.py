@@ -1,0 +1,1 @@
+"""Outcome models: what a visit is likely to achieve, from its live journey."""

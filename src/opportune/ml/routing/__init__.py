@@ -1,0 +1,1 @@
+"""KPI models of predictive routing: how a customer would fare with each agent."""
