@@ -4,7 +4,7 @@ event prefix, its features recorded at the very hook where serving scores.
 A visit is replayed with :meth:`Ruleset.step` and a recording scorer that calls
 :func:`~opportune.ml.outcomes.features.vector` — the pipeline's scorer hook, after the fold and
 before the rules — so a prefix's features in training are what serving computes at that
-moment (no train/serve skew by construction; ``tests/ml/test_outcome_model.py`` checks it
+moment (no train/serve skew by construction; ``tests/ml/outcomes/test_model.py`` checks it
 against the live pipeline). One replay serves every outcome: per outcome, the label of a
 prefix is "achieved at a later event of the same visit", and prefixes at or after the
 achieving event are left out (the outcome is known by then; serving stops scoring it).
