@@ -123,7 +123,18 @@ class Examples:
         return len(self.visit)
 
     def for_outcome(self, outcome: str) -> OutcomeExamples:
-        """The examples of ``outcome``: prefixes before its achievement, labelled."""
+        """The examples of ``outcome``: prefixes before its achievement, labelled.
+
+        One visit of three events, achieving ``signup`` at its second: only the first
+        prefix is an example (labelled 1); afterwards the outcome is known.
+
+        >>> spec = FeatureSpec()
+        >>> ex = Examples((spec,), [np.zeros((3, len(spec.names)))], np.array([0, 0, 0]),
+        ...               np.array([1, 2, 3]), ["s1"], np.array([0]), {"signup": np.array([1])})
+        >>> o = ex.for_outcome("signup")
+        >>> o.y.tolist(), o.prefix.tolist(), o.weight.tolist()
+        ([1.0], [1], [1.0])
+        """
         at = self.achieved[outcome][self.visit]
         rows = np.flatnonzero((at < 0) | (self.prefix - 1 < at))
         visit = self.visit[rows]

@@ -29,7 +29,13 @@ class LoadedRouting:
 
 
 class RoutingRegistry(VersionRegistry):
-    """KPI models by queue under ``root`` (``<data_dir>/routing-models``)."""
+    """KPI models by queue under ``root`` (``<data_dir>/routing-models``).
+
+    >>> import tempfile
+    >>> reg = RoutingRegistry(Path(tempfile.mkdtemp()))
+    >>> reg.active_routing("sales") is None, reg.versions("sales")
+    (True, [])
+    """
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)

@@ -82,7 +82,13 @@ def assess_benefit(
     seed: int = 0,
     n_boot: int = 400,
 ) -> dict[str, Any]:
-    """The benefit assessment of predictive routing over ``rows`` (see the module doc)."""
+    """The benefit assessment of predictive routing over ``rows`` (see the module doc).
+
+    Too few logged decisions give no estimate, and say so:
+
+    >>> assess_benefit(RoutingModel(), RoutingSpec("q", "csat", (), ()), [], {})["note"]
+    'fewer than 30 logged decisions with their candidates: no estimate'
+    """
     usable = [r for r in rows if r.candidates and r.agent_id in r.candidates]
     if len(usable) < 30:
         return {
