@@ -112,6 +112,17 @@ def ready_queues(
 
 
 @dataclass(frozen=True, slots=True)
+class Schedule:
+    """When the loop looks: first after ``first_check_s``, then every ``check_every_s``;
+    a model is due ``interval_s`` after its last training (``clock``: seconds)."""
+
+    interval_s: float = DEFAULT_INTERVAL_S
+    check_every_s: float = 600.0
+    first_check_s: float = 0.0
+    clock: Callable[[], float] = time.time
+
+
+@dataclass(frozen=True, slots=True)
 class Retraining:
     """What one kind of model's scheduled retraining needs: its registry, the names it
     trains now, which of the due ones are ready (blocking: run in a thread), and the
@@ -126,12 +137,8 @@ class Retraining:
 
 async def run_retraining(
     job: Retraining,
-    *,
-    interval_s: float = DEFAULT_INTERVAL_S,
-    check_every_s: float = 600.0,
-    first_check_s: float = 0.0,
+    schedule: Schedule = Schedule(),
     on_activated: Callable[[list[str]], Any] | None = None,
-    clock: Callable[[], float] = time.time,
 ) -> None:
     """Retrain ``job``'s models when due; run until cancelled.
 
@@ -142,13 +149,17 @@ async def run_retraining(
     """
     registry = job.registry
     attempted: dict[str, int] = {}
-    if first_check_s > 0:
-        await asyncio.sleep(first_check_s)
+    if schedule.first_check_s > 0:
+        await asyncio.sleep(schedule.first_check_s)
     while True:
         try:
-            now = int(clock() * 1000)
+            now = int(schedule.clock() * 1000)
             todo = due(
-                job.names(), registry.last_trained_at, attempted, interval_s=interval_s, now_ms=now
+                job.names(),
+                registry.last_trained_at,
+                attempted,
+                interval_s=schedule.interval_s,
+                now_ms=now,
             )
             runnable = await _in_thread(job.ready, todo, now) if todo else []
             if runnable:
@@ -163,7 +174,7 @@ async def run_retraining(
             raise
         except Exception:
             log.exception("scheduled %s retraining failed; trying again later", job.what)
-        await asyncio.sleep(check_every_s)
+        await asyncio.sleep(schedule.check_every_s)
 
 
 async def retrain_loop(
@@ -203,14 +214,8 @@ async def retrain_loop(
         ready,
         lambda names: train_command(settings, names, days, threads),
     )
-    await run_retraining(
-        job,
-        interval_s=interval_s,
-        check_every_s=check_every_s,
-        first_check_s=first_check_s,
-        on_activated=on_activated,
-        clock=clock,
-    )
+    schedule = Schedule(interval_s, check_every_s, first_check_s, clock)
+    await run_retraining(job, schedule, on_activated)
 
 
 async def routing_retrain_loop(
@@ -234,14 +239,8 @@ async def routing_retrain_loop(
         lambda names, now: ready_queues(engine, rules, names, now, days, thresholds),
         lambda names: routing_train_command(settings, names, days),
     )
-    await run_retraining(
-        job,
-        interval_s=interval_s,
-        check_every_s=check_every_s,
-        first_check_s=first_check_s,
-        on_activated=on_activated,
-        clock=clock,
-    )
+    schedule = Schedule(interval_s, check_every_s, first_check_s, clock)
+    await run_retraining(job, schedule, on_activated)
 
 
 async def _in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -21,7 +21,7 @@ from opportune.core.journey import Scalar
 from opportune.core.session import landing_attributes
 from opportune.ml.outcomes.visits import HistoryCounts, Settle, Visit, VisitSource
 from opportune.store.db import make_engine
-from opportune.store.facts import journey_event, session_facts
+from opportune.store.facts import EVENT_COLUMNS, journey_event, session_facts
 from opportune.store.schema import (
     events,
     identity_log,
@@ -33,15 +33,6 @@ from opportune.store.schema import visitors as visitors_t
 
 # Identity-log kinds that link a visitor to a customer (when it became "identified").
 _LINKS = ("link", "switch")
-_EVENT_COLS = (
-    events.c.type,
-    events.c.ts,
-    events.c.url,
-    events.c.name,
-    events.c.query,
-    events.c.data,
-    events.c.event_id,
-)
 # An assigned row as the pools keep it: (at, segment, expires at, row id).
 _Assigned = tuple[int, str, int, int]
 
@@ -272,7 +263,7 @@ def stored_visits(
         conn, visitors, sorted({r.customer_id for r in rows if r.customer_id})
     )
     stmt = (
-        select(*_EVENT_COLS, events.c.received_at)
+        select(*EVENT_COLUMNS, events.c.received_at)
         .where(
             events.c.visitor_id == bindparam("vid"),
             events.c.ts >= bindparam("start"),
