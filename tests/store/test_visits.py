@@ -44,7 +44,7 @@ def _event(sid: str, vid: str, eid: str, type_: str, ts: int, received: int) -> 
     }  # fmt: skip
 
 
-def _history(engine: Engine) -> None:
+def _history(engine: Engine, *, linked_at: int = 5000) -> None:
     """v1 visits twice: first anonymous (linked to c1 between the visits, which fills in
     customer_id on the first visit's row too), then identified. v2, c1's other device,
     was assigned to a customer-scope segment before the window."""
@@ -88,9 +88,10 @@ def _history(engine: Engine) -> None:
         )  # fmt: skip
         conn.execute(
             identity_log.insert().values(
-                at=5000, site_id=SITE, kind="link", visitor_id="v1", customer_id="c1", detail={}
+                at=linked_at, site_id=SITE, kind="link", visitor_id="v1", customer_id="c1",
+                detail={},
             )
-        )
+        )  # fmt: skip
         conn.execute(
             segment_changes.insert().values(
                 site_id=SITE, segment="vip", change="assigned", at=150, expires_at=100_000,
@@ -122,6 +123,16 @@ def test_stored_visits_begin_with_what_the_pipeline_knew(engine: Engine) -> None
     assert second.past_outcomes == {"signup": 1}
     assert second.assignments == {"vip": [150, 100_000]}
     assert second.merges == []
+
+
+def test_a_visitor_identified_mid_visit_gets_its_customers_segments_from_the_next_batch(
+    engine: Engine,
+) -> None:
+    _history(engine, linked_at=1450)  # after e2's batch was received, before e3's
+    with engine.connect() as conn:
+        first, _second = stored_visits(conn, since_ms=900, until_ms=20_000)
+    assert "identified" not in first.facts and first.assignments == {}
+    assert first.merges == [(2, {"vip": [150, 100_000]})]
 
 
 def test_partitions_split_the_visits_and_the_counts_match(engine: Engine) -> None:

@@ -18,13 +18,12 @@ from opportune.api.app import EXAMPLE_WORKSPACE, _identify
 from opportune.cli import main
 from opportune.engine.enrichment import GeoResolver
 from opportune.engine.ingest import Ingestor
-from opportune.engine.retraining import outcome_docs, retrain_loop, train_command
+from opportune.engine.retraining import outcome_docs, retrain_loop
 from opportune.engine.rules import RuleBook
 from opportune.ml.outcomes.model import TrainingConfig
 from opportune.ml.outcomes.readiness import Readiness, readiness
 from opportune.ml.outcomes.registry import ModelRegistry
 from opportune.ml.outcomes.training import scoring_enabled, train_outcomes
-from opportune.ml.schedule import retrain_due
 from opportune.settings import Settings
 from opportune.sim.web import generate, to_batches
 from opportune.store.db import make_engine, migrate
@@ -72,34 +71,6 @@ def test_the_status_names_the_active_model_or_says_scoring_is_off() -> None:
     off = readiness("o", ScoringDoc(), sessions=5000, achievements=500)
     assert off.ready and off.status == "scoring not enabled"
     assert Readiness("o", True, 10, 10, 5, 5).ready
-
-
-@pytest.mark.parametrize(
-    ("last", "interval_s", "now", "due"),
-    [
-        (None, 86_400, NOW, True),
-        (NOW, 86_400, NOW, False),
-        (NOW - 86_400_000 + 1, 86_400, NOW, False),
-        (NOW - 86_400_000, 86_400, NOW, True),
-        (NOW - 3_600_000, 3_600, NOW, True),
-        (NOW + 60_000, 86_400, NOW, False),  # a clock that went back: not due
-    ],
-)
-def test_retraining_is_due_once_the_interval_has_passed(
-    last: int | None, interval_s: float, now: int, due: bool
-) -> None:
-    assert retrain_due(last, interval_s, now) is due
-
-
-def test_the_scheduled_command_is_the_cli_with_the_servers_settings(tmp_path: Path) -> None:
-    s = Settings(data_dir=tmp_path, database_url="sqlite:///x.db", workspace=tmp_path)
-    cmd = train_command(s, ["loan_submitted", "quote_requested"], 30)
-    i = cmd.index("-m")
-    assert cmd[i + 1 : i + 3] == ["opportune.cli", "train"]
-    tail = " ".join(cmd[i + 3 :])
-    assert f"--data-dir {tmp_path}" in tail and "--database-url sqlite:///x.db" in tail
-    assert "--outcome loan_submitted --outcome quote_requested" in tail
-    assert "--days 30" in tail
 
 
 def _no_sync(dbapi_conn: Any, _record: Any) -> None:
