@@ -36,10 +36,11 @@ from opportune.core.journey import Journey
 from opportune.core.pacing import PacingTarget, QueueOutlook
 from opportune.engine.rules import RuleBook
 from opportune.engine.scoring import OutcomeScorer
-from opportune.ml.examples import build_sim_examples, spec_for
-from opportune.ml.outcome_model import TrainingConfig, train_outcome_model
-from opportune.ml.registry import ModelRegistry
+from opportune.ml.outcomes.features import spec_for
+from opportune.ml.outcomes.model import TrainingConfig, train_outcome_model
+from opportune.ml.outcomes.registry import ModelRegistry
 from opportune.sim.web import generate
+from opportune.sim.web_history import build_sim_examples
 from opportune.workspace import load_workspace
 
 SCORED = ("loan_submitted", "quote_requested", "demo_booked", "purchase_confirmed")

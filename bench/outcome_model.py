@@ -11,7 +11,7 @@ and 10 events for the model and both ceilings. Then the training time for
 ``LoadedModel.predict_one`` (p50/p99).
 
 The examples come from the simulator through the same replay code as stored visits
-(``ml.examples.build_sim_examples``; the tests check it equals the path through the
+(``sim.web_history.build_sim_examples``; the tests check it equals the path through the
 database). Aims: AUC within 0.02 of the oracle (read here as the observer's ceiling), ECE
 <= 0.02, training 100k visits in under 2 minutes, scoring p99 <= 200 µs.
 
@@ -41,13 +41,13 @@ from opportune.api.app import EXAMPLE_WORKSPACE
 from opportune.core.session import session_id_for
 from opportune.engine.rules import RuleBook
 from opportune.ml.calibration import PREFIX_LENGTHS, auc_by_prefix, summary
-from opportune.ml.examples import build_sim_examples, spec_for
-from opportune.ml.history import SimHistory
-from opportune.ml.outcome_model import TrainingConfig, train_outcome_model
-from opportune.ml.registry import ModelRegistry
+from opportune.ml.outcomes.features import spec_for
+from opportune.ml.outcomes.model import TrainingConfig, train_outcome_model
+from opportune.ml.outcomes.registry import ModelRegistry
 from opportune.sim.personas import OUTCOMES
 from opportune.sim.posterior import observable_probabilities
 from opportune.sim.web import SimSession, generate
+from opportune.sim.web_history import SimHistory, build_sim_examples
 from opportune.workspace import load_workspace
 
 START = 1_750_000_000_000

@@ -33,7 +33,7 @@ from scipy import sparse
 from scipy.optimize import linprog
 
 from opportune.core.routing import PredictiveSettings
-from opportune.ml.routing_model import RoutingModel, TrainingSet
+from opportune.ml.routing.model import RoutingModel, TrainingSet
 from opportune.sim.center import AGENT_SURPLUS, INTERACTION_SURPLUS, Arrival, Center, CenterConfig
 from opportune.sim.contact_center import Policy, SimResult, oracle_scorer, simulate, training_set
 

@@ -29,19 +29,6 @@ PENDING: frozenset[str] = frozenset(
         "opportune.engine.rules",
         "opportune.engine.scoring",
         "opportune.engine.webhooks",
-        "opportune.ml.booster",
-        "opportune.ml.calibration",
-        "opportune.ml.evaluation",
-        "opportune.ml.examples",
-        "opportune.ml.features",
-        "opportune.ml.history",
-        "opportune.ml.outcome_model",
-        "opportune.ml.routing_history",
-        "opportune.ml.routing_model",
-        "opportune.ml.routing_registry",
-        "opportune.ml.routing_schedule",
-        "opportune.ml.routing_training",
-        "opportune.ml.training",
     }
 )
 

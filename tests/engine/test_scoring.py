@@ -14,7 +14,7 @@ from opportune.core.journey import Journey
 from opportune.engine import scoring
 from opportune.engine.scoring import OutcomeScorer
 from opportune.ml.booster import PackedRow, RowPredictor
-from opportune.ml.features import FeatureSpec
+from opportune.ml.outcomes.features import FeatureSpec
 
 
 class FakeModel:

@@ -16,13 +16,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from opportune.api.app import EXAMPLE_WORKSPACE, create_app
-from opportune.ml.routing_registry import RoutingRegistry
-from opportune.ml.routing_training import train_routing
+from opportune.ml.routing.registry import RoutingRegistry
+from opportune.ml.routing.training import train_routing
 from opportune.settings import Settings
 from opportune.sim.center import AGENT_SURPLUS, Center
 from opportune.sim.center_history import QUEUE, workspace_yaml, write_history
 from opportune.sim.contact_center import Policy, SimResult, simulate
 from opportune.store.db import make_engine, migrate
+from opportune.store.routing_history import StoredRoutingHistory
 from opportune.store.schema import interactions
 from opportune.workspace import load_workspace
 
@@ -48,7 +49,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     write_history(engine, result)
     w = load_workspace(ws)
     r = train_routing(
-        engine,
+        StoredRoutingHistory(engine),
         queue=QUEUE,
         queues=w.queues,
         agents=w.agents,

@@ -15,11 +15,12 @@ from fastapi.testclient import TestClient
 
 from opportune.api.app import EXAMPLE_WORKSPACE, create_app
 from opportune.engine.rules import RuleBook
-from opportune.ml.examples import build_sim_examples, spec_for
-from opportune.ml.outcome_model import TrainingConfig, train_outcome_model
-from opportune.ml.registry import ModelRegistry
+from opportune.ml.outcomes.features import spec_for
+from opportune.ml.outcomes.model import TrainingConfig, train_outcome_model
+from opportune.ml.outcomes.registry import ModelRegistry
 from opportune.settings import Settings
 from opportune.sim.web import generate
+from opportune.sim.web_history import build_sim_examples
 from opportune.workspace import load_workspace
 
 KEY = {"X-API-Key": "k"}

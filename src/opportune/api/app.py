@@ -149,13 +149,14 @@ def build_runtime(settings: Settings, *, auto_migrate: bool = True) -> Runtime:
 
 def _scorer(settings: Settings, rules: RuleBook) -> OutcomeScorer:
     """The active models of the scoring-enabled outcomes, from ``DATA_DIR/models``."""
-    from opportune.ml.registry import ModelRegistry
-    from opportune.ml.training import scoring_enabled
+    from opportune.engine.retraining import outcome_docs
+    from opportune.ml.outcomes.registry import ModelRegistry
+    from opportune.ml.outcomes.training import scoring_enabled
 
     registry = ModelRegistry(settings.data_dir / "models")
 
     def enabled() -> list[str]:
-        return scoring_enabled(rules)
+        return scoring_enabled(outcome_docs(rules))
 
     return OutcomeScorer(
         lambda: registry.active_models(enabled()),
@@ -234,8 +235,8 @@ class _Tasks:
             self._start_retraining(loop)
 
     def _start_retraining(self, loop: asyncio.AbstractEventLoop) -> None:
-        from opportune.ml.routing_schedule import routing_retrain_loop
-        from opportune.ml.schedule import FIRST_CHECK_AFTER_S, retrain_loop
+        from opportune.engine.retraining import retrain_loop, routing_retrain_loop
+        from opportune.ml.schedule import FIRST_CHECK_AFTER_S
 
         rt, settings = self.runtime, self.runtime.settings
         interval_s = settings.retrain_interval_h * 3600
@@ -302,7 +303,7 @@ def _include_admin(app: FastAPI, runtime: Runtime) -> None:
     from opportune.api.routing import routing_router
     from opportune.engine.router import Router
     from opportune.engine.routing_scorer import KpiScorer
-    from opportune.ml.routing_registry import RoutingRegistry
+    from opportune.ml.routing.registry import RoutingRegistry
 
     settings, ingestor, ws = runtime.settings, runtime.ingestor, runtime.workspace
     require_api_key = api_key_dependency(settings.api_key)

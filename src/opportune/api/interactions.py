@@ -17,7 +17,7 @@ from opportune.api.auth import admin_router
 from opportune.api.errors import error
 from opportune.api.inputs import CamelIn, now_ms
 from opportune.engine.router import Assigned, Router, RoutingError
-from opportune.ml.routing_history import decode_features
+from opportune.ml.routing.features import decode_features
 from opportune.store import interactions as store
 
 _ID = r"^[A-Za-z0-9_.:-]{1,64}$"

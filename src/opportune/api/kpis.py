@@ -15,7 +15,7 @@ from opportune.api.inputs import CamelIn, now_ms
 from opportune.core.kpis import ReadinessThresholds, history_stats, readiness
 from opportune.engine.router import Router
 from opportune.engine.rules import ReadOnlyDefinition, RuleBook
-from opportune.ml.routing_history import load_history
+from opportune.store.routing_history import load_history
 from opportune.workspace.engagement import KpiDoc, QueueKpiDoc, kpi_fits_queue
 
 

@@ -17,10 +17,11 @@ from opportune.core.kpis import KPI
 from opportune.core.routing import abandonment_rate, average_speed_of_answer, service_level
 from opportune.core.valuation import compare, summarise
 from opportune.engine.router import Router
-from opportune.ml.routing_history import HistoryRow, load_history
-from opportune.ml.routing_registry import LoadedRouting, RoutingRegistry
-from opportune.ml.routing_training import assess_benefit
+from opportune.ml.routing.features import HistoryRow
+from opportune.ml.routing.registry import LoadedRouting, RoutingRegistry
+from opportune.ml.routing.training import assess_benefit
 from opportune.store import interactions as store
+from opportune.store.routing_history import load_history
 
 DAY_MS = 86_400_000
 # Interactions of each arm: KPI labels, waits and handle times.

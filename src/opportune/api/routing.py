@@ -14,7 +14,7 @@ from opportune.api.interactions import JourneyFn, interactions_router
 from opportune.api.kpis import kpis_router
 from opportune.api.queues import queues_router
 from opportune.engine.router import Router
-from opportune.ml.routing_registry import RoutingRegistry
+from opportune.ml.routing.registry import RoutingRegistry
 
 
 def routing_router(

@@ -97,11 +97,18 @@ def _demo_models(settings: Settings, opts: dict[str, Any], days: int, per_day: i
     history backfilled for them (its visitors may come back live), or None."""
     # As in `train`: LightGBM's OpenMP threads must not spin (set before it is loaded).
     quiet_openmp()
-    from opportune.ml.training import DAY_MS, DEFAULT_DAYS, check_readiness, scoring_enabled
+    from opportune.engine.retraining import outcome_docs
+    from opportune.ml.outcomes.training import (
+        DAY_MS,
+        DEFAULT_DAYS,
+        check_readiness,
+        scoring_enabled,
+    )
+    from opportune.store.visits import StoredVisits
 
     engine, rules, registry, timeout_ms = training_context(opts)
     try:
-        enabled = scoring_enabled(rules)
+        enabled = scoring_enabled(outcome_docs(rules))
         missing = [o for o in enabled if registry.active_version(o) is None]
         if not missing:
             if enabled:
@@ -111,7 +118,9 @@ def _demo_models(settings: Settings, opts: dict[str, Any], days: int, per_day: i
         started = time.perf_counter()
         now = int(time.time() * 1000)
         window = {"since_ms": now - DEFAULT_DAYS * DAY_MS, "until_ms": now - timeout_ms}
-        ready = check_readiness(engine, rules, registry, missing, **window)
+        ready = check_readiness(
+            StoredVisits(engine), outcome_docs(rules), registry, missing, **window
+        )
         simulator = None
         if not all(r.ready for r in ready.values()):
             click.echo(
@@ -130,7 +139,7 @@ def _train_missing(
     engine: Any, rules: Any, registry: Any, timeout_ms: int, missing: list[str], started: float
 ) -> None:
     """Train and activate the ``missing`` models, forced, unless another process trains."""
-    from opportune.ml.outcome_model import headline
+    from opportune.ml.outcomes.model import headline
 
     click.echo(f"training {len(missing)} outcome model(s)...")
     t = time.perf_counter()

@@ -15,7 +15,7 @@ def models() -> None:
 
 
 def _registry(opts: dict[str, Any]) -> Any:
-    from opportune.ml.registry import ModelRegistry
+    from opportune.ml.outcomes.registry import ModelRegistry
 
     return ModelRegistry(settings_from(**opts).data_dir / "models")
 

@@ -25,7 +25,7 @@ def training_context(opts: dict[str, Any]) -> tuple[Any, Any, Any, int]:
     session timeout of the workspace's sites (visits younger than that may not be over)."""
     from opportune.api.app import EXAMPLE_WORKSPACE
     from opportune.engine.rules import RuleBook
-    from opportune.ml.registry import ModelRegistry
+    from opportune.ml.outcomes.registry import ModelRegistry
     from opportune.workspace import ConfigError, load_workspace
 
     settings = settings_from(**opts)
@@ -64,12 +64,15 @@ def train_now(
 ) -> list[Any]:
     """``train_outcomes`` as of now with ``threads`` LightGBM threads (a progress bar on a
     terminal); ``window``: its ``days``, when not the default."""
-    from opportune.ml.outcome_model import TrainingConfig
-    from opportune.ml.training import train_outcomes
+    from opportune.engine.retraining import outcome_docs
+    from opportune.ml.outcomes.model import TrainingConfig
+    from opportune.ml.outcomes.training import train_outcomes
+    from opportune.store.visits import StoredVisits
 
     return train_outcomes(
-        engine,
-        rules,
+        StoredVisits(engine),
+        rules.ruleset,
+        outcome_docs(rules),
         registry,
         now_ms=int(time.time() * 1000),
         outcomes=outcomes,
@@ -126,13 +129,14 @@ def _train_outcomes(
     outcomes: tuple[str, ...], days: int, force: bool, threads: int, opts: dict[str, Any]
 ) -> None:
     quiet_openmp()
-    from opportune.ml.outcome_model import TrainingError, headline
-    from opportune.ml.training import scoring_enabled
+    from opportune.engine.retraining import outcome_docs
+    from opportune.ml.outcomes.model import TrainingError, headline
+    from opportune.ml.outcomes.training import scoring_enabled
 
     if days < 1:
         fail("--days must be at least 1", 2)
     engine, rules, registry, timeout_ms = training_context(opts)
-    names = list(outcomes) or scoring_enabled(rules)
+    names = list(outcomes) or scoring_enabled(outcome_docs(rules))
     if not names:
         click.echo(
             "no outcome has scoring enabled (scoring: {enabled: true} in its document); "
@@ -182,8 +186,9 @@ def _routing_queues(all_queues: Any, all_kpis: Any, queues: tuple[str, ...]) -> 
 
 
 def _train_routing(queues: tuple[str, ...], days: int, force: bool, opts: dict[str, Any]) -> None:
-    from opportune.ml.routing_registry import RoutingRegistry
-    from opportune.ml.routing_training import RoutingTrainingError, train_routing
+    from opportune.ml.routing.registry import RoutingRegistry
+    from opportune.ml.routing.training import RoutingTrainingError, train_routing
+    from opportune.store.routing_history import StoredRoutingHistory
 
     if days < 1:
         fail("--days must be at least 1", 2)
@@ -199,7 +204,7 @@ def _train_routing(queues: tuple[str, ...], days: int, force: bool, opts: dict[s
         for name in names:
             try:
                 r = train_routing(
-                    engine,
+                    StoredRoutingHistory(engine),
                     queue=name,
                     queues=all_queues,
                     agents=rules.workspace.agents,

@@ -35,6 +35,7 @@ from opportune.store.facts import (
     session_history,
 )
 from opportune.store.schema import events, sessions
+from opportune.store.visits import session_row
 from opportune.store.writer import GroupCommitWriter, IdentifyOp, WriteJob
 from opportune.workspace import Site, Workspace
 
@@ -663,30 +664,6 @@ def _scores(j: Journey) -> dict[str, dict[str, float]]:
 
 
 def _session_row(sid: str, site_id: str, vid: str, customer_id: str | None, ts: int) -> dict:
-    return {
-        "id": sid,
-        "site_id": site_id,
-        "visitor_id": vid,
-        "customer_id": customer_id,
-        "number": 0,
-        "started_at": ts,
-        "last_event_at": ts,
-        "event_count": 0,
-        "page_count": 0,
-        "landing_url": None,
-        "referrer": None,
-        "referrer_domain": None,
-        "utm_source": None,
-        "utm_medium": None,
-        "utm_campaign": None,
-        "utm_term": None,
-        "utm_content": None,
-        "device_type": None,
-        "browser": None,
-        "os": None,
-        "country": None,
-        "region": None,
-        "city": None,
-        "locale": None,
-        "timezone": None,
-    }
+    return session_row(
+        session_id=sid, site_id=site_id, visitor_id=vid, customer_id=customer_id, ts=ts
+    )

@@ -37,7 +37,7 @@ from opportune.core.routing import (
 from opportune.core.valuation import assign_arm
 from opportune.engine.routing_scorer import KpiScorer
 from opportune.engine.rules import RuleBook
-from opportune.ml.routing_history import decode_features
+from opportune.ml.routing.features import decode_features
 from opportune.store import interactions as store
 from opportune.workspace.engagement import AgentDoc, KpiDoc, QueueDoc
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from opportune.core.predictive import Posterior
 from opportune.core.routing import Agent, Interaction
-from opportune.ml.routing_registry import LoadedRouting, RoutingRegistry
+from opportune.ml.routing.registry import LoadedRouting, RoutingRegistry
 from opportune.workspace.engagement import AgentDoc
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ class KpiScorer:
 
     >>> import tempfile
     >>> from pathlib import Path
-    >>> from opportune.ml.routing_registry import RoutingRegistry
+    >>> from opportune.ml.routing.registry import RoutingRegistry
     >>> scorer = KpiScorer(RoutingRegistry(Path(tempfile.mkdtemp())), {}, ["loans"])
     >>> scorer.has("loans"), scorer.version("loans"), scorer.posteriors("loans")
     (False, None, {})

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from opportune.core.journey import Journey
 from opportune.ml.booster import PackedRow
-from opportune.ml.features import FeatureSpec, vector
+from opportune.ml.outcomes.features import FeatureSpec, vector
 
 log = logging.getLogger(__name__)
 

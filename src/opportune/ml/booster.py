@@ -157,6 +157,15 @@ class RowPredictor:
 
 
 def raw_scores(booster: lgb.Booster, X: np.ndarray, num_threads: int = 0) -> np.ndarray:
+    """Raw scores (log-odds) of many rows; ``num_threads`` 0 is LightGBM's default.
+
+    >>> X = np.array([[0.0], [1.0]] * 20); y = np.array([0, 1] * 20)
+    >>> params = {"objective": "binary", "verbose": -1, "min_data_in_leaf": 1}
+    >>> b = lgb.train(params, lgb.Dataset(X, y), num_boost_round=2)
+    >>> s = raw_scores(b, X[:2], num_threads=1)
+    >>> bool(s[0] < s[1]), RowPredictor(b.model_to_string(), 1)([1.0]) == float(s[1])
+    (True, True)
+    """
     """Raw scores (log-odds) of many rows at once (evaluation; 0 threads: LightGBM's
     default)."""
     out = booster.predict(X, raw_score=True, num_threads=num_threads)

@@ -52,6 +52,13 @@ class Isotonic:
 
 @dataclass(frozen=True, slots=True)
 class Platt:
+    """Logistic calibration of a raw score.
+
+    >>> cal = calibrator_from_json(Platt(1.0, 0.0).to_json())
+    >>> round(cal(0.0), 3), cal.many(np.array([0.0])).round(3).tolist()
+    (0.5, [0.5])
+    """
+
     """A logistic map ``1 / (1 + exp(-(a * raw + b)))`` (Platt scaling)."""
 
     a: float

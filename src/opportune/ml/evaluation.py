@@ -22,6 +22,11 @@ def auc(y: Sequence[float] | np.ndarray, p: Sequence[float] | np.ndarray) -> flo
 
 
 def brier(y: Sequence[float] | np.ndarray, p: Sequence[float] | np.ndarray) -> float:
+    """Mean squared error of probabilities; ``nan`` on no rows.
+
+    >>> brier([0, 1], [0.0, 0.5]), brier([], [])
+    (0.125, nan)
+    """
     yy, pp = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
     return float(np.mean((pp - yy) ** 2)) if len(yy) else math.nan
 
@@ -33,6 +38,11 @@ def log_loss(y: Sequence[float] | np.ndarray, p: Sequence[float] | np.ndarray) -
 
 
 def rmse(y: Sequence[float] | np.ndarray, pred: Sequence[float] | np.ndarray) -> float:
+    """Root mean squared error of amounts.
+
+    >>> rmse([1, 3], [2, 2])
+    1.0
+    """
     yy, pp = np.asarray(y, dtype=float), np.asarray(pred, dtype=float)
     return float(np.sqrt(np.mean((pp - yy) ** 2))) if len(yy) else math.nan
 

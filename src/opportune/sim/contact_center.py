@@ -35,7 +35,7 @@ from opportune.core.routing import (
     wake_times,
 )
 from opportune.core.valuation import assign_arm
-from opportune.ml.routing_model import TrainingSet
+from opportune.ml.routing.model import TrainingSet
 from opportune.sim.center import (
     DAY_MS,
     HOUR_MS,

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection
 
+from opportune.core.assignments import fold_assignments
 from opportune.core.conditions import Context
 from opportune.core.journey import JourneyEvent
 from opportune.store.schema import (
@@ -40,7 +41,8 @@ SESSION_FACTS = {
     "utm_term": "utmTerm",
     "utm_content": "utmContent",
 }
-_EVENT_COLS = (
+# The columns an event is replayed from, as :func:`journey_event` reads them.
+EVENT_COLUMNS = (
     events.c.type,
     events.c.ts,
     events.c.url,
@@ -74,23 +76,29 @@ def session_history(
     srow = conn.execute(select(sessions).where(sessions.c.id == session_id)).first()
     if srow is None:
         return None
-    rows = conn.execute(
-        select(*_EVENT_COLS)
-        .where(
-            events.c.visitor_id == srow.visitor_id,
-            events.c.ts >= srow.started_at,
-            events.c.ts <= srow.last_event_at,
-            events.c.session_id == session_id,
-        )
-        .order_by(events.c.received_at, events.c.seq, events.c.ts)
-    ).all()
     traits: dict[str, Any] = {}
     if srow.customer_id:
         t = conn.execute(
             select(customers.c.traits).where(customers.c.id == srow.customer_id)
         ).scalar()
         traits = dict(t or {})
-    return srow, [journey_event(r) for r in rows], traits
+    return srow, _events_of(conn, srow), traits
+
+
+def _events_of(conn: Connection, srow: Any) -> list[JourneyEvent]:
+    """A stored visit's events in the order the pipeline processed them (one primary-key
+    range of its visitor's)."""
+    rows = conn.execute(
+        select(*EVENT_COLUMNS)
+        .where(
+            events.c.visitor_id == srow.visitor_id,
+            events.c.ts >= srow.started_at,
+            events.c.ts <= srow.last_event_at,
+            events.c.session_id == srow.id,
+        )
+        .order_by(events.c.received_at, events.c.seq, events.c.ts)
+    ).all()
+    return [journey_event(r) for r in rows]
 
 
 def recorded_state(conn: Connection, session_id: str) -> tuple[dict[str, int], dict[str, list]]:
@@ -146,16 +154,12 @@ def active_assignments(
                 select(visitors.c.id).where(visitors.c.customer_id == customer_id)
             ),
         )
-    out: dict[str, list[int]] = {}
-    for seg, at, expires in conn.execute(
-        select(segment_changes.c.segment, segment_changes.c.at, segment_changes.c.expires_at)
+    rows = conn.execute(
+        select(segment_changes.c.at, segment_changes.c.segment, segment_changes.c.expires_at)
         .where(and_(segment_changes.c.change == "assigned", who))
         .order_by(segment_changes.c.at)
-    ):
-        prior = out.get(seg)
-        since = prior[0] if prior is not None and prior[1] > at else at
-        out[seg] = [since, max(expires, prior[1] if prior else 0)]
-    return {k: v for k, v in out.items() if v[1] > now_ms}
+    )
+    return fold_assignments(((at, seg, expires) for at, seg, expires in rows), now_ms)
 
 
 def sessions_since(
@@ -172,22 +176,13 @@ def sessions_since(
     if limit:
         q = q.limit(limit)
     for srow in conn.execute(q).all():
-        rows = conn.execute(
-            select(*_EVENT_COLS)
-            .where(
-                events.c.visitor_id == srow.visitor_id,
-                events.c.ts >= srow.started_at,
-                events.c.ts <= srow.last_event_at,
-                events.c.session_id == srow.id,
-            )
-            .order_by(events.c.received_at, events.c.seq, events.c.ts)
-        ).all()
-        if not rows:
+        evs = _events_of(conn, srow)
+        if not evs:
             continue
         facts = session_facts(srow._mapping)
         if srow.customer_id:
             facts["identified"] = True
         yield (
             Context(facts=facts, visit_number=srow.number, started_at=srow.started_at),
-            [journey_event(r) for r in rows],
+            evs,
         )

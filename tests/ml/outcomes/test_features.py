@@ -12,10 +12,9 @@ import pytest
 
 from opportune.api.app import EXAMPLE_WORKSPACE
 from opportune.core.journey import WORD_BUCKETS, Journey, JourneyEvent, fold, word_buckets
+from opportune.engine.retraining import retrain_loop
 from opportune.engine.rules import RuleBook
-from opportune.ml.examples import spec_for
-from opportune.ml.features import BASE, LAYOUT, FeatureSpec, vector
-from opportune.ml.schedule import retrain_loop
+from opportune.ml.outcomes.features import BASE, LAYOUT, FeatureSpec, spec_for, vector
 from opportune.settings import Settings
 from opportune.store.db import make_engine, migrate
 from opportune.workspace import load_workspace

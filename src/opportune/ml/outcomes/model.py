@@ -1,6 +1,6 @@
 """Training one outcome model: time split, LightGBM, calibration, baselines, model card.
 
-The examples of an outcome (:mod:`opportune.ml.examples`) are split by the visit's start
+The examples of an outcome (:mod:`opportune.ml.outcomes.examples`) are split by the visit's start
 time — the oldest visits train, then a validation slice (early stopping), a calibration
 slice, and the newest visits test — so the card's figures are those of a model scoring
 visits after everything it learned from, as it will in production. LightGBM learns the
@@ -40,8 +40,8 @@ from opportune.ml.calibration import (
     reliability,
     summary,
 )
-from opportune.ml.examples import OutcomeExamples
-from opportune.ml.features import FeatureSpec
+from opportune.ml.outcomes.examples import OutcomeExamples
+from opportune.ml.outcomes.features import FeatureSpec
 
 SPLITS = ("train", "validation", "calibration", "test")
 SHARES = (0.6, 0.1, 0.1, 0.2)  # of the visits, oldest to newest, in SPLITS order
@@ -147,7 +147,11 @@ def _counts(ex: OutcomeExamples) -> dict[str, Any]:
 
 
 def visit_maxima(p: np.ndarray, visit: np.ndarray) -> np.ndarray:
-    """The highest probability of each visit (sorted ascending)."""
+    """The highest probability of each visit (sorted ascending).
+
+    >>> visit_maxima(np.array([0.1, 0.7, 0.2, 0.4]), np.array([0, 0, 1, 1])).tolist()
+    [0.4, 0.7]
+    """
     if not len(p):
         return np.zeros(0)
     order = np.argsort(visit, kind="stable")
@@ -158,7 +162,11 @@ def visit_maxima(p: np.ndarray, visit: np.ndarray) -> np.ndarray:
 
 def downsample_sorted(values: np.ndarray, points: int) -> list[float]:
     """At most ``points`` values at evenly spaced ranks of a sorted array, the smallest and
-    largest kept: the share below any p stays within 1/points of the full array's."""
+    largest kept: the share below any p stays within 1/points of the full array's.
+
+    >>> downsample_sorted(np.arange(10.0), 3)
+    [0.0, 4.0, 9.0]
+    """
     if len(values) <= points:
         return [float(v) for v in values]
     idx = np.round(np.linspace(0, len(values) - 1, points)).astype(int)
@@ -276,6 +284,17 @@ def _fit(
     return booster.model_to_string(num_iteration=best), int(best)
 
 
+def _data_card(ex: OutcomeExamples, parts: dict[str, OutcomeExamples]) -> dict[str, Any]:
+    """The card's account of the data: counts overall and per split, label and weights."""
+    return {
+        **_counts(ex),
+        "splits": {k: _counts(v) for k, v in parts.items()},
+        "label": "achieved at a later event of the same visit",
+        "weighting": "each visit weighs 1 in training (1 / its examples); "
+        "figures count every test prefix once",
+    }
+
+
 def train_outcome_model(
     ex: OutcomeExamples,
     config: TrainingConfig | None = None,
@@ -326,13 +345,7 @@ def train_outcome_model(
         "outcome": ex.outcome,
         "trainedAt": _iso(now_ms if now_ms is not None else time.time() * 1000),
         "trainedAtMs": int(now_ms if now_ms is not None else time.time() * 1000),
-        "data": {
-            **_counts(ex),
-            "splits": {k: _counts(v) for k, v in parts.items()},
-            "label": "achieved at a later event of the same visit",
-            "weighting": "each visit weighs 1 in training (1 / its examples); "
-            "figures count every test prefix once",
-        },
+        "data": _data_card(ex, parts),
         "model": {
             "kind": "lightgbm",
             "version": lgb.__version__,

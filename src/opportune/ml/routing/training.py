@@ -29,14 +29,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine
 
 from opportune.core.kpis import DAY_MS, ReadinessThresholds, history_stats, readiness
 from opportune.core.valuation import benefit
 from opportune.ml.evaluation import log_loss, rmse
-from opportune.ml.routing_history import HistoryRow, RoutingSpec, load_history
-from opportune.ml.routing_model import RoutingModel
-from opportune.ml.routing_registry import LoadedRouting, RoutingRegistry
+from opportune.ml.routing.features import HistoryRow, RoutingHistory, RoutingSpec
+from opportune.ml.routing.model import RoutingModel
+from opportune.ml.routing.registry import LoadedRouting, RoutingRegistry
 from opportune.workspace.engagement import AgentDoc, KpiDoc, QueueDoc
 
 HOLDOUT_SHARE = 0.2
@@ -83,7 +82,13 @@ def assess_benefit(
     seed: int = 0,
     n_boot: int = 400,
 ) -> dict[str, Any]:
-    """The benefit assessment of predictive routing over ``rows`` (see the module doc)."""
+    """The benefit assessment of predictive routing over ``rows`` (see the module doc).
+
+    Too few logged decisions give no estimate, and say so:
+
+    >>> assess_benefit(RoutingModel(), RoutingSpec("q", "csat", (), ()), [], {})["note"]
+    'fewer than 30 logged decisions with their candidates: no estimate'
+    """
     usable = [r for r in rows if r.candidates and r.agent_id in r.candidates]
     if len(usable) < 30:
         return {
@@ -143,8 +148,33 @@ def _loss(model: RoutingModel, spec: RoutingSpec, rows: Sequence[HistoryRow], ag
     return log_loss(data.labels, pred) if model.binary else rmse(data.labels, pred)
 
 
+def _activation(
+    active: LoadedRouting | None,
+    model: RoutingModel,
+    new_loss: float,
+    hold: Sequence[HistoryRow],
+    agents: Mapping[str, AgentDoc],
+) -> dict[str, Any]:
+    """The activation check: the new model not worse than the active one (within
+    ``LOSS_TOLERANCE``) on the newest decisions."""
+    if active is None:
+        return {"notWorse": True, "comparedWith": None}
+    try:
+        old_loss = _loss(active.model, active.spec, hold, agents)
+    except ValueError as exc:  # the layout changed beyond what the old model reads
+        old_loss, why = math.inf, f"the active model cannot read this history ({exc})"
+    else:
+        why = ""
+    metric = "log loss" if model.binary else "RMSE"
+    return {
+        "notWorse": new_loss <= old_loss * (1 + LOSS_TOLERANCE),
+        "comparedWith": active.version,
+        "reason": why or f"{metric} {new_loss:.5f} against {old_loss:.5f} on the newest decisions",
+    }
+
+
 def train_routing(
-    engine: Engine,
+    history: RoutingHistory,
     *,
     queue: str,
     queues: Mapping[str, QueueDoc],
@@ -158,7 +188,8 @@ def train_routing(
     seed: int = 0,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> RoutingTrainResult:
-    """Train, save and (by the activation rule) activate ``queue``'s KPI model."""
+    """Train, save and (by the activation rule) activate ``queue``'s KPI model on its
+    labelled interactions in ``history``."""
     if queue not in queues:
         raise RoutingTrainingError(f"queue {queue!r} is not in the workspace")
     doc = queues[queue]
@@ -169,8 +200,7 @@ def train_routing(
     kpi = kpis[doc.kpi].to_core()
     now = int(time.time() * 1000) if now_ms is None else now_ms
     since = 0 if days is None else now - int(days * DAY_MS)
-    with engine.connect() as conn:
-        rows = load_history(conn, queue, kpi, now_ms=now, since_ms=since)
+    rows = history.rows(queue, kpi, now_ms=now, since_ms=since)
     t = thresholds or ReadinessThresholds()
     ready = readiness(kpi, history_stats([(r.ended_at, r.agent_id, r.label) for r in rows], t), t)
     if not ready.ready and not force:
@@ -197,23 +227,7 @@ def train_routing(
     progress(f"{queue}: benefit assessment on the newest {len(hold)} decisions")
     assessment = assess_benefit(model, spec, hold, agents, direction=kpi.direction, seed=seed)
     new_loss = _loss(model, spec, hold, agents)
-    active = registry.active_routing(queue)
-    activation: dict[str, Any] = {"notWorse": True, "comparedWith": None}
-    if active is not None:
-        try:
-            old_loss = _loss(active.model, active.spec, hold, agents)
-        except ValueError as exc:  # the layout changed beyond what the old model reads
-            old_loss, why = math.inf, f"the active model cannot read this history ({exc})"
-        else:
-            why = ""
-        ok = new_loss <= old_loss * (1 + LOSS_TOLERANCE)
-        metric = "log loss" if model.binary else "RMSE"
-        activation = {
-            "notWorse": ok,
-            "comparedWith": active.version,
-            "reason": why
-            or f"{metric} {new_loss:.5f} against {old_loss:.5f} on the newest decisions",
-        }
+    activation = _activation(registry.active_routing(queue), model, new_loss, hold, agents)
     card = {
         "queue": queue,
         "kpi": kpi.name,

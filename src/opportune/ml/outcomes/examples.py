@@ -2,9 +2,9 @@
 event prefix, its features recorded at the very hook where serving scores.
 
 A visit is replayed with :meth:`Ruleset.step` and a recording scorer that calls
-:func:`~opportune.ml.features.vector` — the pipeline's scorer hook, after the fold and
+:func:`~opportune.ml.outcomes.features.vector` — the pipeline's scorer hook, after the fold and
 before the rules — so a prefix's features in training are what serving computes at that
-moment (no train/serve skew by construction; ``tests/ml/test_outcome_model.py`` checks it
+moment (no train/serve skew by construction; ``tests/ml/outcomes/test_model.py`` checks it
 against the live pipeline). One replay serves every outcome: per outcome, the label of a
 prefix is "achieved at a later event of the same visit", and prefixes at or after the
 achieving event are left out (the outcome is known by then; serving stops scoring it).
@@ -17,42 +17,19 @@ import multiprocessing as mp
 import struct
 import tempfile
 import traceback
-import zlib
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 import numpy as np
 from rich.progress import Progress
-from sqlalchemy import Engine
 
+from opportune.core.assignments import merge_assignments
 from opportune.core.journey import Journey
 from opportune.core.rules import Ruleset
-from opportune.ml.features import FeatureSpec, vector
-from opportune.ml.history import (
-    SimHistory,
-    Visit,
-    merge_assignments,
-    stored_visit_count,
-    stored_visits,
-)
-from opportune.sim.web import SimSession
-from opportune.store.db import make_engine
-
-Settle = Callable[[Visit, Sequence[str], dict[str, list[int]]], None]
-
-
-def spec_for(ruleset: Ruleset) -> FeatureSpec:
-    """The feature layout for a workspace's rules: its page groups, outcomes and segments,
-    sorted by name so that the layout does not change when documents are reordered."""
-    groups = sorted(ruleset.pages.groups, key=lambda g: g.name)
-    return FeatureSpec(
-        tuple(g.name for g in groups),
-        tuple(sorted(ruleset.outcome_by_name)),
-        tuple(sorted(ruleset.segment_by_name)),
-        tuple(tuple(g.urls) for g in groups),
-    )
+from opportune.ml.outcomes.features import FeatureSpec, vector
+from opportune.ml.outcomes.visits import Settle, Visit, VisitHistory, VisitSource
 
 
 @dataclass(slots=True)
@@ -146,7 +123,18 @@ class Examples:
         return len(self.visit)
 
     def for_outcome(self, outcome: str) -> OutcomeExamples:
-        """The examples of ``outcome``: prefixes before its achievement, labelled."""
+        """The examples of ``outcome``: prefixes before its achievement, labelled.
+
+        One visit of three events, achieving ``signup`` at its second: only the first
+        prefix is an example (labelled 1); afterwards the outcome is known.
+
+        >>> spec = FeatureSpec()
+        >>> ex = Examples((spec,), [np.zeros((3, len(spec.names)))], np.array([0, 0, 0]),
+        ...               np.array([1, 2, 3]), ["s1"], np.array([0]), {"signup": np.array([1])})
+        >>> o = ex.for_outcome("signup")
+        >>> o.y.tolist(), o.prefix.tolist(), o.weight.tolist()
+        ([1.0], [1], [1.0])
+        """
         at = self.achieved[outcome][self.visit]
         rows = np.flatnonzero((at < 0) | (self.prefix - 1 < at))
         visit = self.visit[rows]
@@ -290,10 +278,6 @@ def examples_from_visits(
             tick=tick,
         )
         return _assemble(specs, [done], [files])
-
-
-# A worker's visits (and what carries state between them), given (worker, workers).
-VisitSource = Callable[[int, int], tuple[Iterable[Visit], Settle | None]]
 
 
 def _scratch_files(stack: contextlib.ExitStack, n: int) -> list[IO[bytes]]:
@@ -441,7 +425,7 @@ def replay_in_workers(
 
 
 def build_examples(
-    engine: Engine,
+    history: VisitHistory,
     ruleset: Ruleset,
     spec: FeatureSpec,
     *,
@@ -452,96 +436,10 @@ def build_examples(
     workers: int = 1,
     progress: bool = False,
 ) -> Examples:
-    """Examples from the stored visits that started since ``since_ms`` and ended before
-    ``until_ms`` (give ``now`` minus the session timeout, so labels are final).
-
-    With ``workers`` > 1 each worker opens its own connection and reads its share."""
-    with engine.connect() as conn:
-        total = stored_visit_count(conn, since_ms=since_ms, until_ms=until_ms, site_id=site_id)
-    url = engine.url.render_as_string(hide_password=False)
-
-    def source(k: int, n: int) -> tuple[Iterable[Visit], Settle | None]:
-        def visits() -> Iterator[Visit]:
-            eng = engine if n == 1 else make_engine(url)
-            try:
-                with eng.connect() as conn:
-                    yield from stored_visits(
-                        conn,
-                        since_ms=since_ms,
-                        until_ms=until_ms,
-                        site_id=site_id,
-                        partition=(k, n),
-                    )
-            finally:
-                if eng is not engine:
-                    eng.dispose()
-
-        return visits(), None
-
+    """Examples from the ``history``'s visits that started since ``since_ms`` and ended
+    before ``until_ms`` (give ``now`` minus the session timeout, so labels are final)."""
+    total = history.visit_count(since_ms=since_ms, until_ms=until_ms, site_id=site_id)
+    source = history.source(since_ms=since_ms, until_ms=until_ms, site_id=site_id)
     return replay_in_workers(
         source, ruleset, [spec, *extra_specs], workers=workers, progress=progress, total=total
-    )
-
-
-def customer_groups(sessions: Sequence[SimSession]) -> list[int]:
-    """For each session, a group number such that visitors sharing a customer (an email,
-    e.g. on a second device) share a group: what a worker must see together."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for s in sessions:
-        if s.email:
-            a, b = find(s.visitor_id), find("email:" + s.email)
-            if a != b:
-                parent[a] = b
-    return [zlib.crc32(find(s.visitor_id).encode()) for s in sessions]
-
-
-def build_sim_examples(
-    sessions: Iterable[SimSession],
-    ruleset: Ruleset,
-    spec: FeatureSpec,
-    *,
-    history: SimHistory | None = None,
-    extra_specs: Sequence[FeatureSpec] = (),
-    workers: int = 1,
-    progress: bool = False,
-    total: int | None = None,
-) -> Examples:
-    """Examples from simulated sessions (in start order), converted as the engine would
-    ingest them and replayed by the same code as stored visits.
-
-    With ``workers`` > 1 (``sessions`` then held in memory), each worker replays the
-    visitors of its customer groups, with its own :class:`SimHistory`."""
-    if workers <= 1:
-        hist = history or SimHistory()
-        return examples_from_visits(
-            hist.visits(sessions),
-            ruleset,
-            [spec, *extra_specs],
-            settle=hist.settle,
-            progress=progress,
-            total=total,
-        )
-    held = list(sessions)
-    groups = customer_groups(held)
-
-    def source(k: int, n: int) -> tuple[Iterable[Visit], Settle | None]:
-        hist = SimHistory()
-        mine = (s for s, g in zip(held, groups, strict=True) if g % n == k)
-        return hist.visits(mine), hist.settle
-
-    return replay_in_workers(
-        source,
-        ruleset,
-        [spec, *extra_specs],
-        workers=workers,
-        progress=progress,
-        total=len(held),
     )

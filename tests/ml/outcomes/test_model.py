@@ -31,10 +31,9 @@ from opportune.engine.enrichment import GeoResolver
 from opportune.engine.ingest import Ingestor
 from opportune.engine.rules import RuleBook
 from opportune.ml.calibration import ece, reliability
-from opportune.ml.examples import Examples, build_examples, build_sim_examples, spec_for
-from opportune.ml.features import FeatureSpec, vector
-from opportune.ml.history import SimHistory
-from opportune.ml.outcome_model import (
+from opportune.ml.outcomes.examples import Examples, build_examples
+from opportune.ml.outcomes.features import FeatureSpec, spec_for, vector
+from opportune.ml.outcomes.model import (
     TrainingConfig,
     TrainingError,
     _binned,
@@ -44,7 +43,9 @@ from opportune.ml.outcome_model import (
 )
 from opportune.settings import Settings
 from opportune.sim.web import SimSession, generate, to_batches
+from opportune.sim.web_history import SimHistory, build_sim_examples
 from opportune.store.db import make_engine, migrate
+from opportune.store.visits import StoredVisits
 from opportune.store.writer import GroupCommitWriter
 from opportune.workspace import load_workspace
 
@@ -182,7 +183,7 @@ def sim_examples(tmp_path_factory: pytest.TempPathFactory) -> Examples:
 @pytest.fixture(scope="module")
 def examples(history: History) -> Examples:
     return build_examples(
-        history.engine,
+        StoredVisits(history.engine),
         history.rules.ruleset,
         spec_for(history.rules.ruleset),
         since_ms=START - DAY,
@@ -240,7 +241,12 @@ def test_two_workers_replay_exactly_what_one_does(history: History, examples: Ex
     rs = history.rules.ruleset
     spec = spec_for(rs)
     two = build_examples(
-        history.engine, rs, spec, since_ms=START - DAY, until_ms=history.end_ms, workers=2
+        StoredVisits(history.engine),
+        rs,
+        spec,
+        since_ms=START - DAY,
+        until_ms=history.end_ms,
+        workers=2,
     )
     assert sorted(two.visit_ids) == sorted(examples.visit_ids)
     assert _by_key(two) == _by_key(examples)

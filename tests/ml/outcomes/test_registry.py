@@ -15,22 +15,19 @@ from opportune.api.app import EXAMPLE_WORKSPACE
 from opportune.engine.rules import RuleBook
 from opportune.ml.booster import RowPredictor
 from opportune.ml.calibration import Isotonic, Platt, calibrator_from_json, fit_isotonic
-from opportune.ml.examples import OutcomeExamples, build_sim_examples, spec_for
-from opportune.ml.outcome_model import (
+from opportune.ml.outcomes.examples import OutcomeExamples
+from opportune.ml.outcomes.features import spec_for
+from opportune.ml.outcomes.model import (
     TrainedModel,
     TrainingConfig,
     split_by_time,
     train_outcome_model,
 )
-from opportune.ml.registry import (
-    ActivationRefused,
-    LoadedModel,
-    ModelRegistry,
-    RegistryError,
-    not_worse,
-)
-from opportune.ml.training import compare_with_active
+from opportune.ml.outcomes.registry import LoadedModel, ModelRegistry, not_worse
+from opportune.ml.outcomes.training import compare_with_active
+from opportune.ml.registry import ActivationRefused, RegistryError
 from opportune.sim.web import generate
+from opportune.sim.web_history import build_sim_examples
 from opportune.workspace import load_workspace
 
 START = 1_760_000_000_000

@@ -13,9 +13,8 @@ from sqlalchemy import Engine
 
 from opportune.cli import main
 from opportune.core.kpis import ReadinessThresholds
-from opportune.ml.routing_history import load_history
-from opportune.ml.routing_registry import RoutingRegistry
-from opportune.ml.routing_training import (
+from opportune.ml.routing.registry import RoutingRegistry
+from opportune.ml.routing.training import (
     HOLDOUT_SHARE,
     RoutingTrainingError,
     predict_candidates,
@@ -25,6 +24,7 @@ from opportune.sim.center import AGENT_SURPLUS, Center
 from opportune.sim.center_history import KPI_NAME, QUEUE, workspace_yaml, write_history
 from opportune.sim.contact_center import Policy, SimResult, simulate
 from opportune.store.db import make_engine, migrate
+from opportune.store.routing_history import StoredRoutingHistory, load_history
 from opportune.workspace import Workspace, load_workspace
 
 DAY = 86_400_000
@@ -57,7 +57,7 @@ def _now(result: SimResult) -> int:
 def _train(engine: Engine, ws: Workspace, registry: RoutingRegistry, now: int, **kw: object):  # type: ignore[no-untyped-def]
     kw.setdefault("queue", QUEUE)
     return train_routing(
-        engine,
+        StoredRoutingHistory(engine),
         queues=ws.queues,
         agents=ws.agents,
         kpis=ws.kpis,
@@ -157,8 +157,8 @@ def test_the_server_loop_retrains_a_ready_queue_and_reports_the_new_version(
     import asyncio
     import time
 
+    from opportune.engine.retraining import routing_retrain_loop
     from opportune.engine.rules import RuleBook
-    from opportune.ml.routing_schedule import routing_retrain_loop
     from opportune.settings import Settings
 
     _center, result, ws = world
@@ -195,43 +195,4 @@ def test_the_server_loop_retrains_a_ready_queue_and_reports_the_new_version(
     assert changed == [[QUEUE]] and registry.active_version(QUEUE) == "v1"
     card = json.loads((tmp_path / "routing-models" / QUEUE / "v1" / "card.json").read_text())
     assert card["activation"]["notWorse"] is True
-    engine.dispose()
-
-
-def test_outcome_kpis_count_only_their_own_attributions_once_the_window_closed(
-    tmp_path: Path,
-) -> None:
-    from opportune.core.kpis import KPI
-    from opportune.store.schema import attribution_touchpoints, interactions, outcome_attributions
-    from opportune.workspace.engagement import kpi_outcome_id
-
-    engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
-    migrate(engine)
-    base = {"queue": "q", "medium": "chat", "priority": 0, "status": "ended", "agent_id": "a"}
-    with engine.begin() as conn:
-        for i, at in enumerate((0, 0, 0, 50 * DAY)):
-            conn.execute(
-                interactions.insert().values(
-                    id=f"i{i}", arrived_at=at, assigned_at=at, ended_at=at + 1000, **base
-                )
-            )
-        for rid, kpi, conv in (("r1", "value", "i0"), ("r2", "other", "i1"), ("r3", "value", "i3")):
-            conn.execute(
-                outcome_attributions.insert().values(
-                    id=rid, outcome_id=kpi_outcome_id(kpi), value=100.0, created_at=DAY,
-                    received_at=DAY,
-                )
-            )  # fmt: skip
-            conn.execute(
-                attribution_touchpoints.insert().values(
-                    attribution_id=rid, conversation_id=conv, agent_id="a", medium="chat",
-                    value_share=0.5, at=0,
-                )
-            )  # fmt: skip
-    kpi = KPI("value", "sales_value", "outcome", attribution_window_days=30)
-    with engine.connect() as conn:
-        rows = load_history(conn, "q", kpi, now_ms=60 * DAY)
-    # i3 ended 10 days ago: its window is open, so it has no label yet. i1's attribution
-    # belongs to another KPI, and i2 had none: both 0 of value.
-    assert {r.id: r.label for r in rows} == {"i0": 50.0, "i1": 0.0, "i2": 0.0}
     engine.dispose()

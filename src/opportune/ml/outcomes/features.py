@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from opportune.core.journey import WORD_BUCKETS, Journey
 from opportune.core.pages import PageGroup, PageGroups
+from opportune.core.rules import Ruleset
 
 DAY_MS = 86_400_000
 _COUNTS = (
@@ -86,7 +87,12 @@ class FeatureSpec:
     """The names, in order, of a model's features: the base set, then one per page group
     (views), per outcome (earlier visits that achieved it) and per segment (member now);
     from layout 2 on, the page groups of the current and of the landing page (so the
-    groups' URL patterns are kept here, as trained) and one feature per word bucket."""
+    groups' URL patterns are kept here, as trained) and one feature per word bucket.
+
+    >>> spec = FeatureSpec(page_groups=("pricing",), outcomes=("signup",))
+    >>> "group:pricing" in spec.names, FeatureSpec.from_json(spec.to_json()) == spec
+    (True, True)
+    """
 
     page_groups: tuple[str, ...] = ()
     outcomes: tuple[str, ...] = ()
@@ -209,3 +215,15 @@ def vector(journey: Journey, members: Collection[str], now: int, spec: FeatureSp
             words[b] = float(c)
         out += words
     return out
+
+
+def spec_for(ruleset: Ruleset) -> FeatureSpec:
+    """The feature layout for a workspace's rules: its page groups, outcomes and segments,
+    sorted by name so that the layout does not change when documents are reordered."""
+    groups = sorted(ruleset.pages.groups, key=lambda g: g.name)
+    return FeatureSpec(
+        tuple(g.name for g in groups),
+        tuple(sorted(ruleset.outcome_by_name)),
+        tuple(sorted(ruleset.segment_by_name)),
+        tuple(tuple(g.urls) for g in groups),
+    )

@@ -67,6 +67,14 @@ class TrainingSet:
         return len(self.labels)
 
     def take(self, idx: np.ndarray) -> TrainingSet:
+        """The rows at ``idx``, every column alike.
+
+        >>> d = TrainingSet(np.zeros((3, 1)), np.zeros((3, 0)), np.array(["a", "b", "c"]),
+        ...                 np.array([1.0, 0.0, 1.0]), np.array([1, 2, 3]))
+        >>> part = d.take(np.array([2, 0]))
+        >>> len(part), part.agents.tolist(), part.labels.tolist()
+        (2, ['c', 'a'], [1.0, 1.0])
+        """
         return TrainingSet(
             self.customer[idx],
             self.context[idx],

@@ -18,16 +18,17 @@ from opportune.api.app import EXAMPLE_WORKSPACE, _identify
 from opportune.cli import main
 from opportune.engine.enrichment import GeoResolver
 from opportune.engine.ingest import Ingestor
+from opportune.engine.retraining import outcome_docs, retrain_loop
 from opportune.engine.rules import RuleBook
-from opportune.ml.outcome_model import TrainingConfig
-from opportune.ml.readiness import Readiness, readiness
-from opportune.ml.registry import ModelRegistry
-from opportune.ml.schedule import retrain_due, retrain_loop, train_command
-from opportune.ml.training import scoring_enabled, train_outcomes
+from opportune.ml.outcomes.model import TrainingConfig
+from opportune.ml.outcomes.readiness import Readiness, readiness
+from opportune.ml.outcomes.registry import ModelRegistry
+from opportune.ml.outcomes.training import scoring_enabled, train_outcomes
 from opportune.settings import Settings
 from opportune.sim.web import generate, to_batches
 from opportune.store.db import make_engine, migrate
 from opportune.store.schema import sessions
+from opportune.store.visits import StoredVisits
 from opportune.store.writer import GroupCommitWriter
 from opportune.workspace import load_workspace
 from opportune.workspace.documents import ScoringDoc
@@ -70,34 +71,6 @@ def test_the_status_names_the_active_model_or_says_scoring_is_off() -> None:
     off = readiness("o", ScoringDoc(), sessions=5000, achievements=500)
     assert off.ready and off.status == "scoring not enabled"
     assert Readiness("o", True, 10, 10, 5, 5).ready
-
-
-@pytest.mark.parametrize(
-    ("last", "interval_s", "now", "due"),
-    [
-        (None, 86_400, NOW, True),
-        (NOW, 86_400, NOW, False),
-        (NOW - 86_400_000 + 1, 86_400, NOW, False),
-        (NOW - 86_400_000, 86_400, NOW, True),
-        (NOW - 3_600_000, 3_600, NOW, True),
-        (NOW + 60_000, 86_400, NOW, False),  # a clock that went back: not due
-    ],
-)
-def test_retraining_is_due_once_the_interval_has_passed(
-    last: int | None, interval_s: float, now: int, due: bool
-) -> None:
-    assert retrain_due(last, interval_s, now) is due
-
-
-def test_the_scheduled_command_is_the_cli_with_the_servers_settings(tmp_path: Path) -> None:
-    s = Settings(data_dir=tmp_path, database_url="sqlite:///x.db", workspace=tmp_path)
-    cmd = train_command(s, ["loan_submitted", "quote_requested"], 30)
-    i = cmd.index("-m")
-    assert cmd[i + 1 : i + 3] == ["opportune.cli", "train"]
-    tail = " ".join(cmd[i + 3 :])
-    assert f"--data-dir {tmp_path}" in tail and "--database-url sqlite:///x.db" in tail
-    assert "--outcome loan_submitted --outcome quote_requested" in tail
-    assert "--days 30" in tail
 
 
 def _no_sync(dbapi_conn: Any, _record: Any) -> None:
@@ -183,11 +156,23 @@ def _engine_rules(stored: tuple[Path, Path, str]) -> tuple[Engine, RuleBook]:
 def test_training_waits_for_enough_history(stored: tuple[Path, Path, str], tmp_path: Path) -> None:
     engine, rules = _engine_rules(stored)
     registry = ModelRegistry(tmp_path / "models")
-    assert scoring_enabled(rules) == ["demo_booked", "loan_submitted", "quote_requested"]
+    assert scoring_enabled(outcome_docs(rules)) == [
+        "demo_booked",
+        "loan_submitted",
+        "quote_requested",
+    ]
     try:
         reports = {
             r.outcome: r
-            for r in train_outcomes(engine, rules, registry, now_ms=NOW, days=10, config=CONFIG)
+            for r in train_outcomes(
+                StoredVisits(engine),
+                rules.ruleset,
+                outcome_docs(rules),
+                registry,
+                now_ms=NOW,
+                days=10,
+                config=CONFIG,
+            )
         }
     finally:
         engine.dispose()
@@ -209,8 +194,9 @@ def test_force_trains_before_the_history_is_ready(
     registry = ModelRegistry(tmp_path / "models")
     try:
         [quote] = train_outcomes(
-            engine,
-            rules,
+            StoredVisits(engine),
+            rules.ruleset,
+            outcome_docs(rules),
             registry,
             now_ms=NOW,
             outcomes=["quote_requested"],
@@ -238,8 +224,9 @@ def test_visits_still_open_are_not_history(stored: tuple[Path, Path, str], tmp_p
             ).scalar()
             begun = conn.execute(select(func.count()).where(sessions.c.started_at < now)).scalar()
         [loan] = train_outcomes(
-            engine,
-            rules,
+            StoredVisits(engine),
+            rules.ruleset,
+            outcome_docs(rules),
             ModelRegistry(tmp_path),
             now_ms=now,
             outcomes=["loan_submitted"],

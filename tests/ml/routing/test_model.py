@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from opportune.ml.routing_model import RoutingModel, TrainingSet
+from opportune.ml.routing.model import RoutingModel, TrainingSet
 from opportune.sim.center import Center, CenterConfig
 from opportune.sim.contact_center import Policy, simulate, training_set
 

@@ -1,33 +1,35 @@
 """Training as a service: from the stored visits to registered, maybe activated, models.
 
 One run replays the window's visits once for every outcome it trains (``examples``), then
-per outcome: checks readiness, trains and calibrates (``outcome_model``), scores the active
-model on the new model's test visits, saves the new version with the comparison in its
-card, and activates it when it is not worse (``registry.not_worse``). The CLI's ``train``
-and the server's scheduled retraining (``schedule``) both run this.
+per outcome: checks readiness, trains and calibrates (``model``), scores the active model
+on the new model's test visits, saves the new version with the comparison in its card, and
+activates it when it is not worse (``registry.not_worse``). The CLI's ``train`` and the
+server's scheduled retraining (``engine/retraining.py``) both run this. The visits come
+from a :class:`~opportune.ml.outcomes.visits.VisitHistory` and the rules as a
+:class:`~opportune.core.rules.Ruleset` with the outcome documents, so that training knows
+nothing of where either is kept.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine
-
-from opportune.engine.rules import RuleBook
+from opportune.core.rules import Ruleset
 from opportune.ml.calibration import summary
-from opportune.ml.examples import build_examples, spec_for
-from opportune.ml.history import history_counts
-from opportune.ml.outcome_model import (
+from opportune.ml.outcomes.examples import build_examples
+from opportune.ml.outcomes.features import spec_for
+from opportune.ml.outcomes.model import (
     TrainedModel,
     TrainingConfig,
     TrainingError,
     train_outcome_model,
 )
-from opportune.ml.readiness import Readiness, readiness
-from opportune.ml.registry import LoadedModel, ModelRegistry, not_worse
+from opportune.ml.outcomes.readiness import Readiness, readiness
+from opportune.ml.outcomes.registry import LoadedModel, ModelRegistry, not_worse
+from opportune.ml.outcomes.visits import VisitHistory
 from opportune.workspace.documents import OutcomeDoc, ScoringDoc
 
 DAY_MS = 86_400_000
@@ -48,40 +50,41 @@ class TrainReport:
     message: str = ""
 
 
-def scoring_enabled(rules: RuleBook) -> list[str]:
-    """Outcomes whose documents turn scoring on (workspace files and API alike)."""
-    return [
-        d.name
-        for d, _src in rules.docs("outcome")
-        if isinstance(d, OutcomeDoc) and d.scoring.enabled
-    ]
+def scoring_enabled(docs: Iterable[object]) -> list[str]:
+    """Outcomes whose documents turn scoring on (workspace files and API alike), of
+    ``docs`` (other kinds of document are passed over).
+
+    >>> when = {"event": {"type": "custom", "name": "signup"}}
+    >>> scoring_enabled([OutcomeDoc(name="signup", condition=when, scoring={"enabled": True}),
+    ...                  OutcomeDoc(name="quote", condition=when)])
+    ['signup']
+    """
+    return [d.name for d in docs if isinstance(d, OutcomeDoc) and d.scoring.enabled]
 
 
-def _scoring(rules: RuleBook, outcome: str) -> ScoringDoc:
-    found = rules.get("outcome", outcome)
-    if found is None:
-        raise TrainingError(f"no outcome named {outcome!r} in the rules")
-    doc = found[0]
-    assert isinstance(doc, OutcomeDoc)
-    return doc.scoring
+def _scoring(docs: Iterable[object], outcome: str) -> ScoringDoc:
+    for doc in docs:
+        if isinstance(doc, OutcomeDoc) and doc.name == outcome:
+            return doc.scoring
+    raise TrainingError(f"no outcome named {outcome!r} in the rules")
 
 
 def check_readiness(
-    engine: Engine,
-    rules: RuleBook,
+    history: VisitHistory,
+    docs: Sequence[object],
     registry: ModelRegistry,
     outcomes: Sequence[str],
     *,
     since_ms: int,
     until_ms: int,
 ) -> dict[str, Readiness]:
-    """The readiness of each of ``outcomes`` over the window's finished visits."""
-    with engine.connect() as conn:
-        counts = history_counts(conn, since_ms=since_ms, until_ms=until_ms)
+    """The readiness of each of ``outcomes`` (documents in ``docs``) over the window's
+    finished visits."""
+    counts = history.counts(since_ms=since_ms, until_ms=until_ms)
     return {
         o: readiness(
             o,
-            _scoring(rules, o),
+            _scoring(docs, o),
             sessions=counts.sessions,
             achievements=counts.achievements.get(o, 0),
             active_version=registry.active_version(o),
@@ -120,8 +123,9 @@ def compare_with_active(trained: TrainedModel, active: LoadedModel | None) -> di
 
 
 def train_outcomes(
-    engine: Engine,
-    rules: RuleBook,
+    history: VisitHistory,
+    ruleset: Ruleset,
+    docs: Sequence[object],
     registry: ModelRegistry,
     *,
     now_ms: int,
@@ -133,13 +137,13 @@ def train_outcomes(
     workers: int = 1,
     progress: bool = False,
 ) -> list[TrainReport]:
-    """Train ``outcomes`` (default: every scoring-enabled one) on the last ``days`` days
-    of finished visits; readiness is required unless ``force``. ``workers`` processes
-    replay the visits (one per core)."""
-    names = list(outcomes) if outcomes is not None else scoring_enabled(rules)
+    """Train ``outcomes`` (default: every scoring-enabled one of the outcome documents
+    ``docs``) on the last ``days`` days of finished visits through ``ruleset``; readiness is
+    required unless ``force``. ``workers`` processes replay the visits (one per core)."""
+    names = list(outcomes) if outcomes is not None else scoring_enabled(docs)
     since = now_ms - days * DAY_MS
     until = now_ms - session_timeout_ms  # a visit still open may yet achieve an outcome
-    ready = check_readiness(engine, rules, registry, names, since_ms=since, until_ms=until)
+    ready = check_readiness(history, docs, registry, names, since_ms=since, until_ms=until)
     reports = {o: TrainReport(o, ready[o]) for o in names}
     todo = [o for o in names if force or ready[o].ready]
     for o in names:
@@ -148,13 +152,13 @@ def train_outcomes(
     if not todo:
         return list(reports.values())
     actives = {o: registry.load_active(o) for o in todo}
-    spec = spec_for(rules.ruleset)
+    spec = spec_for(ruleset)
     extra = list(
         dict.fromkeys(m.spec for m in actives.values() if m is not None and m.spec != spec)
     )
     examples = build_examples(
-        engine,
-        rules.ruleset,
+        history,
+        ruleset,
         spec,
         since_ms=since,
         until_ms=until,
