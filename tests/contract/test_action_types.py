@@ -174,10 +174,10 @@ def test_its_reports_end_the_offer_on_the_page(t: ActionType) -> None:
     for state in sorted(set().union(*t.transitions.values()) - DECIDED):
         e = Engagement(session_id="s1", showing=Showing("ai_1", "m", t.channel, T0, T0 + 1))
         answered(e, "ai_1", state, T0 + 500, t.channel)
-        assert e.showing is None, state
+        assert not e.showing.active, state
     e = Engagement(session_id="s1", showing=Showing("ai_1", "m", t.channel, T0, T0 + 1))
     answered(e, "ai_1", "offered", T0 + 500, t.channel)
-    assert e.showing is not None, "shown is not answered"
+    assert e.showing.active, "shown is not answered"
 
 
 def test_its_references_are_checked_against_the_workspace(t: ActionType) -> None:

@@ -6,16 +6,20 @@ import math
 from datetime import UTC
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from opportune.core.actionmaps import (
+    NOT_SHOWING,
     ActionMap,
     Caps,
     Engagement,
+    MapState,
     PaceMemo,
     Schedule,
+    Showing,
     answered,
     decide,
     in_holdout,
@@ -400,3 +404,20 @@ def test_the_members_a_decision_reads_are_listed_in_rule_order(in_visit, assigne
             expected[name] = since
     got = rs.members(j, assignments, now)
     assert list(got.items()) == list(expected.items())
+
+
+@pytest.mark.parametrize(
+    "showing",
+    [[], ["ai_1", "m", "content", T0, T0 + 30_000]],
+)
+def test_the_live_state_keeps_its_encoding(showing: list[Any]) -> None:
+    # As states were written before the typed records: positional arrays, [] for no offer.
+    old = ["s1", {"m": [T0, T0, "done"]}, ["m|x"], showing, T0, {"chat": T0}, 0, {}, {}]
+    e = msgspec.msgpack.decode(msgspec.msgpack.encode(old), type=Engagement)
+    assert e.maps["m"] == MapState(T0, T0, "done")
+    assert e.showing.active == bool(showing)
+    assert e.showing == (Showing(*showing) if showing else NOT_SHOWING)
+    again = msgspec.msgpack.decode(msgspec.msgpack.encode(e), type=Engagement)
+    assert again == e
+    if showing:
+        assert msgspec.msgpack.encode(e) == msgspec.msgpack.encode(old)

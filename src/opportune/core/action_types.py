@@ -93,7 +93,7 @@ class ActionType:
     def blocks(self, m: ActionMap, b: Blocking) -> str | None:
         """Why ``m`` may not fire now beyond page rules and schedule, or None."""
         e, cap, now = b.engagement, b.caps, b.now
-        if e.showing is not None:
+        if e.showing.active:
             return f"existing offer: {e.showing.map} is showing"
         if e.last_offer_at and now - e.last_offer_at < cap.min_wait_ms:
             return f"frequency cap: an offer {(now - e.last_offer_at) / 1000:.0f} s ago"

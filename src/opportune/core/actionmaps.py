@@ -118,13 +118,22 @@ class ActionMap:
 
 
 class Showing(msgspec.Struct, array_like=True, frozen=True):
-    """The offer on the page now (kept in the live state as a 5-item array)."""
+    """The offer on the page now; all empty (:data:`NOT_SHOWING`) when there is none. The
+    live state keeps it as a 5-item array and reads the empty array of older states."""
 
-    instance: str
-    map: str
-    channel: str
-    offered_at: int
-    expires_at: int
+    instance: str = ""
+    map: str = ""
+    channel: str = ""
+    offered_at: int = 0
+    expires_at: int = 0
+
+    @property
+    def active(self) -> bool:
+        """Whether an offer is on the page."""
+        return bool(self.instance)
+
+
+NOT_SHOWING: Final = Showing()
 
 
 class MapState(msgspec.Struct, array_like=True):
@@ -142,7 +151,7 @@ class Engagement(msgspec.Struct, array_like=True):
     maps: dict[str, MapState] = msgspec.field(default_factory=dict)  # this visit's
     # Block reasons already recorded this visit: "map|reason".
     blocked: list[str] = msgspec.field(default_factory=list)
-    showing: Showing | None = None
+    showing: Showing = NOT_SHOWING
     last_offer_at: int = 0
     rejected: dict[str, int] = msgspec.field(default_factory=dict)  # channel -> at
     agent_chat_at: int = 0  # when the visitor last talked with an agent (this visit)
@@ -213,7 +222,7 @@ def start_visit(e: Engagement, session_id: str) -> None:
     e.session_id = session_id
     e.maps = {}
     e.blocked = []
-    e.showing = None
+    e.showing = NOT_SHOWING
     e.rejected = {}
     e.agent_chat_at = 0
 
@@ -301,8 +310,8 @@ def decide(
     """
     e = engagement
     start_visit(e, journey.session_id)
-    if e.showing is not None and e.showing.expires_at <= now:
-        e.showing = None  # an unanswered offer expired (the widget reports the timeout)
+    if e.showing.active and e.showing.expires_at <= now:
+        e.showing = NOT_SHOWING  # an unanswered offer expired (the widget reports the timeout)
     d = _Decider(visitor_id, journey, members, e, now, assignments or {}, explain)
     due = [m for m in maps if d.is_due(m)]
     if due:
@@ -494,6 +503,6 @@ def answered(e: Engagement, instance: str, state: str, at: int, channel: str) ->
     """What the widget reported: the offer leaves the page unless it is just shown; the
     rest is the action type's (a rejection caps the channel, a chat started with an agent
     caps further chats)."""
-    if e.showing is not None and e.showing.instance == instance and state != "offered":
-        e.showing = None
+    if e.showing.active and e.showing.instance == instance and state != "offered":
+        e.showing = NOT_SHOWING
     action_type(channel).answer(e, state, at)
