@@ -120,9 +120,19 @@ class Visit:
         self, m: str, instance: str, state: str, at: int, reason: str | None
     ) -> tuple[Any, ...]:
         """An ``action_events`` row (``ACTION_EVENT_COLUMNS`` order)."""
-        v = self
-        return (v.site_id, m, instance, state, reason, at, v.session_id, v.visitor_id,
-                v.customer_id, None)  # fmt: skip
+        detail = None
+        return (
+            self.site_id,
+            m,
+            instance,
+            state,
+            reason,
+            at,
+            self.session_id,
+            self.visitor_id,
+            self.customer_id,
+            detail,
+        )
 
 
 @dataclass(frozen=True, slots=True)
