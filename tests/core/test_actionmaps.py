@@ -6,16 +6,20 @@ import math
 from datetime import UTC
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from opportune.core.actionmaps import (
+    NOT_SHOWING,
     ActionMap,
     Caps,
     Engagement,
+    MapState,
     PaceMemo,
     Schedule,
+    Showing,
     answered,
     decide,
     in_holdout,
@@ -77,9 +81,9 @@ class Visit:
 def test_a_search_gets_the_content_offer_once() -> None:
     v = Visit([cmap("activation-help", SEARCH)])
     d = v.event("search", 0, query="Device activation help")
-    assert [m.name for _, m in d.offers] == ["activation-help"]
+    assert [f.map.name for f in d.offers] == ["activation-help"]
     assert [r.state for r in d.records] == ["qualified", "offered"]
-    answered(v.e, d.offers[0][0], "accepted", T0 + 1000, "content")
+    answered(v.e, d.offers[0].instance, "accepted", T0 + 1000, "content")
     d = v.event("search", 60_000, query="device activation")
     assert d.offers == [] and d.why["activation-help"] == "already engaged this visit"
 
@@ -87,24 +91,24 @@ def test_a_search_gets_the_content_offer_once() -> None:
 def test_priority_wins_and_the_loser_is_blocked_with_the_reason() -> None:
     v = Visit([cmap("low", SEARCH, priority=1), cmap("high", SEARCH, priority=5)])
     d = v.event("search", 0, query="device activation")
-    assert [m.name for _, m in d.offers] == ["high"]
+    assert [f.map.name for f in d.offers] == ["high"]
     assert d.why["low"] == "blocked: another map won (high)"
     # It waits: once the first offer is answered and the minimum wait has passed, it comes.
-    answered(v.e, d.offers[0][0], "accepted", T0 + 1000, "content")
+    answered(v.e, d.offers[0].instance, "accepted", T0 + 1000, "content")
     d = v.event("click", 5_000, name="x")
     assert d.why["low"].startswith("blocked: frequency cap: an offer 5 s ago")
     d = v.event("click", 11_000, name="x")
-    assert [m.name for _, m in d.offers] == ["low"]
+    assert [f.map.name for f in d.offers] == ["low"]
 
 
 def test_a_rejection_caps_the_channel_unless_the_map_overrides_it() -> None:
     lenient = Caps(min_wait_ms=0, none_after_rejection=False)
     v = Visit([cmap("a", SEARCH, priority=2), cmap("b", SEARCH), cmap("c", SEARCH, caps=lenient)])
     d = v.event("search", 0, query="device activation")
-    answered(v.e, d.offers[0][0], "rejected", T0 + 500, "content")
+    answered(v.e, d.offers[0].instance, "rejected", T0 + 500, "content")
     d = v.event("click", 20_000, name="x")
     assert d.why["b"] == "blocked: frequency cap: a content offer was rejected this visit"
-    assert [m.name for _, m in d.offers] == ["c"]
+    assert [f.map.name for f in d.offers] == ["c"]
 
 
 def test_chat_is_paced_by_the_queue_outlook() -> None:
@@ -120,7 +124,7 @@ def test_chat_is_paced_by_the_queue_outlook() -> None:
     # Agents log in: the same due map is offered on the next event, the block recorded once.
     v.kw["outlooks"] = {"help": STAFFED}
     d = v.event("click", 2_000, name="x")
-    assert [m.name for _, m in d.offers] == ["chat-help"]
+    assert [f.map.name for f in d.offers] == ["chat-help"]
 
 
 def test_an_overloaded_queue_throttles_on_the_predicted_service_level() -> None:
@@ -140,7 +144,7 @@ def test_after_a_chat_with_an_agent_no_other_chat_is_offered() -> None:
     )
     v.event("form_error", 0)
     d = v.event("form_error", 1_000)
-    answered(v.e, d.offers[0][0], "started", T0 + 2_000, "chat")
+    answered(v.e, d.offers[0].instance, "started", T0 + 2_000, "chat")
     d = v.event("click", 60_000)
     assert d.why["c2"] == "blocked: frequency cap: already chatted with an agent this visit"
 
@@ -169,7 +173,7 @@ def test_page_rules_and_activation_delay() -> None:
     d = v.event("page_view", 9_000, url="https://b/apply")
     assert d.why["m"] == "blocked: page URL: not on an included page"
     d = v.event("page_view", 10_000, url="https://b/help/device")
-    assert [m.name for _, m in d.offers] == ["m"]
+    assert [f.map.name for f in d.offers] == ["m"]
 
 
 def test_next_page_and_next_visit_activation() -> None:
@@ -179,11 +183,11 @@ def test_next_page_and_next_visit_activation() -> None:
     d = v.event("search", 0, query="device activation")
     assert d.offers == [] and d.why["nv"] == "qualified; engages on the next visit"
     d = v.event("page_view", 1_000, url="https://b/")
-    assert [m.name for _, m in d.offers] == ["np"]
+    assert [f.map.name for f in d.offers] == ["np"]
     # The next visit: the map qualified before is due at once.
     v.j = Journey(session_id="s2", started_at=T0 + 3_600_000)
     d = v.event("page_view", 3_600_000, url="https://b/")
-    assert [m.name for _, m in d.offers] == ["nv"]
+    assert [f.map.name for f in d.offers] == ["nv"]
 
 
 def test_a_holdout_visitor_qualifies_but_is_never_engaged() -> None:
@@ -197,7 +201,7 @@ def test_a_holdout_visitor_qualifies_but_is_never_engaged() -> None:
 def test_webhooks_fire_beside_an_offer() -> None:
     v = Visit([cmap("lead", SEARCH, channel="webhook"), cmap("offer", SEARCH)])
     d = v.event("search", 0, query="device activation")
-    assert [m.name for _, m in d.webhooks] == ["lead"] and [m.name for _, m in d.offers] == [
+    assert [f.map.name for f in d.webhooks] == ["lead"] and [f.map.name for f in d.offers] == [
         "offer"
     ]
 
@@ -255,7 +259,7 @@ def test_properties_of_decisions_over_random_visits(stream, priorities) -> None:
             url="https://b/x" if kind == "page_view" else None,
         )
         assert len(d.offers) <= 1  # never two offers at once
-        for inst, m in d.offers:
+        for inst, m in ((f.instance, f.map) for f in d.offers):
             assert inst == instance_id("s1", m.name)
             # The winner had the highest priority of the maps due and unblocked now.
             losers = [n for n, why in d.why.items() if why.startswith("blocked: another map won")]
@@ -328,8 +332,10 @@ def test_a_pace_memo_gives_the_decisions_of_pacing_each_time(stream) -> None:
             v.kw["outlooks"] = {"help": OUTLOOKS[which]}
         a, b = plain.event(kind, t, **fields), memoised.event(kind, t, **fields)
         assert (a.why, a.records, a.recheck_in_ms) == (b.why, b.records, b.recheck_in_ms)
-        assert [(i, m.name) for i, m in a.offers] == [(i, m.name) for i, m in b.offers]
-        for inst, m in a.offers:
+        assert [(f.instance, f.map.name) for f in a.offers] == [
+            (f.instance, f.map.name) for f in b.offers
+        ]
+        for inst, m in ((f.instance, f.map) for f in a.offers):
             if how != "none":
                 for v in (plain, memoised):
                     answered(v.e, inst, how, T0 + t, m.channel)
@@ -398,3 +404,20 @@ def test_the_members_a_decision_reads_are_listed_in_rule_order(in_visit, assigne
             expected[name] = since
     got = rs.members(j, assignments, now)
     assert list(got.items()) == list(expected.items())
+
+
+@pytest.mark.parametrize(
+    "showing",
+    [[], ["ai_1", "m", "content", T0, T0 + 30_000]],
+)
+def test_the_live_state_keeps_its_encoding(showing: list[Any]) -> None:
+    # As states were written before the typed records: positional arrays, [] for no offer.
+    old = ["s1", {"m": [T0, T0, "done"]}, ["m|x"], showing, T0, {"chat": T0}, 0, {}, {}]
+    e = msgspec.msgpack.decode(msgspec.msgpack.encode(old), type=Engagement)
+    assert e.maps["m"] == MapState(T0, T0, "done")
+    assert e.showing.active == bool(showing)
+    assert e.showing == (Showing(*showing) if showing else NOT_SHOWING)
+    again = msgspec.msgpack.decode(msgspec.msgpack.encode(e), type=Engagement)
+    assert again == e
+    if showing:
+        assert msgspec.msgpack.encode(e) == msgspec.msgpack.encode(old)

@@ -15,7 +15,8 @@ Per map, in order:
 3. **block** — a due map is blocked, with its reason, by: the page URL rules, its
    schedule, an offer already showing, a frequency cap, or (chat) pacing: no agents, or a
    predicted service level under target. A blocked map stays due and is tried again on
-   later events (its reason is recorded once per reason).
+   later events (its reason is recorded once per reason). What blocks beyond the page
+   and the schedule is the action type's rule (:mod:`opportune.core.action_types`).
 4. **choose** — among the due, unblocked maps the highest priority wins; ties are broken
    by a hash of visitor, visit and map (fair across visitors, stable for one). The others
    wait ("another map won"). Webhooks run server-side: they are never blocked by an offer
@@ -32,14 +33,13 @@ from typing import Any, Final, Literal
 
 import msgspec
 
+from opportune.core.action_types import OFFER_LIFETIME_MS, Blocking, Channel, action_type
 from opportune.core.conditions import Members, Node, Predicate, may_change_with_time, why_not
 from opportune.core.journey import Journey
 from opportune.core.pacing import PacingDecision, PacingTarget, QueueOutlook
 from opportune.core.pacing import decide as pace
 
-Channel = Literal["content", "chat", "bot", "webhook"]
 Activation = Literal["immediately", "delay", "next_page", "next_visit"]
-ON_PAGE: Final = ("content", "chat", "bot")
 _EVERY_DAY: Final = frozenset(range(7))
 
 
@@ -98,6 +98,8 @@ class Caps:
 
 @dataclass(frozen=True, slots=True)
 class ActionMap:
+    """One map: its trigger, its action (``channel``: the action type), when and how often."""
+
     name: str
     trigger: Node
     channel: Channel
@@ -115,22 +117,46 @@ class ActionMap:
     enabled: bool = True
 
 
+class Showing(msgspec.Struct, array_like=True, frozen=True):
+    """The offer on the page now; all empty (:data:`NOT_SHOWING`) when there is none. The
+    live state keeps it as a 5-item array and reads the empty array of older states."""
+
+    instance: str = ""
+    map: str = ""
+    channel: str = ""
+    offered_at: int = 0
+    expires_at: int = 0
+
+    @property
+    def active(self) -> bool:
+        """Whether an offer is on the page."""
+        return bool(self.instance)
+
+
+NOT_SHOWING: Final = Showing()
+
+
+class MapState(msgspec.Struct, array_like=True):
+    """A map's progress this visit (kept in the live state as a 3-item array)."""
+
+    qualified_at: int
+    due_at: int  # 0: waiting for the next page (or visit)
+    status: str  # "due" | "holdout" | "waiting" | "done"
+
+
 class Engagement(msgspec.Struct, array_like=True):
     """A visitor's engagement history, kept in its live state."""
 
     session_id: str = ""
-    # This visit: map -> [qualified at, due at (0: waiting for the next page/visit), status]
-    # status: "due" | "holdout" | "offered" | "done"
-    maps: dict[str, list[Any]] = msgspec.field(default_factory=dict)
+    maps: dict[str, MapState] = msgspec.field(default_factory=dict)  # this visit's
     # Block reasons already recorded this visit: "map|reason".
     blocked: list[str] = msgspec.field(default_factory=list)
-    # The offer on the page now: [instance id, map, channel, offered at, expires at] or empty.
-    showing: list[Any] = msgspec.field(default_factory=list)
+    showing: Showing = NOT_SHOWING
     last_offer_at: int = 0
     rejected: dict[str, int] = msgspec.field(default_factory=dict)  # channel -> at
     agent_chat_at: int = 0  # when the visitor last talked with an agent (this visit)
     # Kept across visits: maps waiting for the next visit (map -> qualified at) and, for
-    # customer-segment maps, the assignment (since) each last fired for.
+    # customer-scope segment maps, the assignment (since) each last fired for.
     next_visit: dict[str, int] = msgspec.field(default_factory=dict)
     assignment_used: dict[str, int] = msgspec.field(default_factory=dict)
 
@@ -146,10 +172,20 @@ class Record:
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """A map that fired now: its action instance (an offer, or a webhook call to queue)."""
+
+    instance: str
+    map: ActionMap
+
+
 @dataclass(slots=True)
 class Decision:
-    offers: list[tuple[str, ActionMap]] = field(default_factory=list)  # (instance, map)
-    webhooks: list[tuple[str, ActionMap]] = field(default_factory=list)
+    """What fired now (at most one offer), the records to store, why each map did (not)."""
+
+    offers: list[Fired] = field(default_factory=list)
+    webhooks: list[Fired] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)
     why: dict[str, str] = field(default_factory=dict)  # map -> why it did (not) fire now
     recheck_in_ms: int | None = None
@@ -186,7 +222,7 @@ def start_visit(e: Engagement, session_id: str) -> None:
     e.session_id = session_id
     e.maps = {}
     e.blocked = []
-    e.showing = []
+    e.showing = NOT_SHOWING
     e.rejected = {}
     e.agent_chat_at = 0
 
@@ -211,6 +247,37 @@ class PaceMemo:
                 self._paced.clear()  # outlooks drift (pending offers, presence): start afresh
             got = self._paced[key] = pace(outlook, target)
         return got
+
+
+class _Pacer:
+    """Why pacing holds a queue's offers back now: asked once per queue and decision (one
+    outlook per queue: it is the same moment)."""
+
+    __slots__ = ("_memo", "_outlooks", "_paced", "_target")
+
+    def __init__(
+        self,
+        outlooks: Mapping[str, QueueOutlook],
+        target: PacingTarget,
+        memo: PaceMemo | None,
+    ) -> None:
+        self._outlooks, self._target, self._memo = outlooks, target, memo
+        self._paced: dict[str | None, str | None] = {}
+
+    def __call__(self, queue: str | None) -> str | None:
+        if queue in self._paced:
+            return self._paced[queue]
+        reason: str | None = None
+        outlook = self._outlooks.get(queue or "")
+        if outlook is None:
+            reason = f"no agents: queue {queue!r} has no agents"
+        else:
+            decision = (self._memo or pace)(outlook, self._target)
+            if not decision.offer:
+                no_agents = decision.reason.startswith("no agents")
+                reason = f"no agents: {decision.reason}" if no_agents else decision.reason
+        self._paced[queue] = reason
+        return reason
 
 
 _SETTLED: Final = {
@@ -243,183 +310,184 @@ def decide(
     """
     e = engagement
     start_visit(e, journey.session_id)
-    if e.showing and e.showing[4] <= now:
-        e.showing = []  # an unanswered offer expired (the widget reports the timeout)
-    out = Decision()
-    why = out.why
-    assignments = assignments or {}
-    due: list[ActionMap] = []
-    recheck: list[int] = []
-    j = journey
-    qualified, next_visit = e.maps, e.next_visit
-    for m in maps:
-        name = m.name
+    if e.showing.active and e.showing.expires_at <= now:
+        e.showing = NOT_SHOWING  # an unanswered offer expired (the widget reports the timeout)
+    d = _Decider(visitor_id, journey, members, e, now, assignments or {}, explain)
+    due = [m for m in maps if d.is_due(m)]
+    if due:
+        pacer = _Pacer(outlooks, pacing, pace_memo)
+        offers = [m for m in due if d.unblocked(m, caps, pacer)]
+        if offers:
+            d.choose(offers)
+    if d.recheck:
+        d.out.recheck_in_ms = max(1_000, min(d.recheck))
+    return d.out
+
+
+class _Decider:
+    """One decision's steps over its inputs: qualify and activate each map, block the due
+    ones, choose among the offers; ``out`` and ``recheck`` gather what they find."""
+
+    __slots__ = (
+        "assignments",
+        "e",
+        "explain",
+        "j",
+        "members",
+        "now",
+        "out",
+        "recheck",
+        "recorded",
+        "visitor_id",
+    )
+
+    def __init__(
+        self,
+        visitor_id: str,
+        j: Journey,
+        members: Members,
+        e: Engagement,
+        now: int,
+        assignments: Mapping[str, list[int]],
+        explain: bool,
+    ) -> None:
+        self.visitor_id, self.j, self.members, self.e = visitor_id, j, members, e
+        self.now, self.assignments, self.explain = now, assignments, explain
+        self.out = Decision()
+        self.recheck: list[int] = []
+        self.recorded: set[str] | None = None  # e.blocked as a set, once a due map is blocked
+
+    def is_due(self, m: ActionMap) -> bool:
+        """Qualify ``m`` if it is new this visit; whether it is due now (else why not)."""
+        name, e, why = m.name, self.e, self.out.why
         if not m.enabled:
             why[name] = "disabled"
-            continue
-        seen = qualified.get(name)
-        if seen is None and name in next_visit and next_visit[name] < j.started_at:
+            return False
+        seen = e.maps.get(name)
+        if seen is None and name in e.next_visit and e.next_visit[name] < self.j.started_at:
             # Qualified in an earlier visit, to be engaged on this one.
-            seen = qualified[name] = [next_visit.pop(name), now, "due"]
+            seen = e.maps[name] = MapState(e.next_visit.pop(name), self.now, "due")
         if seen is None:
-            if m.per_assignment_of is not None:
-                a = assignments.get(m.per_assignment_of)
-                if a is not None and e.assignment_used.get(name) == a[0]:
-                    why[name] = "already fired for this segment assignment"
-                    continue
-            trigger = m.trigger
-            if not trigger.holds(j, now, members):
-                if explain:
-                    why[name] = f"not qualified: {why_not(trigger, j, now, members)}"
-                else:
-                    why[name] = "not qualified"
-                if trigger.timed and may_change_with_time(trigger, j, now, members):
-                    recheck.append(5_000)
-                continue
-            inst = instance_id(j.session_id, name)
-            out.records.append(Record(name, "qualified", now, inst))
-            if m.per_assignment_of is not None and m.per_assignment_of in assignments:
-                e.assignment_used[name] = assignments[m.per_assignment_of][0]
-            if in_holdout(visitor_id, name, m.holdout):
-                qualified[name] = [now, 0, "holdout"]
-                out.records.append(Record(name, "holdout", now, inst, "in the holdout group"))
-                why[name] = "qualified, held out (holdout group)"
-                continue
-            if m.activation == "next_visit":
-                next_visit[name] = now
-                qualified[name] = [now, 0, "waiting"]
-                why[name] = "qualified; engages on the next visit"
-                continue
-            due_at = now + m.delay_ms if m.activation == "delay" else now
-            if m.activation == "next_page":
-                due_at = 0
-            seen = qualified[name] = [now, due_at, "due"]
-        status = seen[2]
-        if status != "due":
-            why[name] = _SETTLED.get(status, "already engaged this visit")
-            continue
-        if seen[1] == 0:  # next page: due once a page is viewed after qualifying
-            if j.page_at > seen[0]:
-                seen[1] = j.page_at
-            else:
+            seen = self._qualify(m)
+            if seen is None:
+                return False
+        if seen.status != "due":
+            why[name] = _SETTLED.get(seen.status, "already engaged this visit")
+            return False
+        if seen.due_at == 0:  # next page: due once a page is viewed after qualifying
+            if self.j.page_at <= seen.qualified_at:
                 why[name] = "qualified; engages on the next page"
-                continue
-        if seen[1] > now:
-            why[name] = f"qualified; engages in {(seen[1] - now) / 1000:.0f} s"
-            recheck.append(seen[1] - now)
-            continue
-        due.append(m)
-    # Block and choose among the due maps; webhooks apart (they never meet the page).
-    offers: list[ActionMap] = []
-    paced: dict[str | None, str | None] = {}  # queue -> pacing's answer, once per decision
-    recorded: set[str] | None = None  # e.blocked as a set, once a due map is blocked
-    for m in due:
-        reason = _blocked(m, j, e, now, caps, outlooks, pacing, pace_memo, paced)
+                return False
+            seen.due_at = self.j.page_at
+        if seen.due_at > self.now:
+            why[name] = f"qualified; engages in {(seen.due_at - self.now) / 1000:.0f} s"
+            self.recheck.append(seen.due_at - self.now)
+            return False
+        return True
+
+    def _qualify(self, m: ActionMap) -> MapState | None:
+        """The state of a map that qualifies now, if it is to be engaged this visit."""
+        name, j, now, e, why = m.name, self.j, self.now, self.e, self.out.why
+        segment = m.per_assignment_of
+        a = self.assignments.get(segment) if segment is not None else None
+        if a is not None and e.assignment_used.get(name) == a[0]:
+            why[name] = "already fired for this segment assignment"
+            return None
+        if not m.trigger.holds(j, now, self.members):
+            self._not_qualified(m)
+            return None
+        inst = instance_id(j.session_id, name)
+        self.out.records.append(Record(name, "qualified", now, inst))
+        if a is not None:
+            e.assignment_used[name] = a[0]
+        if in_holdout(self.visitor_id, name, m.holdout):
+            e.maps[name] = MapState(now, 0, "holdout")
+            self.out.records.append(Record(name, "holdout", now, inst, "in the holdout group"))
+            why[name] = _SETTLED["holdout"]
+            return None
+        if m.activation == "next_visit":
+            e.next_visit[name] = now
+            e.maps[name] = MapState(now, 0, "waiting")
+            why[name] = _SETTLED["waiting"]
+            return None
+        due_at = {"delay": now + m.delay_ms, "next_page": 0}.get(m.activation, now)
+        seen = e.maps[name] = MapState(now, due_at, "due")
+        return seen
+
+    def _not_qualified(self, m: ActionMap) -> None:
+        trigger, j, now, members = m.trigger, self.j, self.now, self.members
+        if self.explain:
+            self.out.why[m.name] = f"not qualified: {why_not(trigger, j, now, members)}"
+        else:
+            self.out.why[m.name] = "not qualified"
+        if trigger.timed and may_change_with_time(trigger, j, now, members):
+            self.recheck.append(5_000)
+
+    def unblocked(self, m: ActionMap, caps: Mapping[str, Caps], pacer: _Pacer) -> bool:
+        """Whether due ``m`` is an offer to choose from; a webhook fires here, at once."""
+        t = action_type(m.channel)
+        reason = _blocked_here(m, t.on_page, self.j.url, self.now)
         if reason is None:
-            if m.channel == "webhook":
-                inst = instance_id(j.session_id, m.name)
-                out.webhooks.append((inst, m))
-                e.maps[m.name][2] = "done"
-                out.records.append(Record(m.name, "offered", now, inst))
-                out.why[m.name] = "fired: webhook sent"
-            else:
-                offers.append(m)
-            continue
-        out.why[m.name] = f"blocked: {reason}"
-        if reason.startswith(("no agents", "service-level")):
-            recheck.append(15_000)  # agents may come: offer then, without waiting for an event
-        key = f"{m.name}|{reason.split(':')[0]}"
-        if recorded is None:
-            recorded = set(e.blocked)
-        if key not in recorded:
-            recorded.add(key)
-            e.blocked.append(key)
-            inst = instance_id(j.session_id, m.name)
-            out.records.append(Record(m.name, "blocked", now, inst, reason))
-    if offers:
+            cap = m.caps or caps.get(m.channel) or Caps()
+            reason = t.blocks(m, Blocking(self.e, self.now, cap, pacer))
+        if reason is not None:
+            self.out.why[m.name] = f"blocked: {reason}"
+            if reason.startswith(("no agents", "service-level")):
+                self.recheck.append(15_000)  # agents may come: offer then, without an event
+            self._blocked(m.name, reason.split(":")[0], reason)
+            return False
+        if t.on_page:
+            return True
+        fired = self._fire(m, "fired: webhook sent")
+        self.out.webhooks.append(fired)
+        return False
+
+    def choose(self, offers: list[ActionMap]) -> None:
+        """The highest priority wins (ties: a hash, fair across visitors); the rest wait."""
         if len(offers) > 1:
-            offers.sort(key=lambda m: (-m.priority, _tie(visitor_id, j.session_id, m.name)))
+            j, v = self.j, self.visitor_id
+            offers.sort(key=lambda m: (-m.priority, _tie(v, j.session_id, m.name)))
         win = offers[0]
-        inst = instance_id(j.session_id, win.name)
-        out.offers.append((inst, win))
-        lifetime = int(win.action.get("timeoutMs", 30_000))
-        e.showing = [inst, win.name, win.channel, now, now + lifetime]
-        e.last_offer_at = now
-        e.maps[win.name][2] = "done"
-        out.records.append(Record(win.name, "offered", now, inst))
-        out.why[win.name] = "fired: offered now"
+        fired = self._fire(win, "fired: offered now")
+        self.out.offers.append(fired)
+        lifetime = int(win.action.get("timeoutMs", OFFER_LIFETIME_MS))
+        self.e.showing = Showing(
+            fired.instance, win.name, win.channel, self.now, self.now + lifetime
+        )
+        self.e.last_offer_at = self.now
         for m in offers[1:]:
-            out.why[m.name] = f"blocked: another map won ({win.name})"
-            key = f"{m.name}|another map won"
-            if recorded is None:
-                recorded = set(e.blocked)
-            if key not in recorded:
-                recorded.add(key)
-                e.blocked.append(key)
-                out.records.append(
-                    Record(
-                        m.name,
-                        "blocked",
-                        now,
-                        instance_id(j.session_id, m.name),
-                        f"another map won ({win.name})",
-                    )
-                )
-            recheck.append(lifetime)
-    if recheck:
-        out.recheck_in_ms = max(1_000, min(recheck))
-    return out
+            reason = f"another map won ({win.name})"
+            self.out.why[m.name] = f"blocked: {reason}"
+            self._blocked(m.name, "another map won", reason)
+            self.recheck.append(lifetime)
+
+    def _fire(self, m: ActionMap, why: str) -> Fired:
+        inst = instance_id(self.j.session_id, m.name)
+        self.e.maps[m.name].status = "done"
+        self.out.records.append(Record(m.name, "offered", self.now, inst))
+        self.out.why[m.name] = why
+        return Fired(inst, m)
+
+    def _blocked(self, name: str, kind: str, reason: str) -> None:
+        """Record a block reason once per map and kind this visit."""
+        key = f"{name}|{kind}"
+        if self.recorded is None:
+            self.recorded = set(self.e.blocked)
+        if key not in self.recorded:
+            self.recorded.add(key)
+            self.e.blocked.append(key)
+            inst = instance_id(self.j.session_id, name)
+            self.out.records.append(Record(name, "blocked", self.now, inst, reason))
 
 
-def _blocked(
-    m: ActionMap,
-    j: Journey,
-    e: Engagement,
-    now: int,
-    caps: Mapping[str, Caps],
-    outlooks: Mapping[str, QueueOutlook],
-    pacing: PacingTarget,
-    pace_memo: PaceMemo | None,
-    paced: dict[str | None, str | None],
-) -> str | None:
-    if m.channel in ON_PAGE:
-        url = j.url
+def _blocked_here(m: ActionMap, on_page: bool, url: str | None, now: int) -> str | None:
+    """The rules of every type: an on-page map's page URL rules, then the map's schedule."""
+    if on_page:
         if m.include_urls and not _any_matches(m.include_urls, url):
             return "page URL: not on an included page"
         if m.exclude_urls and _any_matches(m.exclude_urls, url):
             return "page URL: on an excluded page"
-    closed = m.schedule.why_closed(now)
-    if closed is not None:
-        return closed
-    if m.channel == "webhook":
-        return None
-    if e.showing:
-        return f"existing offer: {e.showing[1]} is showing"
-    cap = m.caps or caps.get(m.channel) or Caps()
-    if e.last_offer_at and now - e.last_offer_at < cap.min_wait_ms:
-        return f"frequency cap: an offer {(now - e.last_offer_at) / 1000:.0f} s ago"
-    if cap.none_after_rejection and m.channel in e.rejected:
-        return f"frequency cap: a {m.channel} offer was rejected this visit"
-    if m.channel == "chat" and cap.none_after_agent_chat and e.agent_chat_at:
-        return "frequency cap: already chatted with an agent this visit"
-    if m.channel == "chat":
-        queue = m.queue
-        if queue in paced:  # one outlook per queue and decision: it is the same moment
-            return paced[queue]
-        reason: str | None = None
-        outlook = outlooks.get(queue or "")
-        if outlook is None:
-            reason = f"no agents: queue {m.queue!r} has no agents"
-        else:
-            decision = (pace_memo or pace)(outlook, pacing)
-            if not decision.offer:
-                if decision.reason.startswith("no agents"):
-                    reason = f"no agents: {decision.reason}"
-                else:
-                    reason = decision.reason
-        paced[queue] = reason
-        return reason
-    return None
+    return m.schedule.why_closed(now)
 
 
 def _any_matches(patterns: tuple[Predicate, ...], url: str | None) -> bool:
@@ -432,11 +500,9 @@ def _any_matches(patterns: tuple[Predicate, ...], url: str | None) -> bool:
 
 
 def answered(e: Engagement, instance: str, state: str, at: int, channel: str) -> None:
-    """What the widget reported: the offer leaves the page; a rejection caps the channel;
-    a chat that started with an agent caps further chats."""
-    if e.showing and e.showing[0] == instance and state != "offered":
-        e.showing = []
-    if state == "rejected":
-        e.rejected[channel] = at
-    if state == "started" and channel == "chat":
-        e.agent_chat_at = at
+    """What the widget reported: the offer leaves the page unless it is just shown; the
+    rest is the action type's (a rejection caps the channel, a chat started with an agent
+    caps further chats)."""
+    if e.showing.active and e.showing.instance == instance and state != "offered":
+        e.showing = NOT_SHOWING
+    action_type(channel).answer(e, state, at)

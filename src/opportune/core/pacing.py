@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import expm
 
+from opportune.core.action_types import OFFER_LIFETIME_MS
+
 # Above this many states the truncated birth-death chain of Erlang A holds all but a
 # negligible tail of the probability mass for any load a single queue sees.
 _MAX_QUEUE = 400
@@ -181,7 +183,9 @@ class QueueOutlook:
     patience_s: float  # recent mean patience of waiting visitors
     pending_offers: int  # offers shown and not yet answered
     acceptance_rate: float  # share of offers accepted (recent)
-    offer_lifetime_s: float = 30.0  # an offer is answered (or expires) within this
+    offer_lifetime_s: float = (
+        OFFER_LIFETIME_MS / 1000
+    )  # an offer is answered (or expires) within this
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,8 @@ from typing import Any
 from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import Engine, select
 
-from opportune.core.actionmaps import ActionMap, Decision, Engagement, PaceMemo, decide
+from opportune.core.action_types import OFFER_LIFETIME_MS, payload
+from opportune.core.actionmaps import ActionMap, Decision, Engagement, Fired, PaceMemo, decide
 from opportune.core.conditions import parse_duration
 from opportune.core.journey import Journey
 from opportune.core.pacing import PacingTarget, QueueOutlook
@@ -106,9 +107,74 @@ class _Outlooks(Mapping[str, QueueOutlook]):
         return len(self.board.queues)
 
 
+@dataclass(frozen=True, slots=True)
+class Visit:
+    """Whose decision it is: what every row of it carries."""
+
+    site_id: str
+    visitor_id: str
+    customer_id: str | None
+    session_id: str
+
+    def action_row(
+        self, m: str, instance: str, state: str, at: int, reason: str | None
+    ) -> tuple[Any, ...]:
+        """An ``action_events`` row (``ACTION_EVENT_COLUMNS`` order)."""
+        detail = None
+        return (
+            self.site_id,
+            m,
+            instance,
+            state,
+            reason,
+            at,
+            self.session_id,
+            self.visitor_id,
+            self.customer_id,
+            detail,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookCall:
+    """A webhook call for the outbox: the worker's payload with its body rendered."""
+
+    instance: str
+    map: str
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: str  # JSON
+    timeout_ms: int
+    max_attempts: int
+
+    def row(self, visit: Visit, now: int) -> tuple[Any, ...]:
+        """A pending ``webhook_deliveries`` row (``WEBHOOK_COLUMNS`` order)."""
+        return (
+            self.instance,
+            visit.site_id,
+            self.map,
+            visit.session_id,
+            visit.visitor_id,
+            self.method,
+            self.url,
+            json.dumps(self.headers),
+            self.body,
+            self.timeout_ms,
+            self.max_attempts,
+            0,  # attempts
+            "pending",
+            now,  # next_at
+            0,  # claimed_until
+            None,  # last_error
+            now,  # created_at
+            None,  # done_at
+        )
+
+
 @dataclass(slots=True)
 class Outcome:
-    """A batch's engagement: what to send, what to store."""
+    """A batch's engagement: what to send, what to store (rows in the writer's order)."""
 
     decision: Decision
     action_rows: list[tuple[Any, ...]]
@@ -141,6 +207,7 @@ class Engager:
         assignments: Mapping[str, list[int]],
         now: int,
     ) -> Outcome:
+        """Decide, then turn the decision into rows; chat offers count as pending."""
         decision = decide(
             visitor_id=visitor_id,
             journey=journey,
@@ -154,88 +221,77 @@ class Engager:
             assignments=assignments,
             pace_memo=self.pace_memo,
         )
-        sid = journey.session_id
+        visit = Visit(site_id, visitor_id, customer_id, journey.session_id)
         rows = [
-            (
-                site_id,
-                r.map,
-                r.instance,
-                r.state,
-                r.reason or None,
-                r.at,
-                sid,
-                visitor_id,
-                customer_id,
-                None,
-            )
+            visit.action_row(r.map, r.instance, r.state, r.at, r.reason or None)
             for r in decision.records
         ]
         hooks = []
-        for inst, m in decision.webhooks:
-            hook = m.action.get("webhook", {})
-            context = {
-                "visitor": {"id": visitor_id},
-                "customer": {"id": customer_id, "traits": dict(journey.traits)},
-                "session": {"id": sid, "url": journey.url, "facts": dict(journey.facts)},
-                "segments": sorted(members),
-                "outcomes": sorted(journey.outcomes),
-                "scores": {
-                    name: {"probability": p, "quantile": q}
-                    for name, (p, _mp, q, _mq) in journey.scores.items()
-                },
-                "map": m.name,
-                "now": now,
-            }
+        for fired in decision.webhooks:
+            context = webhook_context(visit, journey, members, fired.map.name, now)
             try:
-                body = json.dumps(render(hook.get("body", {}), context))
+                call = webhook_call(fired, context)
             except Exception as exc:  # a broken template fails this call alone, recorded
+                reason = f"template: {exc}"[:255]
                 rows.append(
-                    (
-                        site_id,
-                        m.name,
-                        inst,
-                        "errored",
-                        f"template: {exc}"[:255],
-                        now,
-                        sid,
-                        visitor_id,
-                        customer_id,
-                        None,
-                    )
+                    visit.action_row(fired.map.name, fired.instance, "errored", now, reason)
                 )
                 continue
-            hooks.append(
-                (
-                    inst,
-                    site_id,
-                    m.name,
-                    sid,
-                    visitor_id,
-                    hook.get("method", "POST"),
-                    hook["url"],
-                    json.dumps(hook.get("headers", {})),
-                    body,
-                    parse_duration(hook.get("timeout", "5s"), []),
-                    1 + int(hook.get("retries", 4)),
-                    0,
-                    "pending",
-                    now,
-                    0,
-                    None,
-                    now,
-                    None,
-                )
-            )
-        for inst, m in decision.offers:
-            if m.channel == "chat" and m.queue:
-                self.board.offered(m.queue, inst, now + int(m.action.get("timeoutMs", 30_000)))
+            hooks.append(call.row(visit, now))
+        self._pending(decision, now)
         return Outcome(decision, rows, hooks)
+
+    def _pending(self, decision: Decision, now: int) -> None:
+        """Chat offers on pages count against their queue's outlook until answered."""
+        for fired in decision.offers:
+            m = fired.map
+            if m.channel == "chat" and m.queue:
+                lifetime = int(m.action.get("timeoutMs", OFFER_LIFETIME_MS))
+                self.board.offered(m.queue, fired.instance, now + lifetime)
+
+
+def webhook_context(
+    visit: Visit, journey: Journey, members: Mapping[str, int], map_name: str, now: int
+) -> dict[str, Any]:
+    """What a webhook body's placeholders may read (docs/actions.md)."""
+    return {
+        "visitor": {"id": visit.visitor_id},
+        "customer": {"id": visit.customer_id, "traits": dict(journey.traits)},
+        "session": {"id": visit.session_id, "url": journey.url, "facts": dict(journey.facts)},
+        "segments": sorted(members),
+        "outcomes": sorted(journey.outcomes),
+        "scores": {
+            name: {"probability": p, "quantile": q}
+            for name, (p, _mp, q, _mq) in journey.scores.items()
+        },
+        "map": map_name,
+        "now": now,
+    }
+
+
+def webhook_call(fired: Fired, context: Mapping[str, Any]) -> WebhookCall:
+    """The call to queue for a fired webhook map: its body rendered (raises if it cannot be)."""
+    spec = payload(fired.instance, fired.map, "", {})
+    return WebhookCall(
+        instance=fired.instance,
+        map=fired.map.name,
+        method=spec["method"],
+        url=spec["url"],
+        headers=spec["headers"],
+        body=json.dumps(render(spec["body"], context)),
+        timeout_ms=spec["timeoutMs"],
+        max_attempts=spec["attempts"],
+    )
 
 
 def render(value: Any, context: Mapping[str, Any]) -> Any:
     """A JSON body with ``{{ ... }}`` placeholders in its strings, rendered in a sandbox.
 
-    A string that is one placeholder keeps the value's type (a list stays a list)."""
+    A string that is one placeholder keeps the value's type (a list stays a list).
+
+    >>> render({"id": "{{ visitor.id }}", "hi": "Hi {{ visitor.id }}"}, {"visitor": {"id": 7}})
+    {'id': 7, 'hi': 'Hi 7'}
+    """
     if isinstance(value, dict):
         return {k: render(v, context) for k, v in value.items()}
     if isinstance(value, list):
@@ -247,47 +303,6 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
             return expr(**context)
         return _TEMPLATES.from_string(value).render(**context)
     return value
-
-
-def payload(inst: str, m: ActionMap, locale: str, prefill: Mapping[str, Any]) -> dict[str, Any]:
-    """What the widget gets for one offer (texts for the visitor's locale, form prefilled)."""
-    act = dict(m.action)
-    texts = act.pop("texts", {}).get(locale, {})
-    out: dict[str, Any] = {
-        "id": inst,
-        "map": m.name,
-        "type": m.channel,
-        "locale": locale,
-        "timeoutMs": act.pop("timeoutMs", 30_000),
-    }
-    if "content" in act:
-        c = dict(act["content"])
-        for key in ("title", "body", "imageAlt"):
-            if key in texts:
-                c[key] = texts[key]
-        if "cta" in c and "ctaLabel" in texts:
-            c["cta"] = {**c["cta"], "label": texts["ctaLabel"]}
-        out["content"] = c
-    if "chat" in act:
-        chat = json.loads(json.dumps(act["chat"]))
-        inv = chat["invitation"]
-        for key in ("title", "body", "accept", "decline"):
-            if key in texts:
-                inv[key] = texts[key]
-        form = chat.get("form")
-        if form:
-            for f in form.get("fields", []):
-                source = f.pop("prefill", None)
-                if source and prefill.get(source) is not None:
-                    f["value"] = str(prefill[source])
-        out["chat"] = chat
-    if "bot" in act:
-        bot = dict(act["bot"])
-        for key in ("title", "greeting"):
-            if key in texts:
-                bot[key] = texts[key]
-        out["bot"] = bot
-    return out
 
 
 def prefill_sources(engine: Engine, journey: Journey, customer_id: str | None) -> dict[str, Any]:

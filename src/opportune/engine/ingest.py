@@ -17,11 +17,12 @@ from typing import Any, NamedTuple
 import msgspec
 from sqlalchemy import Engine, select
 
+from opportune.core.action_types import payload
 from opportune.core.actionmaps import answered, instance_id
 from opportune.core.events import Batch, Recheck, Refusal, ReportBatch, check_event
 from opportune.core.journey import Journey, JourneyEvent
 from opportune.core.session import SessionTrack, landing_attributes, place
-from opportune.engine.engagement import Engager, Outcome, locale_of, payload, prefill_sources
+from opportune.engine.engagement import Engager, Outcome, locale_of, prefill_sources
 from opportune.engine.enrichment import GeoResolver, parse_user_agent
 from opportune.engine.live import LiveStore, Loader, MemoryLiveStore, Slot, VisitorLive
 from opportune.engine.rules import RuleBook
@@ -555,11 +556,11 @@ class Ingestor:
             return []
         needs = any(
             f.get("prefill")
-            for _, m in engaged.decision.offers
-            for f in (m.action.get("chat", {}).get("form") or {}).get("fields", [])
+            for fired in engaged.decision.offers
+            for f in (fired.map.action.get("chat", {}).get("form") or {}).get("fields", [])
         )
         known = await self._db(prefill_sources, self.engine, j, state.customer_id) if needs else {}
-        return [payload(inst, m, locale_of(j), known) for inst, m in engaged.decision.offers]
+        return [payload(f.instance, f.map, locale_of(j), known) for f in engaged.decision.offers]
 
     async def recheck(self, req: Recheck, site: Site, *, now_ms: int) -> IngestResult:
         """Look at a visitor's action maps again now: time-based triggers, delayed offers."""

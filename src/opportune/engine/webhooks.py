@@ -37,7 +37,11 @@ class MissingSecret(KeyError):
 
 
 def resolve_secrets(headers: Mapping[str, str], secrets: Mapping[str, str]) -> dict[str, str]:
-    """Header values with ``${secret:NAME}`` replaced from the settings' secrets."""
+    """Header values with ``${secret:NAME}`` replaced from the settings' secrets.
+
+    >>> resolve_secrets({"Authorization": "Bearer ${secret:CRM}"}, {"CRM": "t0k"})
+    {'Authorization': 'Bearer t0k'}
+    """
 
     def sub(m: re.Match[str]) -> str:
         name = m.group(1)
@@ -50,7 +54,11 @@ def resolve_secrets(headers: Mapping[str, str], secrets: Mapping[str, str]) -> d
 
 def backoff_ms(attempt: int, rng: random.Random) -> int:
     """Wait before retry number ``attempt`` (1-based): doubling, capped, with full jitter
-    over its upper half so that many failed calls do not retry in lockstep."""
+    over its upper half so that many failed calls do not retry in lockstep.
+
+    >>> [500 <= backoff_ms(1, random.Random(s)) <= 1_000 for s in range(3)]
+    [True, True, True]
+    """
     ceiling = min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (attempt - 1))
     return int(ceiling / 2 + rng.random() * ceiling / 2)
 

@@ -11,6 +11,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from opportune.core.action_types import (
+    ACTION_TYPES,
+    OFFER_LIFETIME_MS,
+    WEBHOOK_RETRIES,
+    WEBHOOK_TIMEOUT_MS,
+    Channel,
+    Known,
+    OnPageChannel,
+    duration_text,
+)
 from opportune.core.actionmaps import ActionMap, Caps, Schedule
 from opportune.core.conditions import ConditionError, Predicate, parse_condition, parse_duration
 from opportune.core.kpis import KpiType
@@ -110,13 +120,30 @@ class Webhook(Document):
     headers: dict[str, str] = Field(default_factory=dict, max_length=20)
     # A JSON body with {{ ... }} placeholders (visitor, customer, segments, scores, map).
     body: dict[str, Any] = Field(default_factory=dict)
-    timeout: Duration = "5s"
-    retries: int = Field(default=4, ge=0, le=10)
+    timeout: Duration = duration_text(WEBHOOK_TIMEOUT_MS)
+    retries: int = Field(default=WEBHOOK_RETRIES, ge=0, le=10)
+
+
+# Each registered action type's document part, by channel (the contract suite checks that
+# every type in core.action_types.ACTION_TYPES has one).
+ACTION_DOCUMENTS: dict[str, type[Document]] = {
+    "content": Content,
+    "chat": Chat,
+    "bot": Bot,
+    "webhook": Webhook,
+}
 
 
 class Action(Document):
-    type: Literal["content", "chat", "bot", "webhook"]
-    timeout: Duration = "30s"  # an offer unanswered this long times out
+    """What a map does: one action type's document (``type`` names it, its part holds it).
+
+    >>> act = Action.model_validate({"type": "bot", "bot": {"flow": "returns", "title": "Hi"}})
+    >>> act.timeout, action_payload(act, {})["bot"]["flow"]
+    ('30s', 'returns')
+    """
+
+    type: Channel
+    timeout: Duration = duration_text(OFFER_LIFETIME_MS)  # an offer unanswered this long times out
     content: Content | None = None
     chat: Chat | None = None
     bot: Bot | None = None
@@ -126,7 +153,7 @@ class Action(Document):
 
     @model_validator(mode="after")
     def _one(self) -> Action:
-        given = [k for k in ("content", "chat", "bot", "webhook") if getattr(self, k) is not None]
+        given = [k for k in ACTION_DOCUMENTS if getattr(self, k) is not None]
         if given != [self.type]:
             raise ValueError(f"an action of type {self.type!r} needs exactly its {self.type!r}")
         return self
@@ -255,10 +282,9 @@ def action_payload(act: Action, templates: dict[str, ContentTemplate]) -> dict[s
         c["style"] = (t.style if t else Style()).model_dump(mode="json", by_alias=True)
         c.pop("template", None)
         out["content"] = c
-    for key in ("chat", "bot", "webhook"):
-        value = getattr(act, key)
-        if value is not None:
-            out[key] = value.model_dump(mode="json", by_alias=True, exclude_none=True)
+    else:  # the other types' parts go as written (the validator: only its own is given)
+        part = getattr(act, act.type)
+        out[act.type] = part.model_dump(mode="json", by_alias=True, exclude_none=True)
     if act.texts:
         out["texts"] = act.texts
     return out
@@ -275,7 +301,7 @@ class EngagementSettings(Document):
 
     kind: Literal["engagement"] = "engagement"
     name: str = Field(default="default", pattern=_NAME)
-    caps: dict[Literal["content", "chat", "bot"], CapsDoc] = Field(default_factory=dict)
+    caps: dict[OnPageChannel, CapsDoc] = Field(default_factory=dict)
     pacing: PacingDoc = Field(default_factory=PacingDoc)
 
 
@@ -461,6 +487,7 @@ def build_maps(
     from opportune.core.conditions import references, scored_outcomes
     from opportune.core.rules import RulesError
 
+    known = Known(queues=frozenset(queues), templates=frozenset(templates))
     problems: list[tuple[str, str, str]] = []
     out: list[ActionMap] = []
     seen: set[str] = set()
@@ -473,13 +500,9 @@ def build_maps(
             problems.append(("actionMap", doc.name, f"refers to unknown segment {ref!r}"))
         for ref in sorted(scored_outcomes(core.trigger) - outcomes):
             problems.append(("actionMap", doc.name, f"reads the score of unknown outcome {ref!r}"))
-        if core.queue is not None and core.queue not in queues:
-            problems.append(("actionMap", doc.name, f"offers chat on unknown queue {core.queue!r}"))
-        content = doc.action.content
-        if content is not None and content.template and content.template not in templates:
-            problems.append(
-                ("actionMap", doc.name, f"uses unknown content template {content.template!r}")
-            )
+        part = getattr(doc.action, doc.action.type).model_dump(by_alias=True, exclude_none=True)
+        for problem in ACTION_TYPES[core.channel].problems(part, known):
+            problems.append(("actionMap", doc.name, problem))
         seg = doc.once_per_assignment_of
         if seg is not None:
             if seg not in segments:
