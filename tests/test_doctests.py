@@ -23,12 +23,10 @@ PACKAGES = (opportune.core, opportune.ml, opportune.engine, opportune.workspace)
 PENDING: frozenset[str] = frozenset(
     {
         "opportune.engine.audience",
-        "opportune.engine.engagement",
         "opportune.engine.ingest",
         "opportune.engine.live",
         "opportune.engine.rules",
         "opportune.engine.scoring",
-        "opportune.engine.webhooks",
     }
 )
 
