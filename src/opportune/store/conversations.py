@@ -218,6 +218,7 @@ def transition(
     *,
     now_ms: int,
     expect: Iterable[State] | None = None,
+    seen_before: int | None = None,
     **changes: Any,
 ) -> Conversation:
     """Apply ``what`` (``core.conversations.move``) with any column ``changes`` (agent, queue,
@@ -225,10 +226,13 @@ def transition(
 
     ``expect`` names the states the caller read the conversation in: if another process
     moved it meanwhile, the move is refused rather than applied to a state nobody saw.
+    ``seen_before`` refuses it if the visitor was heard from since (a sweeper's ``leave``).
     """
     conv = _lock(conn, conversation_id)
     if expect is not None and conv.state not in set(expect):
         raise ConversationError(f"the conversation is {conv.state.replace('_', ' ')} now")
+    if seen_before is not None and conv.visitor_seen_at >= seen_before:
+        raise ConversationError("the visitor is back")
     nxt = move(conv.state, what)
     values: dict[str, Any] = {"state": nxt, "updated_at": now_ms, **changes}
     if nxt in ("closed", "abandoned", "wrap_up") and conv.ended_at is None:
