@@ -380,3 +380,30 @@ conversation_messages = Table(
     Column("at", BigInteger, nullable=False),
     UniqueConstraint("conversation_id", "client_id"),
 )
+
+# The people who sign in (agents, supervisors, admins); an agent user is a routing agent.
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("email", String(254), nullable=False, unique=True),  # stored lower-cased
+    Column("name", String(128), nullable=False),
+    Column("role", String(10), nullable=False),  # admin | supervisor | agent
+    Column("agent_id", String(64), nullable=True, unique=True),
+    Column("queues", Text, nullable=True),  # JSON list: the queues a supervisor watches
+    Column("password_hash", String(255), nullable=False),  # argon2id
+    Column("created_at", BigInteger, nullable=False),
+    Column("disabled_at", BigInteger, nullable=True),
+)
+
+# A signed-in browser: the cookie holds the token, the row only its hash.
+user_sessions = Table(
+    "user_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", String(32), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Index(None, "user_id"),
+)
