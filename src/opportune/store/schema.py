@@ -336,3 +336,74 @@ attribution_touchpoints = Table(
     Index(None, "conversation_id"),
     Index(None, "attribution_id"),
 )
+
+# A web chat: its state machine is core.conversations'. The id is the routed interaction's.
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("site_id", String(64), nullable=False),
+    Column("visitor_id", String(64), nullable=False),
+    Column("customer_id", String(32), nullable=True),
+    Column("state", String(10), nullable=False),
+    Column("queue", String(64), nullable=True),
+    Column("agent_id", String(64), nullable=True),
+    Column("language", String(8), nullable=True),
+    Column("offer", String(64), nullable=True),  # the action-map instance that offered it
+    Column("registration", Text, nullable=True),  # JSON: the form the visitor filled in
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("next_seq", Integer, nullable=False),
+    Column("visitor_seen_at", BigInteger, nullable=False),  # heartbeat: gone after a grace
+    Column("visitor_read_seq", Integer, nullable=False),
+    Column("agent_read_seq", Integer, nullable=False),
+    Column("ended_at", BigInteger, nullable=True),
+    Column("wrap_up_code", String(64), nullable=True),
+    Column("rating", Integer, nullable=True),
+    Index(None, "state", "visitor_seen_at"),
+    Index(None, "visitor_id"),
+    Index(None, "customer_id"),
+    Index(None, "agent_id", "state"),
+)
+
+# Its messages, in the order the server fixed (seq); a resend of a client id is the same row.
+conversation_messages = Table(
+    "conversation_messages",
+    metadata,
+    Column("conversation_id", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("client_id", String(64), nullable=False),
+    Column("sender", String(8), nullable=False),  # visitor | agent | bot | system
+    Column("author", String(64), nullable=True),  # the agent's id or the bot flow's name
+    Column("text", Text, nullable=False),
+    Column("payload", Text, nullable=True),  # JSON: a bot's buttons and links
+    Column("at", BigInteger, nullable=False),
+    UniqueConstraint("conversation_id", "client_id"),
+)
+
+# The people who sign in (agents, supervisors, admins); an agent user is a routing agent.
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("email", String(254), nullable=False, unique=True),  # stored lower-cased
+    Column("name", String(128), nullable=False),
+    Column("role", String(10), nullable=False),  # admin | supervisor | agent
+    Column("agent_id", String(64), nullable=True, unique=True),
+    Column("queues", Text, nullable=True),  # JSON list: the queues a supervisor watches
+    Column("password_hash", String(255), nullable=False),  # argon2id
+    Column("created_at", BigInteger, nullable=False),
+    Column("disabled_at", BigInteger, nullable=True),
+)
+
+# A signed-in browser: the cookie holds the token, the row only its hash.
+user_sessions = Table(
+    "user_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", String(32), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Index(None, "user_id"),
+)
