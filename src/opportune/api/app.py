@@ -174,7 +174,7 @@ async def _journey_features(runtime: Runtime, visitor_id: str, now_ms: int) -> d
     members = runtime.rules.ruleset.members(j if current else None, state.assignments, now_ms)
     out = {f"segment:{name}": 1.0 for name in members}
     if current and j is not None:
-        out.update({f"score:{o}": float(v[0]) for o, v in j.scores.items() if v})
+        out.update({f"score:{o}": float(s.probability) for o, s in j.scores.items()})
     return out
 
 

@@ -268,15 +268,7 @@ def _scores(j: Any, ingestor: Ingestor, members: dict[str, int], at: int) -> lis
     """Each outcome's score with the features that weigh most in it ("why this score")."""
     why = ingestor.scorer.explain(j, members, at) if j.scores else {}
     return [
-        {
-            "outcome": name,
-            "probability": p,
-            "maxProbability": mp,
-            "quantile": q,
-            "maxQuantile": mq,
-            "why": why.get(name, []),
-        }
-        for name, (p, mp, q, mq) in j.scores.items()
+        {"outcome": name, **s.to_json(), "why": why.get(name, [])} for name, s in j.scores.items()
     ]
 
 

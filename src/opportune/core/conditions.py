@@ -28,8 +28,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
+from msgspec.structs import astuple
+
 from opportune.core.events import EVENT_TYPES as WIRE_EVENT_TYPES
 from opportune.core.journey import Journey, JourneyEvent, Scalar
+from opportune.core.scores import FIELD_NAMES as SCORE_NAMES
+from opportune.core.scores import Scores
 
 # Event types a filter may name: the wire model's.
 EVENT_TYPES: Final = frozenset(WIRE_EVENT_TYPES)
@@ -446,8 +450,8 @@ class Context:
     visit_number: int
     started_at: int
     traits: Mapping[str, Scalar] = field(default_factory=dict)
-    # Outcome scores as they stood ([probability, max, quantile, max quantile]).
-    scores: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    # Outcome scores as they stood.
+    scores: Mapping[str, Scores] = field(default_factory=dict)
 
 
 class Node:
@@ -815,7 +819,7 @@ class Sequence_(Node):
         return search(0, 0, None)
 
 
-SCORE_FIELDS: Final = {"probability": 0, "maxProbability": 1, "quantile": 2, "maxQuantile": 3}
+SCORE_FIELDS: Final = {name: i for i, name in enumerate(SCORE_NAMES)}
 _COMPARE: Final[dict[str, Callable[[float, float], bool]]] = {
     "gt": operator.gt,
     "gte": operator.ge,
@@ -843,11 +847,12 @@ class Score(Node):
         floats = tuple((i, _COMPARE[t.op], float(t.operand), t) for i, t in self.tests)
         object.__setattr__(self, "_floats", floats)
 
-    def _check(self, scores: Sequence[float] | None) -> bool:
+    def _check(self, scores: Scores | None) -> bool:
         if scores is None:
             return False
+        values = astuple(scores)  # in SCORE_FIELDS order
         for i, cmp, bound, test in self._floats:
-            v = scores[i]
+            v = values[i]
             if type(v) is float:
                 if not (cmp(v, bound) and math.isfinite(v)):
                     return False

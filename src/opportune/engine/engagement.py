@@ -180,8 +180,8 @@ class Engager:
                 "segments": sorted(members),
                 "outcomes": sorted(journey.outcomes),
                 "scores": {
-                    name: {"probability": p, "quantile": q}
-                    for name, (p, _mp, q, _mq) in journey.scores.items()
+                    name: {"probability": s.probability, "quantile": s.quantile}
+                    for name, s in journey.scores.items()
                 },
                 "map": m.name,
                 "now": now,
