@@ -15,7 +15,7 @@ import pytest
 import redis
 from sqlalchemy import Engine, select
 
-from opportune.api.app import EXAMPLE_WORKSPACE, _identify
+from opportune.api.app import EXAMPLE_WORKSPACE
 from opportune.core.events import Batch, Event, Identity
 from opportune.engine.enrichment import GeoResolver
 from opportune.engine.ingest import Ingestor
@@ -50,7 +50,7 @@ class Harness:
         self.prefix = live
         self.rules = RuleBook(load_workspace(EXAMPLE_WORKSPACE), engine)
         self.rules.refresh()
-        self.writer = GroupCommitWriter(engine, identify=_identify)
+        self.writer = GroupCommitWriter(engine)
         self.ingestor = Ingestor(
             settings=Settings(database_url="sqlite://"),
             engine=engine,

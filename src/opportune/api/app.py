@@ -9,13 +9,12 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
-from sqlalchemy.engine import Connection
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
@@ -31,7 +30,7 @@ from opportune.engine.scoring import OutcomeScorer
 from opportune.engine.webhooks import WebhookWorker
 from opportune.settings import Settings
 from opportune.store.db import Checkpointer, make_engine, migrate
-from opportune.store.writer import GroupCommitWriter, IdentifyOp
+from opportune.store.writer import GroupCommitWriter
 from opportune.workspace import Workspace, load_workspace
 
 if TYPE_CHECKING:
@@ -115,7 +114,7 @@ def build_runtime(settings: Settings, *, auto_migrate: bool = True) -> Runtime:
     engine = make_engine(url, background_checkpoint=sqlite)
     if auto_migrate:
         migrate(engine)
-    writer = GroupCommitWriter(engine, identify=_identify, max_events=settings.commit_max_batch)
+    writer = GroupCommitWriter(engine, max_events=settings.commit_max_batch)
     geo = GeoResolver(trust_headers=settings.trusted_proxy_headers, mmdb_path=settings.geoip_db)
     live = None
     if settings.redis_url:
@@ -176,21 +175,6 @@ async def _journey_features(runtime: Runtime, visitor_id: str, now_ms: int) -> d
     if current and j is not None:
         out.update({f"score:{o}": float(s.probability) for o, s in j.scores.items()})
     return out
-
-
-def _identify(conn: Connection, op: IdentifyOp) -> Any:
-    """Run one identify event inside the writer's transaction."""
-    from opportune.store.customers import apply_identify
-
-    return apply_identify(
-        conn,
-        site_id=op.site_id,
-        visitor_id=op.visitor_id,
-        identity=op.identity,
-        traits=op.traits,
-        now_ms=op.now_ms,
-        default_region=op.default_region,
-    )
 
 
 def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndpoint:

@@ -37,6 +37,7 @@ import msgspec
 from opportune.core.actionmaps import Engagement
 from opportune.core.journey import Journey
 from opportune.core.session import SessionTrack
+from opportune.settings import DEFAULT_REDIS_PREFIX
 
 
 @dataclass(slots=True)
@@ -229,7 +230,7 @@ class RedisLiveStore:
         url: str,
         loader: Loader,
         *,
-        prefix: str = "opp:",
+        prefix: str = DEFAULT_REDIS_PREFIX,
         ttl_s: int = 2 * 86_400,
         lock_ms: int = 10_000,
         wait_ms: int = 5_000,

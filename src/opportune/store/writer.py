@@ -28,6 +28,8 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from opportune.settings import DEFAULT_COMMIT_MAX_BATCH
+from opportune.store.customers import IdentifyOutcome, apply_identify
 from opportune.store.schema import sessions
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,19 @@ log = logging.getLogger(__name__)
 # Called inside the transaction for each identify event, in order; returns what the
 # caller should learn (the customer now in force, refusals).
 IdentifyFn = Callable[[Connection, "IdentifyOp"], Any]
+
+
+def apply_identify_op(conn: Connection, op: IdentifyOp) -> IdentifyOutcome:
+    """The writer's identify: link the visitor to its customer inside the transaction."""
+    return apply_identify(
+        conn,
+        site_id=op.site_id,
+        visitor_id=op.visitor_id,
+        identity=op.identity,
+        traits=op.traits,
+        now_ms=op.now_ms,
+        default_region=op.default_region,
+    )
 
 
 @dataclass(slots=True)
@@ -76,7 +91,11 @@ class GroupCommitWriter:
     """The single writer of the hot path. ``submit`` from the event loop."""
 
     def __init__(
-        self, engine: Engine, *, identify: IdentifyFn | None = None, max_events: int = 2000
+        self,
+        engine: Engine,
+        *,
+        identify: IdentifyFn = apply_identify_op,
+        max_events: int = DEFAULT_COMMIT_MAX_BATCH,
     ) -> None:
         self.engine = engine
         self.identify = identify
@@ -179,8 +198,6 @@ class GroupCommitWriter:
         for job in group:
             out = []
             for op in job.identifies:
-                if self.identify is None:
-                    raise RuntimeError("identify events need an identify function")
                 out.append(self.identify(conn, op))
             results.append(out)
         return results
