@@ -214,7 +214,7 @@ def definitions_router(
             )
         rs = rules.ruleset
         j = state.journey
-        if j is not None and j.rules != rs.fingerprint and rs:
+        if j is not None and not j.is_current(rs.fingerprint) and rs:
             j = await asyncio.to_thread(ingestor.rebuild_journey, visitor_id, state)
         track = state.track
         current = j is not None and j.session_id == track.session_id

@@ -106,7 +106,7 @@ def engagement_router(*, ingestor: Ingestor, require_api_key: Callable[..., None
         if state is None:
             raise _not_found(f"visitor {visitor_id!r}")
         j = state.journey
-        if j is not None and j.rules != rules.ruleset.fingerprint:
+        if j is not None and not j.is_current(rules.ruleset.fingerprint):
             j = await asyncio.to_thread(ingestor.rebuild_journey, visitor_id, state)
         if j is None or j.session_id != state.track.session_id:
             return {"visitorId": visitor_id, "sessionId": state.track.session_id, "maps": []}
