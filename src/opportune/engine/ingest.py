@@ -11,32 +11,30 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 from sqlalchemy import Engine
 
 from opportune.core.actionmaps import answered, instance_id
 from opportune.core.events import Batch, Event, Recheck, Refusal, ReportBatch, check_event
 from opportune.core.journey import Journey, JourneyEvent, past_outcomes_after
 from opportune.core.session import SessionTrack, place
+from opportune.engine.answer import IngestResult
 from opportune.engine.engagement import Engager, Outcome, locale_of, payload, prefill_sources
 from opportune.engine.enrichment import GeoResolver
 from opportune.engine.history import StoredHistory
 from opportune.engine.identify import Linked, identify_indexes, linked_customers
 from opportune.engine.live import LiveStore, Loader, MemoryLiveStore, Slot, VisitorLive
 from opportune.engine.placement import Arrival, count_event, start_visit
+from opportune.engine.rows import BatchRows
 from opportune.engine.rules import RuleBook
 from opportune.engine.scoring import OutcomeScorer
 from opportune.settings import Settings
 from opportune.store.facts import session_facts
-from opportune.store.writer import GroupCommitWriter, IdentifyOp, WriteJob
+from opportune.store.writer import GroupCommitWriter, WriteJob
 from opportune.workspace import Site, Workspace
 
 log = logging.getLogger(__name__)
-
-_ENCODE = msgspec.json.Encoder()
 
 
 class IngestError(Exception):
@@ -48,57 +46,6 @@ class IngestError(Exception):
         self.code = code
         self.message = message
         self.path = path
-
-
-@dataclass(slots=True)
-class IngestResult:
-    accepted: int
-    duplicates: int
-    refused: list[Refusal]
-    visitor_id: str
-    session_id: str | None
-    customer_id: str | None
-    visit_number: int
-    segments: list[str] = field(default_factory=list)
-    outcomes: list[str] = field(default_factory=list)
-    scores: dict[str, dict[str, float]] = field(default_factory=dict)
-    actions: list[dict[str, Any]] = field(default_factory=list)
-    recheck_in_ms: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "accepted": self.accepted,
-            "duplicates": self.duplicates,
-            "refused": [{"index": r.index, "id": r.id, "reason": r.reason} for r in self.refused],
-            "visitorId": self.visitor_id,
-            "sessionId": self.session_id,
-            "customerId": self.customer_id,
-            "visitNumber": self.visit_number,
-            "segments": self.segments,
-            "outcomes": self.outcomes,
-            **({"scores": self.scores} if self.scores else {}),
-            **({"actions": self.actions} if self.actions else {}),
-            **({"recheckInMs": self.recheck_in_ms} if self.recheck_in_ms else {}),
-            **self.extra,
-        }
-
-
-@dataclass(slots=True)
-class _Work:
-    """What one batch has produced so far: its refusals and the rows for the writer."""
-
-    refused: list[Refusal] = field(default_factory=list)
-    duplicates: int = 0
-    session_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
-    event_rows: list[tuple[Any, ...]] = field(default_factory=list)
-    identifies: list[IdentifyOp] = field(default_factory=list)
-    segment_changes: list[tuple[Any, ...]] = field(default_factory=list)
-    achievements: list[tuple[Any, ...]] = field(default_factory=list)
-    # Known customers the batch's identify events link to, by event index (read ahead).
-    linked: dict[int, Linked] = field(default_factory=dict)
-    seen: set[str] = field(default_factory=set)  # of those, the ones the rules have seen
-    last_sid: str | None = None
 
 
 class Ingestor:
@@ -190,7 +137,7 @@ class Ingestor:
         state = self._admit(batch, site, slot, now_ms)
         await self._bring_journey_current(slot, state)
         customer_before = state.customer_id
-        work = _Work(last_sid=state.track.session_id)
+        work = BatchRows(last_sid=state.track.session_id)
         if self.rules.ruleset:
             work.linked = await self._identify_ahead(batch, site, state, now_ms)
         # No await from here to the write: concurrent batches of one visitor (memory store)
@@ -262,7 +209,7 @@ class Ingestor:
         batch: Batch,
         site: Site,
         state: VisitorLive,
-        work: _Work,
+        work: BatchRows,
         i: int,
         ev: Event,
         *,
@@ -296,14 +243,22 @@ class Ingestor:
             if i in work.linked:
                 self._see_customer(state, work, j, work.linked[i])
             self._step(site, batch.visitor_id, state, work, j, ev, ts)
-        self._record(site, batch.visitor_id, work, i, ev, ts, sid, now_ms)
+        work.add_event(
+            ev,
+            site=site,
+            visitor_id=batch.visitor_id,
+            index=i,
+            ts=ts,
+            session_id=sid,
+            now_ms=now_ms,
+        )
 
     def _place(
         self,
         batch: Batch,
         site: Site,
         state: VisitorLive,
-        work: _Work,
+        work: BatchRows,
         ev: Event,
         ts: int,
         arrival: Arrival,
@@ -342,7 +297,9 @@ class Ingestor:
             j.facts["identified"] = True
         return j
 
-    def _see_customer(self, state: VisitorLive, work: _Work, j: Journey, linked: Linked) -> None:
+    def _see_customer(
+        self, state: VisitorLive, work: BatchRows, j: Journey, linked: Linked
+    ) -> None:
         """Let the rules see the customer this event identifies: its stored traits under
         the visit's own, and its assignments from other devices."""
         work.seen.add(linked.customer_id)
@@ -362,7 +319,7 @@ class Ingestor:
         site: Site,
         vid: str,
         state: VisitorLive,
-        work: _Work,
+        work: BatchRows,
         j: Journey,
         ev: Event,
         ts: int,
@@ -382,66 +339,19 @@ class Ingestor:
         changes = self.rules.ruleset.step(j, jev, at, state.assignments, scorer)
         if not changes:
             return
-        sid, cid, rows = j.session_id, state.customer_id, work.segment_changes
-        for name, t in changes.entered:
-            rows.append((site.name, name, "entered", t, None, sid, vid, cid))
-        for name, t in changes.left:
-            rows.append((site.name, name, "left", t, None, sid, vid, cid))
-        for name, _since, expires in changes.assigned:
-            rows.append((site.name, name, "assigned", at, expires, sid, vid, cid))
-        for name, t, value in changes.achieved:
-            work.achievements.append((sid, name, site.name, vid, cid, t, value, ev.id))
+        work.add_changes(
+            changes,
+            site_id=site.name,
+            session_id=j.session_id,
+            visitor_id=vid,
+            customer_id=state.customer_id,
+            at=at,
+            event_id=ev.id,
+        )
         for name, message in changes.errors:
             if name not in self._rule_errors:  # once per rule, not per event
                 self._rule_errors.add(name)
                 log.error("rule %r failed and counts as not matched: %s", name, message)
-
-    def _record(
-        self,
-        site: Site,
-        vid: str,
-        work: _Work,
-        i: int,
-        ev: Event,
-        ts: int,
-        sid: str,
-        now_ms: int,
-    ) -> None:
-        """The event's row, in EVENT_COLUMNS order, and its identify operation if any."""
-        data: dict[str, Any] | None = dict(ev.attributes) if ev.attributes else None
-        if ev.type == "identify":
-            work.identifies.append(
-                IdentifyOp(
-                    site.name,
-                    vid,
-                    i,
-                    ev.identity,
-                    dict(ev.traits),
-                    now_ms,
-                    site.default_phone_region,
-                )
-            )
-            # Identifiers live only in the customer tables; the event keeps the traits'
-            # keys so the journey shows that an identify happened, without personal data.
-            data = {"traitKeys": sorted(ev.traits)} if ev.traits else None
-        work.event_rows.append(
-            (
-                vid,
-                ts,
-                ev.id,
-                site.name,
-                sid,
-                now_ms,
-                i,
-                ev.type,
-                ev.url,
-                ev.name,
-                ev.query,
-                ev.title,
-                ev.referrer,
-                _ENCODE.encode(data).decode() if data else None,
-            )
-        )
 
     async def _write(
         self,
@@ -449,32 +359,11 @@ class Ingestor:
         site: Site,
         vid: str,
         state: VisitorLive,
-        work: _Work,
+        work: BatchRows,
         engaged: Outcome | None,
     ) -> list[Any]:
         """Submit the batch's rows as one job and wait for its commit; identify outcomes."""
-        # The visitor row changes only when a visit starts (most batches continue one), so
-        # it is written only then: one statement less per batch on the hot path.
-        new_visit = any(r.get("_new") for r in work.session_rows.values())
-        job = WriteJob(
-            visitor={
-                "id": vid,
-                "site_id": site.name,
-                "customer_id": state.customer_id,
-                "first_seen_at": state.first_seen_at,
-                "last_visit_at": state.track.started_at,
-                "session_count": state.track.number,
-            }
-            if new_visit
-            else None,
-            sessions=list(work.session_rows.values()),
-            events=work.event_rows,
-            identifies=work.identifies,
-            segment_changes=work.segment_changes,
-            achievements=work.achievements,
-            action_events=engaged.action_rows if engaged else [],
-            webhooks=engaged.webhook_rows if engaged else [],
-        )
+        job = work.job(BatchRows.visitor_row(vid, site.name, state), engaged=engaged)
         if job.visitor is not None or job.events:
             # If this fails, the store forgets the state (see ``LiveStore.hold``).
             job.future = slot.write = asyncio.get_running_loop().create_future()
@@ -489,7 +378,7 @@ class Ingestor:
         self,
         batch: Batch,
         state: VisitorLive,
-        work: _Work,
+        work: BatchRows,
         outcomes: list[Any],
         customer_before: str | None,
         now_ms: int,
@@ -518,7 +407,7 @@ class Ingestor:
         self,
         vid: str,
         state: VisitorLive,
-        work: _Work,
+        work: BatchRows,
         engaged: Outcome | None,
         now_ms: int,
     ) -> IngestResult:
