@@ -38,7 +38,11 @@ log = logging.getLogger(__name__)
 
 
 class IngestError(Exception):
-    """A batch refused whole: HTTP status, a stable code, a message and the field path."""
+    """A batch refused whole: HTTP status, a stable code, a message and the field path.
+
+    >>> IngestError(413, "batch_too_long", "101 events in one batch", "$.events").status
+    413
+    """
 
     def __init__(self, status: int, code: str, message: str, path: str | None = None) -> None:
         super().__init__(message)

@@ -58,6 +58,13 @@ class VisitorLive:
     engagement: Engagement = field(default_factory=Engagement)
 
     def prune(self, horizon_ms: int) -> None:
+        """Forget event ids older than ``horizon_ms`` (once there are enough to bother).
+
+        >>> state = VisitorLive("site", None, 0, SessionTrack(), {f"e{i}": i for i in range(100)})
+        >>> state.prune(90)
+        >>> sorted(state.recent_ids)[:2]
+        ['e90', 'e91']
+        """
         if len(self.recent_ids) > 64:
             self.recent_ids = {k: t for k, t in self.recent_ids.items() if t >= horizon_ms}
 

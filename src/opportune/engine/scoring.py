@@ -59,6 +59,11 @@ class OutcomeScorer:
             self.refresh()
 
     def __len__(self) -> int:
+        """How many outcomes are scored; 0 means the rules step runs no scorer at all.
+
+        >>> len(OutcomeScorer())
+        0
+        """
         return len(self.models)
 
     def refresh(self) -> bool:
