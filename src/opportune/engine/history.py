@@ -16,7 +16,9 @@ from opportune.engine.live import VisitorLive
 from opportune.engine.rules import RuleBook
 from opportune.engine.scoring import OutcomeScorer
 from opportune.store.facts import (
-    active_assignments,
+    active_assignments as assignments_in_force,
+)
+from opportune.store.facts import (
     past_outcomes,
     recorded_state,
     session_facts,
@@ -78,7 +80,7 @@ previous_started_at=0, previous_last_at=0)
                     events.c.visitor_id == visitor_id, events.c.ts >= now_ms - self._horizon_ms
                 )
             ).all()
-            assignments = active_assignments(
+            assignments = assignments_in_force(
                 conn, visitor_id=visitor_id, customer_id=row.customer_id, now_ms=now_ms
             )
             past = past_outcomes(conn, visitor_id, recent[0].started_at) if recent else {}
@@ -180,6 +182,6 @@ previous_started_at=0, previous_last_at=0)
     ) -> dict[str, list[int]]:
         """Customer-scope segments in force for the visitor and its customer's devices."""
         with self.engine.connect() as conn:
-            return active_assignments(
+            return assignments_in_force(
                 conn, visitor_id=visitor_id, customer_id=customer_id, now_ms=now_ms
             )

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, select
 from opportune.core.events import Event
 from opportune.core.identity import decide, normalise
 from opportune.store.customers import _load_customer, _owners, resolve
-from opportune.store.facts import active_assignments
+from opportune.store.facts import active_assignments as assignments_in_force
 from opportune.store.schema import customers
 
 
@@ -81,7 +81,9 @@ def linked_customers(
             out[i] = Linked(
                 target,
                 dict(traits or {}),
-                active_assignments(conn, visitor_id=visitor_id, customer_id=target, now_ms=now_ms),
+                assignments_in_force(
+                    conn, visitor_id=visitor_id, customer_id=target, now_ms=now_ms
+                ),
             )
             current = target
     return out

@@ -31,7 +31,7 @@ from opportune.engine.rules import RuleBook
 from opportune.engine.scoring import OutcomeScorer
 from opportune.settings import Settings
 from opportune.store.facts import session_facts
-from opportune.store.writer import GroupCommitWriter, WriteJob
+from opportune.store.writer import ActionEventRow, GroupCommitWriter, WriteJob
 from opportune.workspace import Site, Workspace
 
 log = logging.getLogger(__name__)
@@ -532,7 +532,7 @@ class Ingestor:
                     self.engager.board.answered(r.id)
                 detail = json.dumps({"fields": sorted(r.form)}) if r.form else None
                 rows.append(
-                    (
+                    ActionEventRow(
                         site.name,
                         name,
                         r.id,

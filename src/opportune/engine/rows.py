@@ -1,8 +1,8 @@
 """The rows one batch gives the group-commit writer, gathered as its events are taken:
 session rows, event tuples, identify operations, and the facts the rules changed.
 
-Tuples are in the column orders ``store.writer`` names (EVENT_COLUMNS,
-SEGMENT_CHANGE_COLUMNS, ACHIEVEMENT_COLUMNS): the bulk insert takes them as they are.
+The rows are ``store.writer``'s records (named tuples in column order): the bulk insert
+takes them as they are.
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ from opportune.core.rules import Changes
 from opportune.engine.engagement import Outcome
 from opportune.engine.identify import Linked
 from opportune.engine.live import VisitorLive
-from opportune.store.writer import IdentifyOp, WriteJob
+from opportune.store.writer import (
+    AchievementRow,
+    EventRow,
+    IdentifyOp,
+    SegmentChangeRow,
+    WriteJob,
+)
 from opportune.workspace import Site
 
 _ENCODE = msgspec.json.Encoder()
@@ -35,10 +41,10 @@ class BatchRows:
     refused: list[Refusal] = field(default_factory=list)
     duplicates: int = 0
     session_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
-    event_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    event_rows: list[EventRow] = field(default_factory=list)
     identifies: list[IdentifyOp] = field(default_factory=list)
-    segment_changes: list[tuple[Any, ...]] = field(default_factory=list)
-    achievements: list[tuple[Any, ...]] = field(default_factory=list)
+    segment_changes: list[SegmentChangeRow] = field(default_factory=list)
+    achievements: list[AchievementRow] = field(default_factory=list)
     # Known customers the batch's identify events link to, by event index (read ahead),
     # and of those the ones the rules have seen.
     linked: dict[int, Linked] = field(default_factory=dict)
@@ -59,13 +65,15 @@ class BatchRows:
         """The segment changes and outcome achievements of one rules step."""
         sid, vid, cid, rows = session_id, visitor_id, customer_id, self.segment_changes
         for name, t in changes.entered:
-            rows.append((site_id, name, "entered", t, None, sid, vid, cid))
+            rows.append(SegmentChangeRow(site_id, name, "entered", t, None, sid, vid, cid))
         for name, t in changes.left:
-            rows.append((site_id, name, "left", t, None, sid, vid, cid))
+            rows.append(SegmentChangeRow(site_id, name, "left", t, None, sid, vid, cid))
         for name, _since, expires in changes.assigned:
-            rows.append((site_id, name, "assigned", at, expires, sid, vid, cid))
+            rows.append(SegmentChangeRow(site_id, name, "assigned", at, expires, sid, vid, cid))
         for name, t, value in changes.achieved:
-            self.achievements.append((sid, name, site_id, vid, cid, t, value, event_id))
+            self.achievements.append(
+                AchievementRow(sid, name, site_id, vid, cid, t, value, event_id)
+            )
 
     def add_event(
         self,
@@ -96,7 +104,7 @@ class BatchRows:
             # keys so the journey shows that an identify happened, without personal data.
             data = {"traitKeys": sorted(ev.traits)} if ev.traits else None
         self.event_rows.append(
-            (
+            EventRow(
                 visitor_id,
                 ts,
                 ev.id,
