@@ -1,6 +1,6 @@
 """Identity before the rules: which known customer a batch's identify events link the
-visitor to, read ahead of the rules step so that segments see that customer (its traits,
-its assignments from other devices) on the very event that identifies it.
+visitor to, read ahead of the rules step so that segments see that customer (its stored traits)
+on the very event that identifies it.
 
 This is a read. The link itself is made by the writer, in the batch's transaction
 (``store.customers.apply_identify``); its outcome stays the truth afterwards.
@@ -17,7 +17,6 @@ from sqlalchemy import Engine, select
 from opportune.core.events import Event
 from opportune.core.identity import decide, normalise
 from opportune.store.customers import _load_customer, _owners, resolve
-from opportune.store.facts import active_assignments as assignments_in_force
 from opportune.store.schema import customers
 
 
@@ -27,8 +26,6 @@ class Linked:
 
     customer_id: str
     traits: dict[str, Any] = field(default_factory=dict)
-    # Customer-scope segments in force for that customer: name -> [since, expires at].
-    assignments: dict[str, list[int]] = field(default_factory=dict)
 
 
 def identify_indexes(events: Sequence[Event]) -> list[int]:
@@ -47,10 +44,8 @@ def linked_customers(
     events: Sequence[Event],
     *,
     site_id: str,
-    visitor_id: str,
     customer_id: str | None,
     default_region: str,
-    now_ms: int,
 ) -> dict[int, Linked]:
     """For each identify event (by index) that links the visitor to a known customer other
     than the one before it, that customer; in batch order, each after the ones before."""
@@ -78,12 +73,6 @@ def linked_customers(
             traits = conn.execute(
                 select(customers.c.traits).where(customers.c.id == target)
             ).scalar()
-            out[i] = Linked(
-                target,
-                dict(traits or {}),
-                assignments_in_force(
-                    conn, visitor_id=visitor_id, customer_id=target, now_ms=now_ms
-                ),
-            )
+            out[i] = Linked(target, dict(traits or {}))
             current = target
     return out

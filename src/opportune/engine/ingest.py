@@ -143,7 +143,7 @@ class Ingestor:
         customer_before = state.customer_id
         work = BatchRows(last_sid=state.track.session_id)
         if self.rules.ruleset:
-            work.linked = await self._identify_ahead(batch, site, state, now_ms)
+            work.linked = await self._identify_ahead(batch, site, state)
         # No await from here to the write: concurrent batches of one visitor (memory store)
         # must not interleave their changes to the state.
         arrival = Arrival(headers, peer, self.geo)
@@ -190,7 +190,7 @@ class Ingestor:
             state.journey = await self._db(self.history.rebuild_journey, state)
 
     async def _identify_ahead(
-        self, batch: Batch, site: Site, state: VisitorLive, now_ms: int
+        self, batch: Batch, site: Site, state: VisitorLive
     ) -> dict[int, Linked]:
         """The known customers the batch's identify events link to, read before the rules
         step so that its segments see them."""
@@ -201,10 +201,8 @@ class Ingestor:
             self.engine,
             batch.events,
             site_id=site.name,
-            visitor_id=batch.visitor_id,
             customer_id=state.customer_id,
             default_region=site.default_phone_region,
-            now_ms=now_ms,
         )
         return linked
 
@@ -305,9 +303,8 @@ class Ingestor:
         self, state: VisitorLive, work: BatchRows, j: Journey, linked: Linked
     ) -> None:
         """Let the rules see the customer this event identifies: its stored traits under
-        the visit's own, and its assignments from other devices."""
-        work.seen.add(linked.customer_id)
-        self._merge_assignments(state, linked.assignments)
+        the visit's own. (Its assignments from other devices join after the write, as the
+        training replay has them: ml/examples.py.)"""
         j.traits = {**linked.traits, **j.traits}
         j.facts["identified"] = True
 
@@ -397,9 +394,8 @@ class Ingestor:
                 )
         if state.customer_id is None or state.customer_id == customer_before:
             return
-        if self.rules.ruleset and state.customer_id not in work.seen:
-            # Linked to a customer not read ahead (new, or taken concurrently): its
-            # assignments from its other devices apply here from now on.
+        if self.rules.ruleset:
+            # Newly identified: the customer's assignments from its other devices apply here.
             more = await self._db(
                 self.history.assignments_of, batch.visitor_id, state.customer_id, now_ms
             )

@@ -45,10 +45,8 @@ class BatchRows:
     identifies: list[IdentifyOp] = field(default_factory=list)
     segment_changes: list[SegmentChangeRow] = field(default_factory=list)
     achievements: list[AchievementRow] = field(default_factory=list)
-    # Known customers the batch's identify events link to, by event index (read ahead),
-    # and of those the ones the rules have seen.
+    # Known customers the batch's identify events link to, by event index (read ahead).
     linked: dict[int, Linked] = field(default_factory=dict)
-    seen: set[str] = field(default_factory=set)
     last_sid: str | None = None
 
     def add_changes(
