@@ -6,9 +6,14 @@ No other module reads the environment; everything receives a ``Settings``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Final
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Defaults that components taking no Settings (the writer, the Redis store) share with it.
+DEFAULT_COMMIT_MAX_BATCH: Final = 2000
+DEFAULT_REDIS_PREFIX: Final = "opp:"
 
 
 class Settings(BaseSettings):
@@ -24,7 +29,9 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         default="", description="Redis for live state shared by several processes; empty: memory"
     )
-    redis_prefix: str = Field(default="opp:", description="Namespace of this deployment's keys")
+    redis_prefix: str = Field(
+        default=DEFAULT_REDIS_PREFIX, description="Namespace of this deployment's keys"
+    )
     workspace: Path | None = Field(default=None, description="Folder of workspace YAML documents")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -39,7 +46,9 @@ class Settings(BaseSettings):
         default=False, description="Trust X-Forwarded-For and geo headers from a proxy"
     )
     geoip_db: Path | None = Field(default=None, description="Optional MaxMind .mmdb city file")
-    commit_max_batch: int = Field(default=2000, ge=1, description="Events per group commit")
+    commit_max_batch: int = Field(
+        default=DEFAULT_COMMIT_MAX_BATCH, ge=1, description="Events per group commit"
+    )
     webhook_secrets: dict[str, str] = Field(
         default_factory=dict,
         description='Secrets webhook headers may name as ${secret:NAME}, JSON: {"NAME": "..."}',

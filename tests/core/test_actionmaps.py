@@ -29,6 +29,7 @@ from opportune.core.conditions import Predicate, parse_condition
 from opportune.core.journey import Journey, JourneyEvent
 from opportune.core.pacing import PacingTarget, QueueOutlook
 from opportune.core.rules import Ruleset
+from opportune.core.scores import Scores
 from opportune.core.segments import Segment
 
 T0 = 1_767_000_000_000  # a Monday? whatever: schedules below use explicit days
@@ -373,7 +374,7 @@ def test_a_score_trigger_tests_floats_as_its_predicates_do(values, tests) -> Non
     # definition.
     node = parse_condition({"score": "loan", **tests})
     j = Journey(session_id="s", started_at=T0)
-    j.scores["loan"] = list(values)
+    j.scores["loan"] = Scores(*values)
     assert node.holds(j, T0, {}) == all(t(values[i]) for i, t in node.tests)
 
 

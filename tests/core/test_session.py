@@ -65,3 +65,10 @@ def test_landing_attributes_ignore_internal_referrer_and_bad_urls() -> None:
     assert (a["utm_source"], a["referrer_domain"], a["referrer"]) == ("x", None, None)
     b = landing_attributes("not a url", "http://[bad")
     assert b["referrer_domain"] is None and b["utm_campaign"] is None
+
+
+def test_a_placement_names_the_session_and_whether_it_starts() -> None:
+    track = SessionTrack()
+    first = place(track, "v", 0, T)
+    assert first.session_id == session_id_for("v", 1) and first.new
+    assert place(track, "v", 1000, T) == (first.session_id, False)

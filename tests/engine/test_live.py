@@ -9,15 +9,20 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import msgspec
 import pytest
 
+from opportune.core.journey import Journey
+from opportune.core.scores import Scores
 from opportune.core.session import SessionTrack
 from opportune.engine.live import (
+    _STATE,
     LiveStore,
     Loader,
     MemoryLiveStore,
     RedisLiveStore,
     VisitorLive,
+    _decode,
 )
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -249,3 +254,29 @@ def test_a_new_visitors_concurrent_batches_share_one_state() -> None:
 
     asyncio.run(both())
     assert len(seen) == 2 and seen[0] is seen[1]
+
+
+def test_scores_keep_their_msgpack_form_of_four_numbers() -> None:
+    # States saved in Redis before scores became a record hold [p, max p, q, max q]: they
+    # must still decode, and new ones must be read by processes not yet upgraded.
+    state = VisitorLive(
+        site_id="s",
+        customer_id=None,
+        first_seen_at=0,
+        track=SessionTrack(),
+        journey=Journey(session_id="j", started_at=0, scores={"loan": Scores(0.2, 0.4, 0.5, 0.9)}),
+    )
+    raw = _STATE.encode(state)
+    plain = msgspec.msgpack.decode(raw)
+    assert [0.2, 0.4, 0.5, 0.9] in _find_lists(plain)
+    decoded = _decode(raw)
+    assert decoded is not None and decoded.journey is not None
+    assert decoded.journey.scores == {"loan": Scores(0.2, 0.4, 0.5, 0.9)}
+
+
+def _find_lists(value: Any) -> list[list[Any]]:
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _find_lists(v)]
+    if isinstance(value, list):
+        return [value, *(x for v in value for x in _find_lists(v))]
+    return []

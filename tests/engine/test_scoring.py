@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from opportune.core.journey import Journey
+from opportune.core.scores import Scores
 from opportune.engine import scoring
 from opportune.engine.scoring import OutcomeScorer
 from opportune.ml.booster import PackedRow, RowPredictor
@@ -59,8 +60,8 @@ def test_one_vector_per_layout_and_scores_in_model_order(monkeypatch: Any) -> No
     assert all(type(m.rows[0]) is PackedRow for m in models.values())
     assert models["z"].rows[0] is models["x"].rows[0]
     assert models["z"].rows[0] == real(j, {}, 1_000, one)
-    p = j.scores["y"][0]
-    assert j.scores["y"] == [p, p, p / 2, p / 2]
+    p = j.scores["y"].probability
+    assert j.scores["y"] == Scores(p, p, p / 2, p / 2)
 
     # An achieved outcome is not scored again; a new set of models is planned afresh.
     j.outcomes["z"] = [1_000, None]

@@ -15,7 +15,7 @@ import pytest
 import redis
 from sqlalchemy import Engine, select
 
-from opportune.api.app import EXAMPLE_WORKSPACE, _identify
+from opportune.api.app import EXAMPLE_WORKSPACE
 from opportune.core.events import Batch, Event, Identity
 from opportune.engine.enrichment import GeoResolver
 from opportune.engine.ingest import Ingestor
@@ -50,7 +50,7 @@ class Harness:
         self.prefix = live
         self.rules = RuleBook(load_workspace(EXAMPLE_WORKSPACE), engine)
         self.rules.refresh()
-        self.writer = GroupCommitWriter(engine, identify=_identify)
+        self.writer = GroupCommitWriter(engine)
         self.ingestor = Ingestor(
             settings=Settings(database_url="sqlite://"),
             engine=engine,
@@ -251,6 +251,34 @@ def test_a_customer_segment_follows_the_customer_to_another_device(
     r = harness.send("laptop", [page("product.html", NOW - MIN + 2000)], ua=DESKTOP)
     assert "cart-abandoners" in r.segments
     assert "mobile-visitors" not in r.segments
+
+
+def test_a_segment_sees_the_customer_identified_in_the_same_batch(
+    harness: Harness, engine: Engine
+) -> None:
+    # Identity is resolved before the rules step: a segment on a customer trait holds on
+    # the very event that identifies a known customer, not only on a later batch.
+    doc = SegmentDoc.model_validate(
+        {
+            "kind": "segment",
+            "name": "gold-customers",
+            "condition": {"attribute": "traits.tier", "equals": "gold"},
+        }
+    )
+    harness.rules.put(doc, now_ms=NOW)
+    t = NOW - 20 * MIN
+    ident = {"type": "identify", "identity": Identity(email="gold@example.com")}
+    r = harness.send(
+        "desk", [page("index.html", t), {**ident, "ts": t + 1000, "traits": {"tier": "gold"}}]
+    )
+    assert "gold-customers" in r.segments
+    # Another device, anonymous until this batch; its identify carries no traits.
+    r = harness.send(
+        "tablet", [page("index.html", NOW - MIN), {**ident, "ts": NOW - MIN + 1000}], ua=DESKTOP
+    )
+    assert r.customer_id is not None
+    assert "gold-customers" in r.segments
+    assert ("gold-customers", "entered") in changes(engine)[-1:]
 
 
 def test_a_broken_rule_does_not_break_ingestion(harness: Harness, engine: Engine) -> None:

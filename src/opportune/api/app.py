@@ -10,11 +10,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
-from sqlalchemy.engine import Connection
 from starlette.responses import FileResponse, RedirectResponse, Response
 
 from opportune import __version__
@@ -30,7 +29,7 @@ from opportune.engine.scoring import OutcomeScorer
 from opportune.engine.webhooks import WebhookWorker
 from opportune.settings import Settings
 from opportune.store.db import Checkpointer, make_engine, migrate
-from opportune.store.writer import GroupCommitWriter, IdentifyOp
+from opportune.store.writer import GroupCommitWriter
 from opportune.workspace import Workspace, load_workspace
 
 if TYPE_CHECKING:
@@ -114,7 +113,7 @@ def build_runtime(settings: Settings, *, auto_migrate: bool = True) -> Runtime:
     engine = make_engine(url, background_checkpoint=sqlite)
     if auto_migrate:
         migrate(engine)
-    writer = GroupCommitWriter(engine, identify=_identify, max_events=settings.commit_max_batch)
+    writer = GroupCommitWriter(engine, max_events=settings.commit_max_batch)
     geo = GeoResolver(trust_headers=settings.trusted_proxy_headers, mmdb_path=settings.geoip_db)
     live = None
     if settings.redis_url:
@@ -174,23 +173,8 @@ async def _journey_features(runtime: Runtime, visitor_id: str, now_ms: int) -> d
     members = runtime.rules.ruleset.members(j if current else None, state.assignments, now_ms)
     out = {f"segment:{name}": 1.0 for name in members}
     if current and j is not None:
-        out.update({f"score:{o}": float(v[0]) for o, v in j.scores.items() if v})
+        out.update({f"score:{o}": float(s.probability) for o, s in j.scores.items()})
     return out
-
-
-def _identify(conn: Connection, op: IdentifyOp) -> Any:
-    """Run one identify event inside the writer's transaction."""
-    from opportune.store.identify import apply_identify
-
-    return apply_identify(
-        conn,
-        site_id=op.site_id,
-        visitor_id=op.visitor_id,
-        identity=op.identity,
-        traits=op.traits,
-        now_ms=op.now_ms,
-        default_region=op.default_region,
-    )
 
 
 def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndpoint:

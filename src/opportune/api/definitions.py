@@ -208,7 +208,7 @@ async def _live(rules: RuleBook, ingestor: Ingestor, visitor_id: str) -> dict[st
         raise not_found(f"visitor {visitor_id!r} not found")
     rs = rules.ruleset
     j = state.journey
-    if j is not None and j.rules != rs.fingerprint and rs:
+    if j is not None and not j.is_current(rs.fingerprint) and rs:
         j = await asyncio.to_thread(ingestor.rebuild_journey, visitor_id, state)
     track = state.track
     current = j is not None and j.session_id == track.session_id
@@ -240,15 +240,7 @@ def _scores(j: Any, ingestor: Ingestor, members: dict[str, int], at: int) -> lis
     """Each outcome's score with the features that weigh most in it ("why this score")."""
     why = ingestor.scorer.explain(j, members, at) if j.scores else {}
     return [
-        {
-            "outcome": name,
-            "probability": p,
-            "maxProbability": mp,
-            "quantile": q,
-            "maxQuantile": mq,
-            "why": why.get(name, []),
-        }
-        for name, (p, mp, q, mq) in j.scores.items()
+        {"outcome": name, **s.to_json(), "why": why.get(name, [])} for name, s in j.scores.items()
     ]
 
 

@@ -144,7 +144,7 @@ async def _explain(ingestor: Ingestor, visitor_id: str, now: int) -> dict[str, A
     if state is None:
         raise _not_found(f"visitor {visitor_id!r}")
     j = state.journey
-    if j is not None and j.rules != rules.ruleset.fingerprint:
+    if j is not None and not j.is_current(rules.ruleset.fingerprint):
         j = await asyncio.to_thread(ingestor.rebuild_journey, visitor_id, state)
     if j is None or j.session_id != state.track.session_id:
         return {"visitorId": visitor_id, "sessionId": state.track.session_id, "maps": []}

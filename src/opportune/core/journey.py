@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
+
+from opportune.core.scores import Scores
 
 Scalar = str | int | float | bool | None
 # Words of searches, clicked elements' names and page addresses' parameters, counted per
@@ -62,8 +65,8 @@ class Journey(msgspec.Struct, array_like=True):
     # End of the visitor's previous visit (0: none), and outcomes its earlier visits achieved.
     previous_visit_at: int = 0
     past_outcomes: dict[str, int] = msgspec.field(default_factory=dict)
-    # Outcome name -> [probability, visit max, quantile, visit-max quantile] (scored ones).
-    scores: dict[str, list[float]] = msgspec.field(default_factory=dict)
+    # Outcome name -> its scores in this visit (scored outcomes only).
+    scores: dict[str, Scores] = msgspec.field(default_factory=dict)
     # Fingerprint of the rules ``acc`` was built for; a mismatch means: rebuild by replay.
     rules: str = ""
     # Evaluate every rule on the next event (after a rebuild), not only the changed ones.
@@ -71,6 +74,29 @@ class Journey(msgspec.Struct, array_like=True):
     # Hashed bucket -> count of the visit's words (see WORD_BUCKETS); last, so that states
     # saved before it existed still decode.
     words: dict[int, int] = msgspec.field(default_factory=dict)
+
+    def is_current(self, fingerprint: str) -> bool:
+        """Whether the journey was built under the rules with this fingerprint; if not, its
+        accumulators mean nothing to the rules in force and it is rebuilt by replay.
+
+        >>> Journey("s", 0, rules="r1").is_current("r1")
+        True
+        """
+        return self.rules == fingerprint
+
+
+def past_outcomes_after(past: Mapping[str, int], ended: Journey) -> dict[str, int]:
+    """The visitor's outcome counts over earlier visits once ``ended`` is one of them: what
+    the next visit's journey starts from (``past_outcomes``).
+
+    >>> done = Journey("s1", 0, outcomes={"loan": [5, None]})
+    >>> past_outcomes_after({"loan": 1, "call": 2}, done)
+    {'loan': 2, 'call': 2}
+    """
+    counts = dict(past)
+    for name in ended.outcomes:
+        counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def word_buckets(text: str) -> tuple[int, ...]:

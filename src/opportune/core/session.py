@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
@@ -41,8 +42,15 @@ def session_id_for(visitor_id: str, number: int) -> str:
     return digest.hexdigest()
 
 
-def place(track: SessionTrack, visitor_id: str, ts: int, timeout_ms: int) -> tuple[str, bool]:
-    """Place an event at ``ts`` in a session, updating ``track``; return (session id, is new).
+class Placement(NamedTuple):
+    """The session an event was placed in, and whether that session started with it."""
+
+    session_id: str
+    new: bool
+
+
+def place(track: SessionTrack, visitor_id: str, ts: int, timeout_ms: int) -> Placement:
+    """Place an event at ``ts`` in a session, updating ``track``.
 
     Rules, in order:
     1. no session yet, or ``ts`` is more than the timeout after the current session's last
@@ -63,7 +71,7 @@ def place(track: SessionTrack, visitor_id: str, ts: int, timeout_ms: int) -> tup
         track.session_id = session_id_for(visitor_id, track.number)
         track.started_at = ts
         track.last_at = ts
-        return track.session_id, True
+        return Placement(track.session_id, True)
     late_for_previous = (
         ts < track.started_at
         and track.previous_id is not None
@@ -74,11 +82,11 @@ def place(track: SessionTrack, visitor_id: str, ts: int, timeout_ms: int) -> tup
             track.last_at = ts
         if ts < track.started_at:
             track.started_at = ts
-        return track.session_id, False
+        return Placement(track.session_id, False)
     if ts > track.previous_last_at:
         track.previous_last_at = ts
     assert track.previous_id is not None  # else the branch above returned
-    return track.previous_id, False
+    return Placement(track.previous_id, False)
 
 
 def _host(url: str | None) -> str | None:

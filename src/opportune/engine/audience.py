@@ -25,6 +25,11 @@ class Estimate:
 
     @property
     def share(self) -> float:
+        """The matched share of the visits replayed.
+
+        >>> Estimate("segment", "s", 7, sessions=40, matched=10, truncated=False).share
+        0.25
+        """
         return self.matched / self.sessions if self.sessions else 0.0
 
     def to_json(self) -> dict[str, object]:

@@ -261,8 +261,8 @@ def webhook_context(
         "segments": sorted(members),
         "outcomes": sorted(journey.outcomes),
         "scores": {
-            name: {"probability": p, "quantile": q}
-            for name, (p, _mp, q, _mq) in journey.scores.items()
+            name: {"probability": s.probability, "quantile": s.quantile}
+            for name, s in journey.scores.items()
         },
         "map": map_name,
         "now": now,

@@ -37,6 +37,7 @@ import msgspec
 from opportune.core.actionmaps import Engagement
 from opportune.core.journey import Journey
 from opportune.core.session import SessionTrack
+from opportune.settings import DEFAULT_REDIS_PREFIX
 
 
 @dataclass(slots=True)
@@ -57,6 +58,13 @@ class VisitorLive:
     engagement: Engagement = field(default_factory=Engagement)
 
     def prune(self, horizon_ms: int) -> None:
+        """Forget event ids older than ``horizon_ms`` (once there are enough to bother).
+
+        >>> state = VisitorLive("site", None, 0, SessionTrack(), {f"e{i}": i for i in range(100)})
+        >>> state.prune(90)
+        >>> sorted(state.recent_ids)[:2]
+        ['e90', 'e91']
+        """
         if len(self.recent_ids) > 64:
             self.recent_ids = {k: t for k, t in self.recent_ids.items() if t >= horizon_ms}
 
@@ -229,7 +237,7 @@ class RedisLiveStore:
         url: str,
         loader: Loader,
         *,
-        prefix: str = "opp:",
+        prefix: str = DEFAULT_REDIS_PREFIX,
         ttl_s: int = 2 * 86_400,
         lock_ms: int = 10_000,
         wait_ms: int = 5_000,

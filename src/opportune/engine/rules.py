@@ -77,7 +77,12 @@ class RuleBook:
     # -- reading -----------------------------------------------------------------------
 
     def docs(self, kind: str) -> list[tuple[Doc, str]]:
-        """Every definition of ``kind`` with its source (``workspace`` or ``api``)."""
+        """Every definition of ``kind`` with its source (``workspace`` or ``api``).
+
+        >>> from opportune.workspace import Workspace
+        >>> RuleBook(Workspace()).docs("segment")
+        []
+        """
         out = [(d, "workspace") for (k, _), d in self.files.items() if k == kind]
         out += [(d, "api") for (k, _), d in self.api.items() if k == kind]
         return sorted(out, key=lambda x: x[0].name)

@@ -1,9 +1,9 @@
 """Outcome scores in the live pipeline: the active model of each scoring-enabled outcome,
 run through the rules step's scorer hook on every event of the current visit.
 
-Per visit and outcome the journey keeps ``[probability, visit max, quantile, visit-max
-quantile]``; the quantile is the share of recent visits (the model's test visits) whose
-maximum probability is lower. Models are picked up from the registry when a new one is
+Per visit and outcome the journey keeps a ``core.scores.Scores`` (probability, visit max,
+quantile, visit-max quantile); the quantile is the share of recent visits (the model's test
+visits) whose maximum probability is lower. Models are picked up from the registry when a new one is
 activated (``refresh``), without a restart.
 """
 
@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from opportune.core.journey import Journey
+from opportune.core.scores import rescored
 from opportune.ml.booster import PackedRow
 from opportune.ml.outcomes.features import FeatureSpec, vector
 
@@ -58,6 +59,11 @@ class OutcomeScorer:
             self.refresh()
 
     def __len__(self) -> int:
+        """How many outcomes are scored; 0 means the rules step runs no scorer at all.
+
+        >>> len(OutcomeScorer())
+        0
+        """
         return len(self.models)
 
     def refresh(self) -> bool:
@@ -107,11 +113,7 @@ class OutcomeScorer:
                 if self.errors <= 10:
                     log.exception("scoring %s failed", outcome)
                 continue
-            q = model.quantile(p)
-            prev = scores.get(outcome)
-            scores[outcome] = (
-                [p, p, q, q] if prev is None else [p, max(p, prev[1]), q, max(q, prev[3])]
-            )
+            scores[outcome] = rescored(scores.get(outcome), p, model.quantile(p))
 
     def explain(
         self, journey: Journey, members: Mapping[str, int], now: int, top: int = 5

@@ -73,7 +73,7 @@ def apply_identify(
     if not idents:
         return IdentifyOutcome(linked, reasons)
     current = load_customer(conn, linked) if linked else None
-    owner_ids = {i: resolve(conn, c) for i, c in _owners(conn, site_id, idents).items()}
+    owner_ids = {i: resolve(conn, c) for i, c in identifier_owners(conn, site_id, idents).items()}
     owners = {i: load_customer(conn, c) for i, c in owner_ids.items()}
     decision = decide(current, owners, idents)
     target = decision.customer if decision.customer is not None else _new_customer(ev)
@@ -110,7 +110,7 @@ def _attach_all(ev: _Event, decision: IdentityDecision, target: str) -> str:
         if not _attach(ev.conn, ev.site_id, target, ident, ev.now_ms):
             # Another transaction (another server process) took it first: that customer
             # is the one, as if we had seen it at the start.
-            winner = resolve(ev.conn, _owners(ev.conn, ev.site_id, [ident])[ident])
+            winner = resolve(ev.conn, identifier_owners(ev.conn, ev.site_id, [ident])[ident])
             ev.log(
                 "conflict",
                 customer_id=winner,
@@ -136,7 +136,9 @@ def _link(ev: _Event, target: str, *, switched_from: str | None) -> None:
     ev.log("switch" if switched_from else "link", customer_id=target, other=switched_from)
 
 
-def _owners(conn: Connection, site_id: str, idents: Sequence[Identifier]) -> dict[Identifier, str]:
+def identifier_owners(
+    conn: Connection, site_id: str, idents: Sequence[Identifier]
+) -> dict[Identifier, str]:
     if not idents:
         return {}
     rows = conn.execute(

@@ -22,12 +22,14 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from opportune.settings import DEFAULT_COMMIT_MAX_BATCH
+from opportune.store.identify import IdentifyOutcome, apply_identify
 from opportune.store.schema import sessions
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,19 @@ log = logging.getLogger(__name__)
 # Called inside the transaction for each identify event, in order; returns what the
 # caller should learn (the customer now in force, refusals).
 IdentifyFn = Callable[[Connection, "IdentifyOp"], Any]
+
+
+def apply_identify_op(conn: Connection, op: IdentifyOp) -> IdentifyOutcome:
+    """The writer's identify: link the visitor to its customer inside the transaction."""
+    return apply_identify(
+        conn,
+        site_id=op.site_id,
+        visitor_id=op.visitor_id,
+        identity=op.identity,
+        traits=op.traits,
+        now_ms=op.now_ms,
+        default_region=op.default_region,
+    )
 
 
 @dataclass(slots=True)
@@ -51,17 +66,17 @@ class IdentifyOp:
 @dataclass(slots=True)
 class WriteJob:
     """What one accepted batch writes: visitor and session rows as dicts in the tables'
-    column names; events as tuples in ``EVENT_COLUMNS`` order (the bulk of the work)."""
+    column names; events and facts as row records (tuples in column order: the bulk)."""
 
     visitor: dict[str, Any] | None
     sessions: list[dict[str, Any]]
-    events: list[tuple[Any, ...]]
+    events: list[EventRow]
     identifies: list[IdentifyOp] = field(default_factory=list)
-    # Facts of the rules, as tuples in SEGMENT_CHANGE_COLUMNS / ACHIEVEMENT_COLUMNS order.
-    segment_changes: list[tuple[Any, ...]] = field(default_factory=list)
-    achievements: list[tuple[Any, ...]] = field(default_factory=list)
-    # Action instances' states and webhook calls to make (ACTION_EVENT_COLUMNS,
-    # WEBHOOK_COLUMNS order).
+    # Facts of the rules.
+    segment_changes: list[SegmentChangeRow] = field(default_factory=list)
+    achievements: list[AchievementRow] = field(default_factory=list)
+    # Action instances' states (tuples in ActionEventRow order) and webhook calls to make
+    # (WEBHOOK_COLUMNS order).
     action_events: list[tuple[Any, ...]] = field(default_factory=list)
     webhooks: list[tuple[Any, ...]] = field(default_factory=list)
     future: asyncio.Future[list[Any]] | None = None
@@ -76,7 +91,11 @@ class GroupCommitWriter:
     """The single writer of the hot path. ``submit`` from the event loop."""
 
     def __init__(
-        self, engine: Engine, *, identify: IdentifyFn | None = None, max_events: int = 2000
+        self,
+        engine: Engine,
+        *,
+        identify: IdentifyFn = apply_identify_op,
+        max_events: int = DEFAULT_COMMIT_MAX_BATCH,
     ) -> None:
         self.engine = engine
         self.identify = identify
@@ -179,8 +198,6 @@ class GroupCommitWriter:
         for job in group:
             out = []
             for op in job.identifies:
-                if self.identify is None:
-                    raise RuntimeError("identify events need an identify function")
                 out.append(self.identify(conn, op))
             results.append(out)
         return results
@@ -234,22 +251,72 @@ def _statements(sql: _Sql, group: Sequence[WriteJob]) -> list[tuple[str, list[tu
     return out
 
 
-EVENT_COLUMNS = (
-    "visitor_id",
-    "ts",
-    "event_id",
-    "site_id",
-    "session_id",
-    "received_at",
-    "seq",
-    "type",
-    "url",
-    "name",
-    "query",
-    "title",
-    "referrer",
-    "data",
-)
+class EventRow(NamedTuple):
+    """One stored event in the events table's column order (as COPY and INSERT take it)."""
+
+    visitor_id: str
+    ts: int
+    event_id: str
+    site_id: str
+    session_id: str
+    received_at: int
+    seq: int
+    type: str
+    url: str | None
+    name: str | None
+    query: str | None
+    title: str | None
+    referrer: str | None
+    data: str | None  # JSON
+
+
+class SegmentChangeRow(NamedTuple):
+    """A segment entered or left (session scope) or assigned until ``expires_at``."""
+
+    site_id: str
+    segment: str
+    change: str  # entered | left | assigned
+    at: int
+    expires_at: int | None
+    session_id: str
+    visitor_id: str
+    customer_id: str | None
+
+
+class AchievementRow(NamedTuple):
+    """An outcome achieved in a visit (at most one per visit and outcome)."""
+
+    session_id: str
+    outcome: str
+    site_id: str
+    visitor_id: str
+    customer_id: str | None
+    achieved_at: int
+    value: float | None
+    event_id: str
+
+
+class ActionEventRow(NamedTuple):
+    """A state of an action-map instance (offered, accepted, ...)."""
+
+    site_id: str
+    map: str
+    instance_id: str
+    state: str
+    reason: str | None
+    at: int
+    session_id: str
+    visitor_id: str
+    customer_id: str | None
+    detail: str | None  # JSON
+
+
+EVENT_COLUMNS = EventRow._fields
+SEGMENT_CHANGE_COLUMNS = SegmentChangeRow._fields
+ACHIEVEMENT_COLUMNS = AchievementRow._fields
+ACTION_EVENT_COLUMNS = ActionEventRow._fields
+
+
 VISITOR_COLUMNS = (
     "id",
     "site_id",
@@ -259,28 +326,6 @@ VISITOR_COLUMNS = (
     "session_count",
 )
 SESSION_COLUMNS = tuple(c.name for c in sessions.columns)
-SEGMENT_CHANGE_COLUMNS = (
-    "site_id",
-    "segment",
-    "change",
-    "at",
-    "expires_at",
-    "session_id",
-    "visitor_id",
-    "customer_id",
-)
-ACTION_EVENT_COLUMNS = (
-    "site_id",
-    "map",
-    "instance_id",
-    "state",
-    "reason",
-    "at",
-    "session_id",
-    "visitor_id",
-    "customer_id",
-    "detail",
-)
 WEBHOOK_COLUMNS = (
     "id",
     "site_id",
@@ -300,16 +345,6 @@ WEBHOOK_COLUMNS = (
     "last_error",
     "created_at",
     "done_at",
-)
-ACHIEVEMENT_COLUMNS = (
-    "session_id",
-    "outcome",
-    "site_id",
-    "visitor_id",
-    "customer_id",
-    "achieved_at",
-    "value",
-    "event_id",
 )
 _FIRST_WINS = (
     "landing_url",

@@ -24,7 +24,7 @@ from sklearn.metrics import roc_auc_score
 from sqlalchemy import Engine
 from sqlalchemy import event as sa_event
 
-from opportune.api.app import EXAMPLE_WORKSPACE, _identify
+from opportune.api.app import EXAMPLE_WORKSPACE
 from opportune.core.rules import Ruleset
 from opportune.core.session import session_id_for
 from opportune.engine.enrichment import GeoResolver
@@ -103,7 +103,7 @@ def ingest(engine: Engine, rules: RuleBook, sessions: list[SimSession], spec: Fe
         return original(journey, event, now, assignments, hook)
 
     rs.step = step  # type: ignore[method-assign]
-    writer = GroupCommitWriter(engine, identify=_identify)
+    writer = GroupCommitWriter(engine)
     ingestor = Ingestor(
         settings=Settings(database_url="sqlite://"),
         engine=engine,

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, func, select
 from sqlalchemy import event as sa_event
 
-from opportune.api.app import EXAMPLE_WORKSPACE, _identify
+from opportune.api.app import EXAMPLE_WORKSPACE
 from opportune.cli import main
 from opportune.engine.enrichment import GeoResolver
 from opportune.engine.ingest import Ingestor
@@ -99,7 +99,7 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     sa_event.listen(engine, "connect", _no_sync)
     engine.dispose()
     rules = RuleBook(load_workspace(ws), engine)
-    writer = GroupCommitWriter(engine, identify=_identify)
+    writer = GroupCommitWriter(engine)
     ingestor = Ingestor(
         settings=Settings(database_url="sqlite://"),
         engine=engine,

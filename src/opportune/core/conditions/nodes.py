@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from opportune.core.journey import Journey, JourneyEvent, Scalar
+from opportune.core.scores import Scores
 
 Members = Mapping[str, bool]
 
@@ -27,8 +28,8 @@ class Context:
     visit_number: int
     started_at: int
     traits: Mapping[str, Scalar] = field(default_factory=dict)
-    # Outcome scores as they stood ([probability, max, quantile, max quantile]).
-    scores: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    # Outcome scores as they stood.
+    scores: Mapping[str, Scores] = field(default_factory=dict)
 
 
 class Node:

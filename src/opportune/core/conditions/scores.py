@@ -1,12 +1,13 @@
 """Score conditions: an outcome's probability and quantile in this visit.
 
 "Was on track, is now falling off it": the visit's maximum quantile was above 0.8 and the
-current one is below 0.5 (scores are ``[probability, max, quantile, max quantile]``).
+current one is below 0.5 (``core.scores.Scores``: latest and visit-max of each).
 
 >>> from opportune.core.conditions import parse_condition
 >>> from opportune.core.journey import Journey
+>>> from opportune.core.scores import Scores
 >>> c = parse_condition({"score": "apply", "maxQuantileAbove": 0.8, "quantileBelow": 0.5})
->>> j = Journey(session_id="s", started_at=0, scores={"apply": [0.1, 0.3, 0.4, 0.9]})
+>>> j = Journey(session_id="s", started_at=0, scores={"apply": Scores(0.1, 0.3, 0.4, 0.9)})
 >>> c.holds(j, 0, {})
 True
 """
@@ -19,11 +20,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from msgspec.structs import astuple
+
 from opportune.core.conditions.nodes import Context, Members, Node
 from opportune.core.conditions.predicates import Predicate
 from opportune.core.journey import Journey, JourneyEvent
+from opportune.core.scores import FIELD_NAMES as SCORE_NAMES
+from opportune.core.scores import Scores
 
-SCORE_FIELDS: Final = {"probability": 0, "maxProbability": 1, "quantile": 2, "maxQuantile": 3}
+SCORE_FIELDS: Final = {name: i for i, name in enumerate(SCORE_NAMES)}
 _COMPARE: Final[dict[str, Callable[[float, float], bool]]] = {
     "gt": operator.gt,
     "gte": operator.ge,
@@ -51,11 +56,12 @@ class Score(Node):
         floats = tuple((i, _COMPARE[t.op], float(t.operand), t) for i, t in self.tests)
         object.__setattr__(self, "_floats", floats)
 
-    def _check(self, scores: Sequence[float] | None) -> bool:
+    def _check(self, scores: Scores | None) -> bool:
         if scores is None:
             return False
+        values = astuple(scores)  # in SCORE_FIELDS order
         for i, cmp, bound, test in self._floats:
-            v = scores[i]
+            v = values[i]
             if type(v) is float:
                 if not (cmp(v, bound) and math.isfinite(v)):
                     return False
