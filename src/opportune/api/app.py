@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
-from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse
 
 from opportune import __version__
 from opportune.api import errors
+from opportune.api.assets import assets_router
 from opportune.api.auth import api_key_dependency
 from opportune.api.demo import demo_site
 from opportune.api.tracking import TrackingEndpoint
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PACKAGE = Path(__file__).resolve().parent.parent
-SDK_FILE = PACKAGE / "sdk" / "opportune.js"
 DEMO_DIR = PACKAGE / "web" / "demo"
 EXAMPLE_WORKSPACE = PACKAGE / "examples" / "workspace"
 
@@ -322,20 +322,8 @@ def _include_admin(app: FastAPI, runtime: Runtime) -> None:
 
 
 def _sdk_routes(app: FastAPI) -> None:
-    """The snippet and the widget, cacheable and loadable from any site."""
-    headers = {"cache-control": "public, max-age=300", "access-control-allow-origin": "*"}
-
-    @app.get("/sdk/opportune.js", include_in_schema=False)
-    async def sdk() -> Response:
-        return FileResponse(SDK_FILE, media_type="application/javascript", headers=headers)
-
-    @app.get("/sdk/opportune-widget.js", include_in_schema=False)
-    async def sdk_widget() -> Response:
-        return FileResponse(
-            SDK_FILE.with_name("opportune-widget.js"),
-            media_type="application/javascript",
-            headers=headers,
-        )
+    """The snippet and the widget, minified, compressed and cacheable from any site."""
+    app.include_router(assets_router())
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
