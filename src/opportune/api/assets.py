@@ -96,22 +96,24 @@ class ScriptCache:
     def __init__(self, directory: Path = SDK_DIR) -> None:
         self._dir = directory
         self._lock = threading.Lock()
-        self._built: dict[str, tuple[str, Script]] = {}
+        self._built: dict[str, tuple[tuple[int, int], Script]] = {}
 
     def get(self, name: str) -> Script:
-        raw = (self._dir / name).read_bytes()
-        digest = hashlib.sha256(raw).hexdigest()
+        # A stat per request, not a read and a hash: the snippet is fetched on page views.
+        st = (self._dir / name).stat()
+        key = (st.st_mtime_ns, st.st_size)
         with self._lock:
             hit = self._built.get(name)
-            if hit is not None and hit[0] == digest:
+            if hit is not None and hit[0] == key:
                 return hit[1]
+            raw = (self._dir / name).read_bytes()
             code, smap = minify_script(raw.decode("utf-8"), name=name)
             script = Script(
                 code=Encoded.of(code.encode()),
                 source_map=Encoded.of(smap.encode()),
                 source=Encoded.of(raw),
             )
-            self._built[name] = (digest, script)
+            self._built[name] = (key, script)
             return script
 
 

@@ -10,6 +10,7 @@ used, at most once a minute (not a write per request).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -31,8 +32,14 @@ RENEW_EVERY_MS: Final = 60_000
 MIN_PASSWORD: Final = 10
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _hasher = PasswordHasher()
-# Verified against when the email is unknown, so both failures take one hash's time.
-_DUMMY = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the email is unknown, so both failures take one hash's time;
+    made on first use rather than at import (a hash costs tens of milliseconds)."""
+    return _hasher.hash(secrets.token_urlsafe(16))
+
 
 
 class UserError(ValueError):
@@ -144,7 +151,7 @@ def authenticate(conn: Connection, email: str, password: str) -> User | None:
     """The user with this email and password, or ``None`` (unknown, wrong or disabled)."""
     row = conn.execute(select(users).where(users.c.email == email.strip().lower())).first()
     try:
-        _hasher.verify(row.password_hash if row is not None else _DUMMY, password)
+        _hasher.verify(row.password_hash if row is not None else _dummy_hash(), password)
     except (VerificationError, InvalidHashError):
         return None
     if row is None or row.disabled_at is not None:
