@@ -8,10 +8,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 
 from opportune.core.conditions import parse_condition
@@ -41,17 +42,33 @@ WIDGET_TEXT_KEYS = frozenset(
 )
 # The same checks as the widget's THEME: plain values only, so a theme cannot load a URL
 # or close the CSS declaration it lands in.
-_COLOUR = r"^(#[\da-fA-F]{3,8}|(rgb|hsl)a?\([\d\s.,%/]+\)|[a-zA-Z]{3,20})$"
+_THEME_FORMS = {
+    "colour": (
+        re.compile(r"^(#[\da-f]{3,8}|(rgb|hsl)a?\([\d\s.,%/]+\)|[a-z]{3,20})$", re.I),
+        "a colour (#hex, rgb(), hsl() or a colour name)",
+    ),
+    "radius": (re.compile(r"^\d{1,3}(\.\d+)?(px|rem|em|%)?$"), "a length like 12px, 1rem or 50%"),
+    "font": (re.compile(r"^[\w\s,'\"-]{1,200}$"), "a font list like Georgia, serif"),
+}
 
 
 class WidgetTheme(Document):
     """Colours, corner radius and font of the site's widget."""
 
-    primary: str | None = Field(default=None, pattern=_COLOUR)
-    background: str | None = Field(default=None, pattern=_COLOUR)
-    text: str | None = Field(default=None, pattern=_COLOUR)
-    radius: str | None = Field(default=None, pattern=r"^\d{1,3}(\.\d+)?(px|rem|em|%)?$")
-    font: str | None = Field(default=None, pattern=r"^[\w\s,'\"-]{1,200}$")
+    primary: str | None = None
+    background: str | None = None
+    text: str | None = None
+    radius: str | None = None
+    font: str | None = None
+
+    @field_validator("primary", "background", "text", "radius", "font")
+    @classmethod
+    def _plain(cls, value: str | None, info: ValidationInfo) -> str | None:
+        form = info.field_name if info.field_name in ("radius", "font") else "colour"
+        pattern, words = _THEME_FORMS[form]
+        if value is not None and not pattern.match(value.strip()):
+            raise ValueError(f"{value!r} is not {words}")
+        return value.strip() if value is not None else None
 
 
 class WidgetConfig(Document):
