@@ -930,21 +930,22 @@
 
       // ---- states ----
       function setState(state, agent) {
-        var before = c.state;
         c.state = str(state) || c.state;
         c.agent = agent;
-        if (c.agent && (c.state === 'assigned' || c.state === 'active') && (before !== c.state || !status.textContent || status.textContent === T.queued)) {
-          status.textContent = fill(T.joined, { name: c.agent });
-        }
         showState();
         if (OVER[c.state]) end(false);
         save();
       }
 
+      // The status line says where the chat is: queued, with whom, or nothing (the bot's).
       function showState() {
-        talk.hidden = !(c && c.botSpoke && c.state === 'bot');
-        if (c && c.state === 'queued') status.textContent = T.queued;
-        if (!c || c.state !== 'queued') R.q.textContent = '';
+        if (!c || ended) return;
+        talk.hidden = !(c.botSpoke && c.state === 'bot');
+        var s = c.state === 'queued' ? T.queued
+          : (c.state === 'assigned' || c.state === 'active') && c.agent ? fill(T.joined, { name: c.agent })
+            : c.state ? '' : status.textContent;
+        if (status.textContent !== s) status.textContent = s; // unchanged: not announced again
+        if (c.state !== 'queued') R.q.textContent = '';
       }
 
       function queueLine(p, wait) {
