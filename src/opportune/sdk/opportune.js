@@ -777,6 +777,7 @@
         setCookie(VID, '', 0);
         setCookie(SES, '', 0);
         store(CONSENT, '0');
+        try { sessionStorage.removeItem('opp_chat:' + cfg.siteKey); } catch (e) { /* none kept */ }
         visitorId = null;
         session = null;
       }
