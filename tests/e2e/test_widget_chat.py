@@ -241,40 +241,66 @@ def test_a_visitors_chat_goes_out_is_acked_and_shows_text_as_text(
     assert v.errors == []
 
 
+def settle(v: Visitor) -> None:
+    """Wait until the server has said everything it will (no new message for 1 s)."""
+    count = -1
+    while count != len(v.frames.messages()):
+        count = len(v.frames.messages())
+        v.page.wait_for_timeout(1000)
+
+
+def seqs_shown(v: Visitor) -> list[int]:
+    """The seqs of the bubbles in the message list, in screen order."""
+    return [
+        int(s)
+        for s in v.window()
+        .locator(".log .b[data-seq]")
+        .evaluate_all("els => els.map((e) => e.getAttribute('data-seq'))")
+    ]
+
+
+def seqs_stored(v: Visitor) -> set[int]:
+    """Every seq the server has told this visitor of (its messages and its acks)."""
+    return {m["seq"] for m in v.frames.messages()} | {a["seq"] for a in v.frames.of("ack")}
+
+
 def test_a_reload_or_another_page_resumes_without_loss_or_doubles(
     chat_socket: None, visitor: Callable[..., Visitor], server: Any
 ) -> None:
     v = visitor()
     page, frames = v.page, v.frames
-    ids = [v.say(f"message {n}")["id"] for n in (1, 2)]
-    for i in ids:
-        v.acked(i)
-    wait_until(page, lambda: not v.window().locator("text=Sending…").count(), what="all acked")
-    page.wait_for_timeout(500)  # let the bot answer too
+    for n in (1, 2):
+        v.acked(v.say(f"message {n}")["id"])
+    settle(v)
     before = v.bubbles()
-    seen = max(m["seq"] for m in frames.messages()) if frames.messages() else 0
+    assert before.count("You: message 1") == 1 and before.count("You: message 2") == 1
+    assert seqs_shown(v) == sorted(seqs_stored(v))
+    seen = max(m["seq"] for m in frames.messages())
     conversation = frames.of("started")[0]["conversation"]
-    assert sum("message 1" in b for b in before) == 1
 
     page.reload()
     v.window().wait_for()
     resume = wait_until(page, lambda: frames.of("resume", "sent"), what="a resume")[0]
-    assert resume["conversation"] == conversation and resume["after"] >= min(seen, 1)
+    assert resume["conversation"] == conversation and resume["after"] >= seen
+    assert resume["visitorId"] == frames.of("start", "sent")[0]["visitorId"]
     assert len(frames.of("start", "sent")) == 1  # not a second conversation
     wait_until(page, lambda: len(frames.of("started")) == 2, what="resumed")
-    page.wait_for_timeout(500)
-    after = v.bubbles()
-    assert after[: len(before)] == before, (before, after)  # nothing lost, nothing twice
-    assert len(after) == len(set(after)) or after == before
+    settle(v)
+    assert v.bubbles()[: len(before)] == before  # nothing lost, in the same order
+    shown = seqs_shown(v)
+    assert shown == sorted(set(shown)) == sorted(seqs_stored(v))  # each once, in seq order
 
     # Another page of the site: the snippet loads the widget for the chat in progress.
     page.goto(f"{server.base}/demo/index.html")
     v.window().wait_for()
     wait_until(page, lambda: len(frames.of("resume", "sent")) == 2, what="a second resume")
-    page.wait_for_timeout(500)
-    assert v.bubbles()[: len(before)] == before
     sent = v.say("after the move")
     assert v.acked(sent["id"])["duplicate"] is False
+    settle(v)
+    assert v.bubbles()[: len(before)] == before
+    shown = seqs_shown(v)
+    assert shown == sorted(set(shown)) == sorted(seqs_stored(v))
+    assert v.bubbles().count("You: after the move") == 1
     assert v.errors == []
 
 
@@ -379,4 +405,19 @@ def test_the_demo_widget_wears_the_banks_look(server: Any, browser: Any) -> None
         "el => getComputedStyle(el.closest('.root')).getPropertyValue('--p').trim()"
     )
     assert primary == "#7b1fa2"
+    context.close()
+
+
+def test_the_chat_window_speaks_spanish(server: Any, browser: Any) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="es-ES")
+    page = context.new_page()
+    page.add_init_script(init_first(idleSeconds=1, locale="es"))
+    page.goto(f"{server.base}/demo/help.html")
+    window = page.locator("opportune-widget").get_by_role("complementary")
+    window.wait_for(timeout=30000)
+    assert window.get_by_role("textbox", name="Su mensaje").is_visible()
+    assert window.get_by_role("button", name="Enviar").is_visible()
+    assert window.get_by_role("button", name="Terminar chat").is_visible()
+    assert window.get_by_role("button", name="Cerrar").is_visible()
+    assert window.evaluate("el => el.closest('.root').lang") == "es"
     context.close()
