@@ -269,11 +269,11 @@ def test_a_reload_or_another_page_resumes_without_loss_or_doubles(
 ) -> None:
     v = visitor()
     page, frames = v.page, v.frames
-    for n in (1, 2):
-        v.acked(v.say(f"message {n}")["id"])
+    for text in ("message 1", HOSTILE):
+        v.acked(v.say(text)["id"])
     settle(v)
     before = v.bubbles()
-    assert before.count("You: message 1") == 1 and before.count("You: message 2") == 1
+    assert before.count("You: message 1") == 1 and before.count(f"You: {HOSTILE}") == 1
     assert seqs_shown(v) == sorted(seqs_stored(v))
     seen = max(m["seq"] for m in frames.messages())
     conversation = frames.of("started")[0]["conversation"]
@@ -289,6 +289,8 @@ def test_a_reload_or_another_page_resumes_without_loss_or_doubles(
     assert v.bubbles()[: len(before)] == before  # nothing lost, in the same order
     shown = seqs_shown(v)
     assert shown == sorted(set(shown)) == sorted(seqs_stored(v))  # each once, in seq order
+    assert v.window().locator(".log img").count() == 0  # shown again as text, from storage
+    assert page.evaluate("window.__xss") is None
 
     # Another page of the site: the snippet loads the widget for the chat in progress.
     page.goto(f"{server.base}/demo/index.html")

@@ -613,6 +613,7 @@
       var tries = 0;
       var retry = 0;
       var beat = 0;
+      var heard = 0; // when the server last said anything
       var typingOut = 0; // when we last said we are typing
       var typingIn = 0; // timer hiding the other side's indicator
       var readSent = 0;
@@ -683,7 +684,10 @@
         if (isChat) status.textContent = T.queued;
       };
 
-      function save() { if (!ended) saveChat(c); }
+      function save() {
+        if (c.msgs.length > 300) c.msgs = c.msgs.slice(-300); // a long chat: the latest are kept
+        if (!ended) saveChat(c);
+      }
 
       // ---- the socket ----
       function connect() {
@@ -695,10 +699,25 @@
             ? { type: 'resume', visitorId: c.visitorId, conversation: c.conversation, after: c.lastSeq }
             : { type: 'start', visitorId: c.visitorId, action: c.a.id, form: c.form || {}, locale: locale }, true);
           clearInterval(beat);
-          beat = setInterval(function () { frame({ type: 'ping' }); }, 20000);
+          heard = Date.now();
+          // A heartbeat every 20 s; a line silent through two of them is dead even if no
+          // close came (a sleeping laptop, a lost Wi-Fi): closed, so it reconnects.
+          beat = setInterval(function () {
+            if (Date.now() - heard > 50000 && ws) {
+              var dead = ws; // its close could take as long again: not waited for
+              dead.onclose = dead.onmessage = null;
+              dead.close(4000, 'silent');
+              ws = null;
+              live = false;
+              clearInterval(beat);
+              return later();
+            }
+            frame({ type: 'ping' });
+          }, 20000);
         };
         ws.onmessage = function (e) {
           var f;
+          heard = Date.now();
           try { f = JSON.parse(e.data); } catch (x) { return; }
           if (f && typeof f === 'object') on(f);
         };
@@ -841,7 +860,6 @@
         else {
           var keep = { seq: seq, id: str(m.id), sender: str(m.sender), author: str(m.author), text: str(m.text), payload: m.payload || null };
           c.msgs.push(keep);
-          if (c.msgs.length > 300) c.msgs = c.msgs.slice(-300);
           place(keep);
         }
         if (seq > c.lastSeq) c.lastSeq = seq;
