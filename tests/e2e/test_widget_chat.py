@@ -12,6 +12,7 @@ speak WebSocket at `/v1/chat`; the look of the demo's widget (its site config) d
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -423,3 +424,37 @@ def test_the_chat_window_speaks_spanish(server: Any, browser: Any) -> None:
     assert window.get_by_role("button", name="Cerrar").is_visible()
     assert window.evaluate("el => el.closest('.root').lang") == "es"
     context.close()
+
+
+def test_talk_to_a_person_queues_the_chat_with_its_place_and_wait(
+    chat_socket: None, visitor: Callable[..., Visitor]
+) -> None:
+    v = visitor()
+    page, frames = v.page, v.frames
+    wait_until(page, lambda: [m for m in frames.messages() if m["sender"] == "bot"], what="the bot")
+    talk = v.window().get_by_role("button", name="Talk to an adviser")  # the site's words
+    talk.click()
+    wait_until(page, lambda: frames.of("escalate", "sent"), what="`escalate`")
+    wait_until(
+        page,
+        lambda: [f for f in frames.of("state") if f["state"] == "queued"],
+        what="the chat queued",
+    )
+    status = v.window().get_by_role("status")
+    status.get_by_text("You’re in the queue — an agent will be with you shortly").wait_for()
+    assert not talk.is_visible()  # asked once: the bot no longer has the chat
+    queue = wait_until(page, lambda: frames.of("queue"), what="a `queue` frame")[-1]
+    line = f"You are number {queue['position']} in the queue."
+    if queue["waitSeconds"] is not None:
+        w = queue["waitSeconds"]
+        line += (
+            " Expected wait: under a minute."
+            if w < 60
+            else f" Expected wait: about {math.floor(w / 60 + 0.5)} min."  # JS Math.round
+        )
+    wait_until(
+        page,
+        lambda: v.window().locator(".q").first.text_content() == line,
+        what=f"the queue line {line!r}",
+    )
+    assert v.errors == []
