@@ -343,7 +343,7 @@ def test_end_then_rate(chat_socket: None, visitor: Callable[..., Visitor]) -> No
     assert v.window().get_by_role("textbox", name="Your message").count() == 0 or not (
         v.window().get_by_role("textbox", name="Your message").is_visible()
     )
-    group = v.window().get_by_role("group", name="How did our adviser do?")  # the site's words
+    group = v.window().get_by_role("group", name="How did we do?")  # the site's words
     group.get_by_role("button", name="4 of 5").click()
     wait_until(page, lambda: frames.of("rate", "sent"), what="`rate`")
     assert frames.of("rate", "sent")[0]["rating"] == 4
