@@ -3,9 +3,11 @@
 // first sends an action, so pages never offered anything never download it. It defines one
 // global, `OpportuneWidget(api)`, which returns the function the snippet hands actions to.
 // `api` is the snippet's: {report(id, state, form, useBeacon) -> Promise<bool>, siteKey,
-// visitorId, locale, texts, theme, debug}. Reports travel through the snippet (consent,
-// visitor id and server URL are its business); this file only renders and listens.
-// Server texts are only ever set with textContent, and URLs only kept when http(s).
+// visitorId, locale, texts, theme, debug, base}. Reports travel through the snippet (consent,
+// visitor id and server URL are its business); this file renders, listens, and holds the
+// chat's own socket to {base}/v1/chat (docs/conversations.md), which outlives the page
+// through sessionStorage. Server and visitor texts are only ever set with textContent, and
+// URLs only kept when http(s).
 (function (w, d) {
   'use strict';
   if (w.OpportuneWidget) return; // loaded twice
