@@ -639,6 +639,7 @@
           if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); sendTyped(); }
         },
         oninput: function () {
+          grow();
           if (Date.now() - typingOut > 3000 && input.value) { typingOut = Date.now(); frame({ type: 'typing' }); }
         }
       });
@@ -813,7 +814,14 @@
         var t = input.value;
         if (!t.trim()) return;
         input.value = '';
+        grow();
         say(t);
+      }
+
+      // The text box grows with its lines (up to its max-height, then it scrolls).
+      function grow() {
+        input.style.height = 'auto';
+        input.style.height = input.scrollHeight + 2 + 'px';
       }
 
       function pend(o) {
