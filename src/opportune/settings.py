@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     retrain_interval_h: float = Field(
         default=24.0, ge=0, le=24 * 365, description="Retrain outcome models this often; 0: never"
     )
+    chat_grace_s: int = Field(
+        default=120,
+        ge=10,
+        le=24 * 3600,
+        description="A chatting visitor silent this long has left (abandoned before an agent)",
+    )
     rules_poll_s: float = Field(
         default=1.0,
         gt=0,
