@@ -89,9 +89,7 @@ class When:
             p = ctx.scores.get(self.name)
             if p is None:
                 return False
-            return (self.above is None or p > self.above) and (
-                self.below is None or p < self.below
-            )
+            return (self.above is None or p > self.above) and (self.below is None or p < self.below)
         value = (slots if self.op == "slot" else ctx.form).get(self.name)
         if self.present is not None:
             return (value is not None and value != "") == self.present

@@ -46,7 +46,7 @@ def _model(c: float) -> Pipeline:
             strip_accents="unicode",
             sublinear_tf=True,
         ),
-        LogisticRegression(C=c, max_iter=2000),
+        LogisticRegression(C=c, solver="newton-cg", max_iter=1000),
     )
 
 
