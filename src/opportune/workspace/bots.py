@@ -230,7 +230,7 @@ class BotFlowDoc(Document):
         for i, intent in enumerate(self.intents):
             for lang in self.languages:
                 if len(intent.examples.get(lang, [])) < MIN_EXAMPLES:
-                    at: Loc = ("intents", i, "examples")
+                    at: Loc = ("intents", i, "examples", lang)
                     out.append((at, f"at least {MIN_EXAMPLES} {lang!r} examples"))
         for i, s in enumerate(self.steps):
             if isinstance(s, ConditionStep):

@@ -85,12 +85,9 @@ class Workspace:
 
 def _node_at(node: yaml.Node | None, loc: Iterable[int | str]) -> yaml.Node | None:
     """Follow a pydantic error location through the YAML node tree, as far as it goes."""
-    parts = list(loc)
-    for i, part in enumerate(parts):
+    for part in loc:
         if isinstance(node, yaml.MappingNode):
             nxt = next((v for k, v in node.value if k.value == part), None)
-            if nxt is None and i + 1 < len(parts) and _is_tag(node, part):
-                continue  # a tagged union's tag (a step's type): not a key of the YAML
             if nxt is None:
                 # A missing or unknown key: point at the key itself if it exists.
                 key = next((k for k, _ in node.value if k.value == part), None)
@@ -105,16 +102,17 @@ def _node_at(node: yaml.Node | None, loc: Iterable[int | str]) -> yaml.Node | No
     return node
 
 
-def _is_tag(node: yaml.MappingNode, part: int | str) -> bool:
-    return any(k.value == "type" and getattr(v, "value", None) == part for k, v in node.value)
-
-
 def _clean(node: yaml.Node | None, loc: Iterable[int | str]) -> list[int | str]:
-    """``loc`` without the tags of tagged unions, as the YAML reads (``steps[2].text``)."""
-    out: list[int | str] = []
-    for part in loc:
-        if isinstance(node, yaml.MappingNode) and _is_tag(node, part):
-            continue
+    """``loc`` without the tags pydantic puts in after a list item of a tagged union
+    (``steps[2].message.text`` is ``steps[2].text`` in the YAML)."""
+    parts, out = list(loc), []
+    for i, part in enumerate(parts):
+        after_item = bool(out) and isinstance(out[-1], int)
+        if after_item and isinstance(node, yaml.MappingNode):
+            keys = {k.value: getattr(v, "value", None) for k, v in node.value}
+            then = parts[i + 1] if i + 1 < len(parts) else None
+            if keys.get("type") == part and (part not in keys or then in keys):
+                continue
         out.append(part)
         node = _node_at(node, [part])
     return out
@@ -174,13 +172,13 @@ def _parse_documents(
             doc = model.model_validate(value)
         except ValidationError as exc:
             for err in exc.errors():
-                loc = err["loc"]
+                loc = _clean(node, err["loc"])
                 at = _node_at(node, loc)
                 problems.append(
                     Problem(
                         file,
                         (at.start_mark.line + 1) if at is not None else line,
-                        format_path(_clean(node, loc)),
+                        format_path(loc),
                         _message(err),
                     )
                 )
