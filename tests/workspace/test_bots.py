@@ -187,3 +187,14 @@ def test_maps_must_name_known_flows(tmp_path: Path, kind: str, part: str, expect
     good = doc.replace("help", "faq")
     (tmp_path / "m.yaml").write_text(good)
     assert load_workspace(tmp_path).action_maps["m"].name == "m"
+
+
+def test_the_documented_example_loads(tmp_path: Path) -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs" / "conversations.md"
+    section = docs.read_text(encoding="utf-8").split("## Bot flows", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    for path in EXAMPLE_WORKSPACE.glob("*.yaml"):
+        (tmp_path / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / "docs.yaml").write_text(example, encoding="utf-8")
+    flow = load_workspace(tmp_path).bot_flows["card-help"].to_core()
+    assert flow.steps["digits"].check.length == 4  # type: ignore[union-attr]
