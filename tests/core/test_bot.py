@@ -121,6 +121,8 @@ def test_the_locale_falls_back_to_the_flows_first_language(locale: str, first: s
         ("card", "Card", ["Last 4?"]),  # by value
         (None, "  tarjeta ", ["Last 4?"]),  # typed label, any language, any case
         ("nonsense", "card", ["Last 4?"]),  # an unknown value: the words still count
+        (None, "PERSON", ["Passing you over"]),  # typed label of the hand-over button
+        (None, "loans", ["Passing you to loans"]),  # typed value
         ("loans", "", ["Passing you to loans"]),  # a button to an intent
     ],
 )

@@ -116,6 +116,8 @@ def test_a_large_loan_amount_is_handed_over_with_the_amount_as_a_feature(
     assert turns[-1].handover == Handover("loans", "a loan over 25,000 euros")
     features = bots.intent_features(turns[-1].state)
     assert features["intent:loan-amount"] == 1.0 and features["slot:amount"] == 40000.0
+    card = BotState(intent="card-activation", confidence=0.8, slots={"cardLast4": "1234"})
+    assert bots.intent_features(card) == {"intent:card-activation": 1.0, "intent_confidence": 0.8}
     assert 0.45 <= features["intent_confidence"] <= 1.0
 
 

@@ -311,7 +311,7 @@ def _confident(flow: Flow, guess: tuple[str | None, float], current: str | None)
 
 
 def _button(flow: Flow, waiting: Step | None, choice: str | None, text: str) -> Button | None:
-    """The button pressed (by value), or typed (by its label in any language)."""
+    """The button pressed (by value), or typed (its label in any language, or its value)."""
     offered = [*(waiting.buttons if isinstance(waiting, Choose) else ()), *flow.fallback.buttons]
     if choice is not None:
         found = next((b for b in offered if b.value == choice), None)
@@ -320,7 +320,10 @@ def _button(flow: Flow, waiting: Step | None, choice: str | None, text: str) -> 
     typed = fold(text)
     if not typed:
         return None
-    return next((b for b in offered if typed in {fold(t) for t in b.label.values()}), None)
+    return next(
+        (b for b in offered if typed in {fold(b.value), *(fold(t) for t in b.label.values())}),
+        None,
+    )
 
 
 def _press(flow: Flow, state: BotState, b: Button, loc: str, ctx: BotContext) -> BotTurn:

@@ -32,6 +32,13 @@ class BotRunner:
         self.matchers = {name: IntentMatcher.for_flow(f) for name, f in self.flows.items()}
         # seconds spent training each flow's matcher at start-up
         self.training_seconds = {n: m.training_seconds for n, m in self.matchers.items()}
+        # Only answers validated as numbers are features: a card's last digits are not.
+        self.numeric_slots = frozenset(
+            step.slot
+            for f in self.flows.values()
+            for step in f.steps.values()
+            if isinstance(step, bot.Ask) and step.check.kind == "number"
+        )
 
     def has(self, flow: str) -> bool:
         return flow in self.flows
@@ -75,12 +82,14 @@ class BotRunner:
 
     def intent_features(self, state: BotState) -> dict[str, float]:
         """What the bot learnt, as routing-model features: the intent (one-hot) and its
-        confidence, and every slot that reads as a number."""
+        confidence, and the slots asked for as numbers (``slot:amount``)."""
         out: dict[str, float] = {}
         if state.intent is not None:
             out[f"intent:{state.intent}"] = 1.0
             out["intent_confidence"] = round(state.confidence, 4)
         for name, value in state.slots.items():
+            if name not in self.numeric_slots:
+                continue
             try:
                 number = float(value)
             except ValueError:
