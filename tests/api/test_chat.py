@@ -19,6 +19,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from opportune.api.app import EXAMPLE_WORKSPACE, create_app
 from opportune.core.actionmaps import in_holdout
+from opportune.ml.routing.features import decode_features
 from opportune.settings import Settings
 from opportune.store import users
 from opportune.store.db import make_engine
@@ -150,38 +151,59 @@ def test_a_chat_goes_from_the_offer_to_the_agent_and_ends_with_a_wrap_up_code(
             start = {"type": "start", "visitorId": v.vid, "action": offer["id"], "locale": "en"}
             chat.send_json({**start, "form": {"firstName": "Ana"}})
             started = chat.receive_json()
-            assert started["type"] == "started" and started["queue"] == "loans"
+            assert started["type"] == "started" and started["state"] == "bot"
             cid = started["conversation"]
+            # The loan bot answers first, with buttons; a press is a message with a choice.
+            welcome = until(chat, of_type("message"))["message"]
+            assert welcome["sender"] == "bot" and welcome["payload"]["buttons"]
+            choice = welcome["payload"]["buttons"][0]
+            chat.send_json(
+                {"type": "message", "id": "v0", "text": choice["label"], "choice": choice["value"]}
+            )
+            assert until(chat, of_type("ack", id="v0"))["seq"] == welcome["seq"] + 1
+            mine = until(chat, of_type("message"))["message"]  # the visitor's own, echoed
+            assert (mine["id"], mine["payload"]) == ("v0", {"choice": choice["value"]})
+            answer = until(chat, of_type("message"))["message"]
+            assert answer["sender"] == "bot" and answer["seq"] == welcome["seq"] + 2
+            chat.send_json({"type": "escalate"})
             state = until(chat, of_type("state", state="assigned"))
             assert state["agent"] == {"name": "Ana García"}  # the name, never the id
             alert = until(agent, of_type("offer"))["conversation"]
             assert alert["id"] == cid and alert["name"] == "Ana" and alert["queue"] == "loans"
+            assert alert["intent"] == "loan-amount"
+            agent.send_json({"type": "follow", "conversation": cid, "after": 0})
+            bot_part = [until(agent, of_type("message"))["message"]["sender"] for _ in range(3)]
+            assert bot_part == ["bot", "visitor", "bot"]  # the agent sees the transcript so far
             agent.send_json({"type": "accept", "conversation": cid})
             until(agent, of_type("state", state="active", conversation=cid))
             until(chat, of_type("state", state="active"))
             agent.send_json({"type": "message", "conversation": cid, "id": "a1", "text": "Hello!"})
-            got = until(chat, of_type("message"))["message"]
-            assert (got["sender"], got["text"], got["seq"]) == ("agent", "Hello!", 1)
+            got = until(chat, lambda f: f.get("type") == "message" and f["message"]["id"] == "a1")
+            assert (got["message"]["sender"], got["message"]["text"]) == ("agent", "Hello!")
+            hello_seq = got["message"]["seq"]
             hostile = "<img src=x onerror=alert(1)>"
             chat.send_json({"type": "message", "id": "v1", "text": hostile})
             assert until(chat, of_type("ack", id="v1")) == {
                 "type": "ack",
                 "id": "v1",
-                "seq": 2,
+                "seq": hello_seq + 1,
                 "duplicate": False,
             }
-            seen = until(agent, lambda f: f.get("type") == "message" and f["message"]["seq"] == 2)
+            seen = until(agent, lambda f: f.get("type") == "message" and f["message"]["id"] == "v1")
             assert seen["message"]["text"] == hostile and seen["conversation"] == cid
-        # The page reloads: a new socket resumes after seq 1 and misses nothing, doubles nothing.
+        # The page reloads: a new socket resumes after the agent's hello and misses nothing,
+        # doubles nothing.
         with client.websocket_connect(CHAT, headers={"origin": ORIGIN}) as chat:
-            chat.send_json({"type": "resume", "visitorId": v.vid, "conversation": cid, "after": 1})
+            chat.send_json(
+                {"type": "resume", "visitorId": v.vid, "conversation": cid, "after": hello_seq}
+            )
             assert chat.receive_json()["type"] == "started"
             again = until(chat, of_type("message"))["message"]
-            assert (again["seq"], again["id"]) == (2, "v1")
+            assert (again["seq"], again["id"]) == (hello_seq + 1, "v1")
             chat.send_json({"type": "message", "id": "v1", "text": hostile})  # a resend
             assert until(chat, of_type("ack", id="v1"))["duplicate"] is True
             chat.send_json({"type": "message", "id": "v2", "text": "Thanks"})
-            assert until(chat, of_type("ack", id="v2"))["seq"] == 3
+            assert until(chat, of_type("ack", id="v2"))["seq"] == hello_seq + 2
         agent.send_json({"type": "wrapup", "conversation": cid, "code": "sold-it"})
         err = until(agent, of_type("error", conversation=cid))
         assert err["code"] == "unknown_wrap_up_code" and "loan-sold" in err["message"]
@@ -194,6 +216,7 @@ def test_a_chat_goes_from_the_offer_to_the_agent_and_ends_with_a_wrap_up_code(
             }
         )
         until(agent, of_type("state", state="closed", conversation=cid))
+        total = hello_seq + 2
     eng = engine_of(client)
     with eng.connect() as conn:
         row = conn.execute(select(interactions).where(interactions.c.id == cid)).one()
@@ -202,7 +225,8 @@ def test_a_chat_goes_from_the_offer_to_the_agent_and_ends_with_a_wrap_up_code(
         ).scalar_one()
     eng.dispose()
     assert (row.status, row.agent_id, row.wrap_up_code) == ("ended", "ana", "loan-sold")
-    assert row.visitor_id == v.vid and n == 3  # the resend stored once
+    assert row.visitor_id == v.vid and n == total  # the resend stored once
+    assert decode_features(row.features)["intent:loan-amount"] == 1.0  # for the routing model
 
 
 def test_bad_input_gets_a_precise_close_code(client: TestClient) -> None:
@@ -279,6 +303,7 @@ def test_the_desk_refuses_forged_sessions_other_sites_and_other_queues(
         with client.websocket_connect(CHAT, headers={"origin": ORIGIN}) as chat:
             chat.send_json({"type": "start", "visitorId": v.vid, "action": offer["id"]})
             cid = chat.receive_json()["conversation"]
+            chat.send_json({"type": "escalate"})
             until(agent, of_type("offer"))
     with desk(client, dev) as other:
         other.receive_json()

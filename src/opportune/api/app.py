@@ -335,6 +335,7 @@ def _include_chat(app: FastAPI, runtime: Runtime) -> None:
     """Conversations: the visitor's socket and the agent desk's, on one hub and bus."""
     from opportune.api.chat import chat_router
     from opportune.api.desk_socket import desk_socket_router
+    from opportune.engine.bots import BotRunner
     from opportune.engine.bus import Bus, MemoryBus, RedisBus
     from opportune.engine.chat import ChatService
     from opportune.engine.conversations import ConversationHub
@@ -354,6 +355,7 @@ def _include_chat(app: FastAPI, runtime: Runtime) -> None:
         live=ingestor.live,
         journey=lambda visitor_id, now_ms: _journey_features(runtime, visitor_id, now_ms),
         board=ingestor.engager.board,
+        bots=BotRunner(ws.bot_flows) if ws.bot_flows else None,
         agent_names={a.name: a.display_name or a.name for a in ws.agents.values()},
     )
     app.include_router(chat_router(chat=runtime.chat, sites_by_key=ws.sites_by_key))

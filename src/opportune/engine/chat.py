@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection
 
 from opportune.core.actionmaps import instance_id
+from opportune.core.bot import BotContext, BotState, BotTurn
 from opportune.core.conversations import ConversationError, Draft, State, check_text, draft
 from opportune.core.pacing import expected_wait_s
 from opportune.core.permissions import PermissionDenied, Principal, require
@@ -61,14 +62,24 @@ class BotEngine(Protocol):
     """What the chat needs of the bot (``engine/bots.BotRunner``)."""
 
     def has(self, flow: str) -> bool: ...
-    def begin(self, flow: str, *, locale: str, context: Any) -> Any: ...
+    def begin(self, flow: str, *, locale: str, context: BotContext | None = None) -> BotTurn: ...
     def respond(
-        self, flow: str, state: Any, *, text: str, choice: str | None, locale: str, context: Any
-    ) -> Any: ...
-    def escalate(self, flow: str, state: Any, *, locale: str) -> Any: ...
-    def intent_features(self, state: Any) -> dict[str, float]: ...
-    def context(self, *, segments: Any, scores: Any, form: Any) -> Any: ...
-    def state_of(self, data: Mapping[str, Any] | None) -> Any: ...
+        self,
+        flow: str,
+        state: BotState,
+        *,
+        text: str,
+        choice: str | None = None,
+        locale: str,
+        context: BotContext | None = None,
+    ) -> BotTurn: ...
+    def escalate(self, flow: str, state: BotState, *, locale: str) -> BotTurn: ...
+    def intent_features(self, state: BotState) -> dict[str, float]: ...
+
+
+def bot_state(data: Mapping[str, Any] | None) -> BotState:
+    """The bot's state as stored between turns (a fresh one before the first)."""
+    return BotState.from_json(data) if data else BotState()
 
 
 def agent_channel(agent_id: str) -> str:
@@ -211,9 +222,10 @@ class ChatService:
         m = self.maps().get(name)
         if m is None or m.channel not in ("chat", "bot"):
             raise ChatError("unknown_action", "that offer does not open a chat", 4404)
-        flow = m.action.get("flow") if m.channel == "bot" else m.action.get("bot")
+        part = m.action.get(m.channel) or {}
+        flow = part.get("flow") if m.channel == "bot" else part.get("bot")
         use_bot = bool(flow) and self.bots is not None and self.bots.has(str(flow))
-        queue = m.queue or m.action.get("queue")
+        queue = m.queue or part.get("queue")
         if not use_bot and not queue:
             raise ChatError("no_queue", "this offer has neither a bot nor a queue", 4404)
         live = await self.live.peek(visitor_id, now_ms)
@@ -282,7 +294,7 @@ class ChatService:
         queue = c.queue
         posted: list[Message] = []
         if self.bots is not None and c.bot_flow:
-            state = self.bots.state_of(c.bot_state)
+            state = bot_state(c.bot_state)
             turn = self.bots.escalate(c.bot_flow, state, locale=c.language or "en")
             queue = turn.handover.queue if turn.handover is not None else queue
             posted = await self._tx(lambda conn: self._store_turn(conn, c, turn, "esc", now_ms))
@@ -360,13 +372,13 @@ class ChatService:
 
     # -- the bot ---------------------------------------------------------------------------
 
-    async def _context(self, c: Conversation, now_ms: int) -> Any:
+    async def _context(self, c: Conversation, now_ms: int) -> BotContext:
         assert self.bots is not None
         feats = await self.journey(c.visitor_id, now_ms) if self.journey is not None else {}
         segments = frozenset(k[8:] for k in feats if k.startswith("segment:"))
         scores = {k[6:]: v for k, v in feats.items() if k.startswith("score:")}
         form = {str(k): str(v) for k, v in (c.registration or {}).items()}
-        return self.bots.context(segments=segments, scores=scores, form=form)
+        return BotContext(segments=segments, scores=scores, form=form)
 
     async def _bot_begin(self, c: Conversation, now_ms: int) -> None:
         assert self.bots is not None and c.bot_flow
@@ -388,7 +400,7 @@ class ChatService:
         assert self.bots is not None and c.bot_flow
         context = await self._context(c, now_ms)
         bots, flow, locale = self.bots, c.bot_flow, c.language or "en"
-        turn_box: list[Any] = []
+        turn_box: list[BotTurn] = []
 
         def work(conn: Connection) -> tuple[Appended, list[Message]]:
             done = store.append(conn, c.id, d, now_ms=now_ms, payload=payload)
@@ -397,7 +409,7 @@ class ChatService:
             fresh = store.get(conn, c.id)
             if fresh.state != "bot":  # an agent took over meanwhile: no bot answer
                 return done, []
-            state = bots.state_of(fresh.bot_state)
+            state = bot_state(fresh.bot_state)
             turn = bots.respond(
                 flow, state, text=d.text, choice=pick, locale=locale, context=context
             )
@@ -417,7 +429,7 @@ class ChatService:
         return done
 
     def _store_turn(
-        self, conn: Connection, c: Conversation, turn: Any, key: str, now_ms: int
+        self, conn: Connection, c: Conversation, turn: BotTurn, key: str, now_ms: int
     ) -> list[Message]:
         """The bot's replies (ids made from the turn's key, so a retried turn stores them
         once) and its state."""
@@ -429,13 +441,10 @@ class ChatService:
             )
             if not done.duplicate:
                 out.append(done.message)
-        intent = getattr(getattr(turn.state, "intent", None), "name", None) or getattr(
-            turn.state, "intent_name", None
-        )
-        store.set_bot(conn, c.id, state=turn.state.to_json(), intent=intent)
+        store.set_bot(conn, c.id, state=turn.state.to_json(), intent=turn.state.intent)
         return out
 
-    async def _after_turn(self, c: Conversation, turn: Any, now_ms: int) -> None:
+    async def _after_turn(self, c: Conversation, turn: BotTurn, now_ms: int) -> None:
         if turn.handover is not None:
             fresh = await self.get(c.id)
             await self._hand_over(fresh, turn.handover.queue, now_ms)
@@ -446,7 +455,7 @@ class ChatService:
         """The conversation as an interaction in its queue (same id); routed at once."""
         features: dict[str, float] = {}
         if self.bots is not None and c.bot_state is not None:
-            features = self.bots.intent_features(self.bots.state_of(c.bot_state))
+            features = self.bots.intent_features(bot_state(c.bot_state))
         body: dict[str, Any] = {
             "id": c.id,
             "queue": c.queue,
