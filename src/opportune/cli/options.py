@@ -67,6 +67,21 @@ def server_options(api_key_help: str) -> Decorator:
     )
 
 
+def data_location(settings: Settings) -> str:
+    """Where this process writes, in one line: the data folder (absolute) and the database."""
+    from sqlalchemy.engine import make_url
+
+    change = "--data-dir or OPPORTUNE_DATA_DIR to change"
+    if not settings.database_url:
+        return f"Data in {settings.data_dir}: the SQLite file opportune.db, the models ({change})"
+    url = make_url(settings.resolved_database_url())
+    url = url.set(drivername=url.drivername.split("+")[0])
+    return (
+        f"Data in {settings.data_dir} (the models; {change}) and in the database "
+        f"{url.render_as_string(hide_password=True)}"
+    )
+
+
 def exit_invalid_workspace(problems: Any) -> NoReturn:
     """Print every problem of a workspace that does not validate; exit 2."""
     click.echo("error: the workspace does not validate:", err=True)
