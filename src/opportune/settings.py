@@ -21,7 +21,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="OPPORTUNE_", extra="forbid", frozen=True)
 
-    data_dir: Path = Field(default=Path("data"), description="Folder for the SQLite file, models")
+    data_dir: Path = Field(
+        default=Path("data"),
+        validate_default=True,
+        description="Folder for the SQLite file, models; relative: to the starting folder",
+    )
     database_url: str = Field(
         default="",
         description="SQLAlchemy URL; empty means SQLite at DATA_DIR/opportune.db",
@@ -68,6 +72,13 @@ class Settings(BaseSettings):
         le=60,
         description="Seconds between looks for API-changed rules",
     )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        # Made absolute once, where the process starts, so that every use of it (a path
+        # printed, a training subprocess, a model registry) names the same folder.
+        return v.expanduser().absolute()
 
     @field_validator("database_url")
     @classmethod

@@ -18,6 +18,7 @@ from starlette.responses import RedirectResponse
 
 from opportune import __version__
 from opportune.api import errors
+from opportune.api.apidocs import install_api_docs
 from opportune.api.assets import assets_router
 from opportune.api.auth import api_key_dependency
 from opportune.api.demo import demo_site
@@ -188,7 +189,15 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
 
     Start-up loads the workspace, migrates and starts the writer."""
     runtime = build_runtime(settings, auto_migrate=auto_migrate)
-    app = FastAPI(title="Opportune", version=__version__, lifespan=_lifespan(runtime))
+    # FastAPI's /docs and /redoc load their scripts from a CDN: ours are vendored (offline).
+    app = FastAPI(
+        title="Opportune",
+        version=__version__,
+        lifespan=_lifespan(runtime),
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_api_docs(app)
     app.state.runtime = runtime
     # The snippet (30 KB raw) and JSON pages compress well; /v1/events answers are tiny
     # and bypass this app anyway.
