@@ -3,6 +3,7 @@ activated in the registry, is scored on every event of a visit and explained."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -100,6 +101,9 @@ def test_every_event_is_scored_and_the_score_is_explained(client: TestClient) ->
     assert len(score["why"]) == 5 and all(
         "feature" in w and "contribution" in w for w in score["why"]
     )
+    # Each feature also said in words a person understands (issue 19 #8), never "word:31".
+    texts = [w["text"] for w in score["why"]]
+    assert all(t and not re.search(r"[a-z]:\w|_", t) for t in texts), texts
     # Once achieved, the outcome is no longer scored: its score stops where it was.
     done = send(
         client,

@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import Engine
 
+from opportune.core.events import EVENT_TYPES
 from opportune.core.journey import Journey, JourneyEvent
 from opportune.core.pages import PageGroups
 from opportune.engine.timeline import timeline_items
-from opportune.ml.outcomes.reasons import human, reasons, texts_of
+from opportune.ml.outcomes.reasons import human, reasons, texts_of, vocabulary
 from opportune.store import conversations as conv_store
 from opportune.store import facts as facts_store
 from opportune.store import interactions as interactions_store
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 SINCE_MARGIN_MS: Final = 10_000
 PAST_LIMIT: Final = 10
+_NOT_WORDS: Final = frozenset({"attribute", "metric", "type", "scope", "score", "field"})
 _DONE = ("closed", "abandoned")
 
 
@@ -73,9 +75,11 @@ def scores_in_words(
     *,
     events: Sequence[JourneyEvent],
     pages: PageGroups | None = None,
+    known: Mapping[int, list[str]] | None = None,
 ) -> list[dict[str, Any]]:
     """Each outcome's scores with the features weighing most in it, each said in words
-    (``text``) from the visit's own events; the fields of ``explain`` are kept."""
+    (``text``) from the visit's own events (``known``: the rules' words by bucket, see
+    :func:`rule_words`); the fields of ``explain`` are kept."""
     if not journey.scores:
         return []
     why = scorer.explain(journey, members, now)
@@ -83,9 +87,34 @@ def scores_in_words(
     here = pages.of(journey.url) if pages is not None else ()
     out = []
     for name, s in journey.scores.items():
-        said = reasons(why.get(name, []), journey, texts=texts, events=events, page_groups=here)
+        said = reasons(
+            why.get(name, []), journey, texts=texts, events=events, page_groups=here, known=known
+        )
         out.append({"outcome": name, **s.to_json(), "why": said})
     return out
+
+
+def rule_words(rules: RuleBook) -> dict[int, list[str]]:
+    """The words the workspace's rules look for (the texts their conditions compare, the
+    rules' and page groups' names) by word bucket: what a bucket stands for when the visit
+    has none of its words. Descriptions, field names and addresses are left out."""
+    texts = [g.name for g in rules.ruleset.pages.groups]
+    for kind in ("segment", "outcome", "actionMap"):
+        for doc, _ in rules.docs(kind):
+            texts.append(doc.name)
+            texts += _strings(getattr(doc, "condition", None) or getattr(doc, "trigger", None))
+    return vocabulary(texts)
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        plain = "/" not in value and "*" not in value and value not in EVENT_TYPES
+        return [value] if plain else []
+    if isinstance(value, dict):  # the names of attributes and metrics are not words
+        return [s for k, v in value.items() if k not in _NOT_WORDS for s in _strings(v)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _strings(v)]
+    return []
 
 
 async def conversation_context(
@@ -109,7 +138,13 @@ async def conversation_context(
         events = await asyncio.to_thread(visit_events, engine, journey.session_id)
         at = max(journey.last_at, journey.started_at)
         scores = scores_in_words(
-            ingestor.scorer, journey, members, at, events=events, pages=rules.ruleset.pages
+            ingestor.scorer,
+            journey,
+            members,
+            at,
+            events=events,
+            pages=rules.ruleset.pages,
+            known=rule_words(rules),
         )
     labels = {o: _outcome_label(workspace, o) for o in (s["outcome"] for s in scores)}
     for s in scores:

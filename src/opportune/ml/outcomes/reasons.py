@@ -18,6 +18,7 @@ that land in the bucket are quoted. Pure functions: the texts are handed in.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -57,6 +58,7 @@ _BRANDS: Final = {
 }
 _WEEKDAYS: Final = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _QUOTE_MAX: Final = 60
+_LETTERS: Final = re.compile(r"[^\W\d_]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,12 +157,35 @@ def _words(bucket: int, texts: Sequence[VisitText]) -> list[VisitText]:
     return [t for t in texts if bucket in word_buckets(t.text)]
 
 
-def _word_reason(bucket: int, value: float, texts: Sequence[VisitText]) -> str:
+def vocabulary(texts: Iterable[str]) -> dict[int, list[str]]:
+    """The words of ``texts`` (a workspace's rules: the words it cares about) by bucket,
+    to name a bucket the visit itself has no word in.
+
+    >>> vocabulary(["mortgage"])[int(word_feature("mortgage")[5:])]
+    ['mortgage']
+    """
+    out: dict[int, list[str]] = {}
+    for text in texts:
+        for word in _LETTERS.findall(text.casefold()):
+            bucket = word_buckets(word)
+            if len(bucket) != 1:  # too short or too long to be counted as a word
+                continue
+            found = out.setdefault(bucket[0], [])
+            if word not in found:
+                found.append(word)
+    return out
+
+
+def _word_reason(
+    bucket: int, value: float, texts: Sequence[VisitText], known: Mapping[int, list[str]]
+) -> str:
+    like = " or ".join(_quote(w) for w in known.get(bucket, [])[:3])
+    where = "in searches, clicks or page addresses"
     if value <= 0:
-        return "none of the words the model watches for in searches, clicks or page addresses"
+        return f"no words like {like} {where}" if like else f"none of some words {where}"
     found = _words(bucket, texts)
     if not found:
-        return "used words the model watches for in searches, clicks or page addresses"
+        return f"used words like {like} {where}" if like else f"used some words {where}"
     parts = []
     for kind, verb in (
         ("search", "searched for"),
@@ -246,13 +271,22 @@ def _source(feature: str, value: float, j: Journey) -> str | None:
     return None
 
 
+_THINGS: Final = {
+    "device_desktop": "a computer",
+    "device_mobile": "a mobile",
+    "device_tablet": "a tablet",
+    "os_ios": "iOS",
+    "os_mac": "a Mac",
+    "os_windows": "Windows",
+    "os_android": "Android",
+    "os_linux": "Linux",
+}
+
+
 def _device(feature: str, value: float) -> str | None:
-    for prefix, verb in (("device_", "on a"), ("browser_", "using"), ("os_", "on")):
+    for prefix, verb in (("device_", "on"), ("browser_", "using"), ("os_", "on")):
         if feature.startswith(prefix):
-            thing = feature.removeprefix(prefix)
-            thing = {"ios": "iOS", "mac": "a Mac", "windows": "Windows"}.get(thing, thing)
-            if prefix != "device_":
-                thing = thing if thing[0].isupper() or thing.startswith("a ") else thing.title()
+            thing = _THINGS.get(feature) or feature.removeprefix(prefix).title()
             return f"{verb} {thing}" if value > 0 else f"not {verb} {thing}"
     return None
 
@@ -302,18 +336,21 @@ def reason(
     texts: Sequence[VisitText] = (),
     events: Sequence[JourneyEvent] = (),
     page_groups: Sequence[str] = (),
+    known: Mapping[int, list[str]] | None = None,
 ) -> str:
     """``feature`` (a model's feature name) at ``value`` in ``journey``, in words.
 
     ``texts`` are the visit's texts (for word buckets), ``events`` its events (for the
-    names of forms), ``page_groups`` the groups of the current page (for the time on it).
+    names of forms), ``page_groups`` the groups of the current page (for the time on it),
+    ``known`` the workspace's words by bucket (:func:`vocabulary`) for a bucket the visit
+    has no word in.
     A feature this function does not know is said as "<name>: <value>", never dropped.
     """
     v = float(value) if value is not None else 0.0
     if feature in _COUNTED:
         return _counted(feature, v, events)
     if feature.startswith("word:") and feature[5:].isdigit():
-        return _word_reason(int(feature[5:]), v, texts)
+        return _word_reason(int(feature[5:]), v, texts, known or {})
     for found in (
         _visit(feature, v, journey),
         _source(feature, v, journey),
@@ -333,6 +370,7 @@ def reasons(
     texts: Sequence[VisitText] = (),
     events: Sequence[JourneyEvent] = (),
     page_groups: Sequence[str] = (),
+    known: Mapping[int, list[str]] | None = None,
 ) -> list[dict[str, Any]]:
     """Each ``{feature, value, contribution}`` of an explanation with its ``text`` beside;
     the other fields are kept as they are (the public API's)."""
@@ -346,6 +384,7 @@ def reasons(
                 texts=texts,
                 events=events,
                 page_groups=page_groups,
+                known=known,
             ),
         }
         for w in why
