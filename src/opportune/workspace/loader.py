@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from opportune.core.conditions import ConditionError, format_path
 from opportune.core.rules import RulesError, Ruleset
+from opportune.workspace.crm import CRM_KINDS, CrmDoc
 from opportune.workspace.documents import (
     KINDS as BASE_KINDS,
 )
@@ -34,8 +35,8 @@ from opportune.workspace.engagement import (
     kpi_fits_queue,
 )
 
-KINDS = {**BASE_KINDS, **ENGAGEMENT_KINDS}
-_OTHERS = (ContentTemplate, QueueDoc, EngagementSettings, AgentDoc, KpiDoc)
+KINDS = {**BASE_KINDS, **ENGAGEMENT_KINDS, **CRM_KINDS}
+_OTHERS = (ContentTemplate, QueueDoc, EngagementSettings, AgentDoc, KpiDoc, CrmDoc)
 _D = TypeVar("_D", bound=Document)
 
 
@@ -75,6 +76,7 @@ class Workspace:
     engagement: EngagementSettings = field(default_factory=EngagementSettings)
     agents: dict[str, AgentDoc] = field(default_factory=dict)
     kpis: dict[str, KpiDoc] = field(default_factory=dict)
+    crms: dict[str, CrmDoc] = field(default_factory=dict)
 
     @property
     def sites_by_key(self) -> dict[str, Site]:
@@ -291,6 +293,7 @@ def load_workspace(folder: Path) -> Workspace:
         engagement=settings[0] if settings else EngagementSettings(),
         agents=agents,
         kpis=kpis,
+        crms=got.named(CrmDoc),
     )
 
 
