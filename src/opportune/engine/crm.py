@@ -91,13 +91,14 @@ def _failure(operation: str, code: str, message: str, status: int | None = None)
 
 
 class CrmClient:
-    """Makes the CRM's calls (one client, its connections reused)."""
+    """Makes the CRM's calls. A call is an agent's click, so each opens its own connection:
+    nothing is held between calls and there is nothing to close at shutdown."""
 
     def __init__(
         self, *, secrets: Mapping[str, str], transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self.secrets = secrets
-        self._client = httpx.AsyncClient(transport=transport, follow_redirects=False)
+        self._transport = transport
 
     async def call(
         self,
@@ -145,21 +146,21 @@ class CrmClient:
         if not url.startswith(("http://", "https://")):
             return _failure(operation, "bad_url", f"{url!r} is not an http(s) address")
         try:
-            r = await self._client.request(
-                spec.method,
-                url,
-                json=body,
-                headers={"accept": "application/json", **headers},
-                timeout=doc.timeout_ms / 1000,
-            )
+            async with httpx.AsyncClient(
+                transport=self._transport, follow_redirects=False
+            ) as client:
+                r = await client.request(
+                    spec.method,
+                    url,
+                    json=body,
+                    headers={"accept": "application/json", **headers},
+                    timeout=doc.timeout_ms / 1000,
+                )
         except httpx.TimeoutException:
             return _failure(operation, "timeout", f"no answer within {doc.timeout_ms} ms")
         except httpx.HTTPError as exc:
             return _failure(operation, "unreachable", f"{type(exc).__name__}: {exc}")
         return _answer(doc, operation, r)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
 
 def _answer(doc: CrmDoc, operation: str, r: httpx.Response) -> CrmResult:
