@@ -182,10 +182,10 @@ def _word_reason(
     like = " or ".join(_quote(w) for w in known.get(bucket, [])[:3])
     where = "in searches, clicks or page addresses"
     if value <= 0:
-        return f"no words like {like} {where}" if like else f"none of some words {where}"
+        return f"no words like {like} {where}" if like else f"not some words that matter {where}"
     found = _words(bucket, texts)
     if not found:
-        return f"used words like {like} {where}" if like else f"used some words {where}"
+        return f"used words like {like} {where}" if like else f"used words that matter {where}"
     parts = []
     for kind, verb in (
         ("search", "searched for"),
