@@ -182,10 +182,18 @@ def _word_reason(
     like = " or ".join(_quote(w) for w in known.get(bucket, [])[:3])
     where = "in searches, clicks or page addresses"
     if value <= 0:
-        return f"no words like {like} {where}" if like else f"not some words that matter {where}"
+        return (
+            f"no words like {like} {where}"
+            if like
+            else "no search, click or page address with certain words that matter"
+        )
     found = _words(bucket, texts)
     if not found:
-        return f"used words like {like} {where}" if like else f"used words that matter {where}"
+        return (
+            f"used words like {like} {where}"
+            if like
+            else "a search, click or page address with words that matter"
+        )
     parts = []
     for kind, verb in (
         ("search", "searched for"),
