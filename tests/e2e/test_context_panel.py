@@ -111,19 +111,24 @@ def _events(base: str, *events: dict[str, Any]) -> None:
     assert r.status_code == 200, r.text
 
 
-def _setup(base: str, rt: Any) -> str:
+def _setup(base: str, rt: Any, cid: str = "c1", email: str = "dev@bank.example") -> str:
     t = _now()
     _events(
         base,
-        {"id": "p1", "ts": t - 3000, "type": "page_view", "url": f"{base}/demo/index.html"},
-        {"id": "s1", "ts": t - 2000, "type": "search", "query": HOSTILE},
-        {"id": "i1", "ts": t - 1000, "type": "identify", "identity": {"email": "ana@example.com"}},
+        {"id": f"p{cid}", "ts": t - 3000, "type": "page_view", "url": f"{base}/demo/index.html"},
+        {"id": f"s{cid}", "ts": t - 2000, "type": "search", "query": HOSTILE},
+        {
+            "id": f"i{cid}",
+            "ts": t - 1000,
+            "type": "identify",
+            "identity": {"email": "ana@example.com"},
+        },
     )
     engine = rt.ingestor.engine
     with engine.begin() as conn:
         conv_store.open_conversation(
             conn,
-            conversation_id="c1",
+            conversation_id=cid,
             site_id="demo",
             visitor_id="v1",
             customer_id=None,
@@ -132,12 +137,12 @@ def _setup(base: str, rt: Any) -> str:
             queue="support",
             registration={"firstName": HOSTILE},
         )
-        conv_store.append(conn, "c1", draft("m1", "visitor", HOSTILE), now_ms=t + 1)
-        conv_store.append(conn, "c1", draft("b1", "bot", "Let me find a person"), now_ms=t + 2)
-        conv_store.transition(conn, "c1", "escalate", now_ms=t + 3)
+        conv_store.append(conn, cid, draft("m1", "visitor", HOSTILE), now_ms=t + 1)
+        conv_store.append(conn, cid, draft("b1", "bot", "Let me find a person"), now_ms=t + 2)
+        conv_store.transition(conn, cid, "escalate", now_ms=t + 3)
         inter_store.insert(
             conn,
-            inter_store.NewInteraction("c1", "support", "chat", "predictive", {}),
+            inter_store.NewInteraction(cid, "support", "chat", "predictive", {}),
             now_ms=t + 3,
         )
         inter_store.assign(
@@ -147,15 +152,15 @@ def _setup(base: str, rt: Any) -> str:
             ),
             now_ms=t + 4,
         )
-        conv_store.transition(conn, "c1", "route", now_ms=t + 4, agent_id="dev")
+        conv_store.transition(conn, cid, "route", now_ms=t + 4, agent_id="dev")
         user = users.create_user(
             conn,
-            email="dev@bank.example",
+            email=email,
             name="Dev Patel",
-            role="agent",
+            role="agent" if email.startswith("dev@") else "admin",
             password="a long password",
             now_ms=t,
-            agent_id="dev",
+            agent_id="dev" if email.startswith("dev@") else None,
         )
         token, _ = users.start_session(conn, user, now_ms=t)
     return token
@@ -196,3 +201,25 @@ def test_the_panel_in_chromium(site: tuple[str, Any], browser: Any) -> None:
     assert "qualified" in result.text_content()
     assert dialogs == []
     context.close()
+
+
+def test_a_crm_path_is_called_on_this_server_whatever_host_the_client_names(
+    site: tuple[str, Any],
+) -> None:
+    """The demo CRM's address is a path: it is called on the socket this server listens on,
+    not on the request's Host (a client could name its own host there and collect the
+    CRM's secrets)."""
+    base, rt = site
+    token = _setup(base, rt, "c9", "dev2@bank.example")
+    r = httpx.post(
+        f"{base}/agent/api/conversations/c9/crm",
+        json={"operation": "lookup"},
+        headers={
+            "cookie": f"{COOKIE}={token}",
+            "x-csrf-token": "test-csrf",
+            "host": "attacker.invalid:1",
+        },
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["ok"], r.json()

@@ -119,7 +119,7 @@ def agent_context_router(
         if body.operation == "update" and not body.lead_id:
             raise error(422, "invalid_request", "an update names the lead (leadId)", path="leadId")
         values = await run_in_threadpool(_template_context, ingestor, workspace, conv, who, body)
-        result = await client.call(doc, body.operation, values, base_url=str(request.base_url))
+        result = await client.call(doc, body.operation, values, base_url=own_base(request))
         return {"crm": doc.name, **result.to_json()}
 
     @router.get("/crm")
@@ -134,6 +134,20 @@ def agent_context_router(
         }
 
     return router
+
+
+def own_base(request: Request) -> str | None:
+    """This server's own address, for a CRM call given as a path: the socket it listens
+    on, never the request's ``Host`` (a client could name any host there, and the call
+    carries the CRM's secrets)."""
+    server = request.scope.get("server")
+    if not server or server[1] is None:
+        return None
+    host, port = server
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
 
 
 def _crm_doc(workspace: Workspace, name: str | None) -> Any:
