@@ -55,7 +55,8 @@ def _page_name(url: str | None, title: str | None) -> str:
 
 def _event_text(e: Mapping[str, Any]) -> str:
     kind, name = e["type"], e.get("name")
-    data = e.get("data") if isinstance(e.get("data"), dict) else {}
+    raw = e.get("data")
+    data: dict[str, Any] = raw if isinstance(raw, dict) else {}
     form = f"the {human(name)} form" if name else "a form"
     if kind == "page_view":
         return f"viewed {_page_name(e.get('url'), e.get('title'))}"
