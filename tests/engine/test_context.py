@@ -210,7 +210,7 @@ def test_the_panel_says_who_what_and_why_with_hostile_text_as_data(
     assert who["identified"] and who["customerId"] == customer
     assert who["name"] == "Ana García"
     assert {"kind": "email", "value": "ana@example.com"} in who["identifiers"]
-    assert who["returning"] and who["visitNumber"] == 2
+    assert who["returning"] and who["visitNumber"] == 2 and who["visitsLast7Days"] == 2
     assert who["device"] == {"type": "mobile", "browser": "Chrome Mobile", "os": "Android"}
     assert who["campaign"]["source"] == "google" and who["campaign"]["campaign"] == "spring"
     assert who["landingPage"].endswith("utm_campaign=spring")
@@ -220,8 +220,9 @@ def test_the_panel_says_who_what_and_why_with_hostile_text_as_data(
     searches = [i for i in items if i["kind"] == "search"]
     assert searches[0]["query"] == HOSTILE  # the visitor's words, as data
     assert searches[0]["text"] == f"searched for '{HOSTILE}'"
-    pages = [i["text"] for i in items if i["kind"] == "page_view"]
-    assert pages == ["viewed 'Demo Bank'", "viewed 'Apply for a loan'"]
+    pages = [i for i in items if i["kind"] == "page_view"]
+    assert [p["text"] for p in pages] == ["viewed 'Demo Bank'", "viewed 'Apply for a loan'"]
+    assert pages[0]["durationMs"] == 3000 and "durationMs" not in pages[1]  # still there
     errors = [i["text"] for i in items if i["kind"] == "form_error"]
     assert errors == ["error on the loan form (income)", "error on the loan form"]
     segs = {(i["segment"], i["change"]) for i in items if i["kind"] == "segment"}

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 SINCE_MARGIN_MS: Final = 10_000
 PAST_LIMIT: Final = 10
+WEEK_MS: Final = 7 * 86_400_000
 _NOT_WORDS: Final = frozenset({"attribute", "metric", "type", "scope", "score", "field"})
 _DONE = ("closed", "abandoned")
 
@@ -204,6 +205,9 @@ def _read(
         if conv.customer_id:
             devices = timeline.visitors_of(conn, conv.customer_id) or devices
         before = visit["started_at"] if visit else now_ms + 1
+        out["who"]["visitsLast7Days"] = timeline.visit_count(
+            conn, visitor_ids=devices, from_ms=before - WEEK_MS, to_ms=before
+        )
         out["pastSessions"] = [
             _past_session(v)
             for v in timeline.earlier_visits(conn, visitor_ids=devices, before_ms=before)

@@ -16,6 +16,7 @@ they came, and the page renders every one with ``textContent``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import pairwise
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -150,4 +151,7 @@ def timeline_items(
     items += [_outcome_item(o) for o in facts.outcomes]
     order = {"e": 0, "s": 1, "o": 2, "a": 3}
     items.sort(key=lambda i: (i["at"], order[i["id"][0]]))
+    pages = [i for i in items if i["kind"] == "page_view"]
+    for page, after in pairwise(pages):
+        page["durationMs"] = after["at"] - page["at"]  # the last page's time is still running
     return items

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from opportune.store.schema import (
     action_events,
@@ -160,6 +160,19 @@ def earlier_visits(
     for r in found:
         r["outcomes"] = achieved.get(r["id"], [])
     return found
+
+
+def visit_count(
+    conn: Connection, *, visitor_ids: Sequence[str], from_ms: int, to_ms: int
+) -> int:
+    """How many visits of these visitors started in ``[from_ms, to_ms]``."""
+    if not visitor_ids:
+        return 0
+    s = sessions.c
+    q = select(func.count()).where(
+        s.visitor_id.in_(list(visitor_ids)), s.started_at >= from_ms, s.started_at <= to_ms
+    )
+    return int(conn.execute(q).scalar_one())
 
 
 def visitors_of(conn: Connection, customer_id: str) -> list[str]:

@@ -86,6 +86,7 @@
     var badge = el('span', 'oc-badge ' + (who.returning ? 'oc-returning' : 'oc-new'),
       who.returning ? 'Returning · visit ' + who.visitNumber : 'New visitor');
     box.appendChild(badge);
+    if (who.visitsLast7Days > 1) box.appendChild(el('span', 'oc-badge oc-often', who.visitsLast7Days + ' visits in 7 days'));
     (who.identifiers || []).forEach(function (i) {
       box.appendChild(row(i.kind === 'customer_id' ? 'customer id' : i.kind, i.value));
     });
