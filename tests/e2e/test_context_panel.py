@@ -199,6 +199,8 @@ def test_the_panel_in_chromium(site: tuple[str, Any], browser: Any) -> None:
     panel.locator("button.oc-crm-update").click()
     result.locator(".oc-crm-said", has_text="Lead updated").wait_for(timeout=15_000)
     assert "qualified" in result.text_content()
+    # The visitor signed in after the chat began: the lead still carries their email.
+    assert "ana@example.com" in result.text_content()
     assert dialogs == []
     context.close()
 

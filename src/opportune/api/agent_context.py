@@ -172,9 +172,11 @@ def _template_context(
 ) -> dict[str, Any]:
     """What a CRM call's templates may read: the customer (identifiers first, then what
     the chat's form said), the conversation, the agent, the lead and the panel's fields."""
-    customer: dict[str, Any] = {}
     with ingestor.engine.connect() as conn:
-        row = journeys.get_customer(conn, conv.customer_id) if conv.customer_id else None
+        customer_id = conv.customer_id
+        if customer_id is None:  # identified after the chat began: the visitor knows
+            customer_id = (journeys.get_visitor(conn, conv.visitor_id) or {}).get("customerId")
+        row = journeys.get_customer(conn, customer_id) if customer_id else None
     form = dict(conv.registration or {})
     traits = dict((row or {}).get("traits") or {})
     idents = {i["kind"]: i["value"] for i in (row or {}).get("identifiers", [])}
@@ -187,7 +189,7 @@ def _template_context(
         if p
     )
     customer = {
-        "id": conv.customer_id,
+        "id": customer_id,
         "name": name or form.get("name"),
         "email": idents.get("email") or form.get("email"),
         "phone": idents.get("phone") or form.get("phone"),

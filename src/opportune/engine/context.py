@@ -202,8 +202,8 @@ def _read(
             return out
         out["who"] = _who(conn, conv, visit)
         devices = [conv.visitor_id]
-        if conv.customer_id:
-            devices = timeline.visitors_of(conn, conv.customer_id) or devices
+        if out["who"]["customerId"]:  # every device of the customer, once identified
+            devices = timeline.visitors_of(conn, out["who"]["customerId"]) or devices
         before = visit["started_at"] if visit else now_ms + 1
         out["who"]["visitsLast7Days"] = timeline.visit_count(
             conn, visitor_ids=devices, from_ms=before - WEEK_MS, to_ms=before

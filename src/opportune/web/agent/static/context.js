@@ -40,7 +40,7 @@
   function clock(ms) {
     if (!ms) return '';
     var d = new Date(ms);
-    return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+    return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
   }
 
   function day(ms) {
