@@ -202,6 +202,15 @@ def test_the_panel_in_chromium(site: tuple[str, Any], browser: Any) -> None:
     # The visitor signed in after the chat began: the lead still carries their email.
     assert "ana@example.com" in result.text_content()
     assert dialogs == []
+
+    # Only the open chat is followed: once the panel leaves the page, no more requests.
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/context" in r.url else None)
+    page.evaluate("document.getElementById('context').remove()")
+    page.wait_for_timeout(300 * 5)  # a refresh in flight at the removal ends here
+    before = len(asked)
+    page.wait_for_timeout(300 * 5)
+    assert len(asked) == before
     context.close()
 
 
