@@ -63,7 +63,7 @@ name: x
         "a.yaml:8: sessionTimeoutMinutes: Input should be greater than or equal to 1",
         "a.yaml:7: colour: unknown field",
         "a.yaml:10: kind: unknown kind 'segmnt'; one of actionMap, agent, botFlow, "
-        "contentTemplate, engagement, kpi, outcome, pageGroup, queue, segment, site",
+        "contentTemplate, crm, engagement, kpi, outcome, pageGroup, queue, segment, site",
         "b.yml:5: sessionTimeoutMinutes: Input should be a valid integer, "
         "unable to parse string as an integer",
     ]

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from opportune.core.conditions import ConditionError, format_path
 from opportune.core.rules import RulesError, Ruleset
 from opportune.workspace.bots import BotFlowDoc
+from opportune.workspace.crm import CRM_KINDS, CrmDoc
 from opportune.workspace.documents import (
     KINDS as BASE_KINDS,
 )
@@ -35,8 +36,8 @@ from opportune.workspace.engagement import (
     kpi_fits_queue,
 )
 
-KINDS = {**BASE_KINDS, **ENGAGEMENT_KINDS, "botFlow": BotFlowDoc}
-_OTHERS = (ContentTemplate, QueueDoc, EngagementSettings, AgentDoc, KpiDoc, BotFlowDoc)
+KINDS = {**BASE_KINDS, **ENGAGEMENT_KINDS, **CRM_KINDS, "botFlow": BotFlowDoc}
+_OTHERS = (ContentTemplate, QueueDoc, EngagementSettings, AgentDoc, KpiDoc, BotFlowDoc, CrmDoc)
 _D = TypeVar("_D", bound=Document)
 
 
@@ -77,6 +78,7 @@ class Workspace:
     agents: dict[str, AgentDoc] = field(default_factory=dict)
     kpis: dict[str, KpiDoc] = field(default_factory=dict)
     bot_flows: dict[str, BotFlowDoc] = field(default_factory=dict)
+    crms: dict[str, CrmDoc] = field(default_factory=dict)
 
     @property
     def sites_by_key(self) -> dict[str, Site]:
@@ -326,6 +328,7 @@ def load_workspace(folder: Path) -> Workspace:
         agents=agents,
         kpis=kpis,
         bot_flows=flows,
+        crms=got.named(CrmDoc),
     )
 
 
