@@ -322,3 +322,58 @@ def test_the_desk_refuses_forged_sessions_other_sites_and_other_queues(
         assert until(sup, of_type("error"))["message"] == (
             "only the agent it is routed to may answer a conversation"
         )
+
+
+@pytest.mark.parametrize(
+    ("locale", "ask", "yes"),
+    [
+        ("en", "hi, my new debit card came, how do i turn it on?", "Yes, it's active"),
+        ("es", "hola, me ha llegado la tarjeta nueva y no sé activarla", "Sí, ya está activa"),
+    ],
+)
+def test_the_help_bot_resolves_a_card_activation_without_an_agent(
+    client: TestClient, locale: str, ask: str, yes: str
+) -> None:
+    """Typed in the visitor's words, in English and in Spanish: understood, the slot asked
+    and checked, the steps and the guide given, resolved — and nothing routed."""
+    v = Visitor(client, f"bot{locale}")
+    help_page = f"{ORIGIN}/demo/help.html"
+    v.send({"type": "page_view", "url": help_page})
+    [offer] = v.send({"type": "idle", "url": help_page})["actions"]
+    assert offer["type"] == "bot"
+    with client.websocket_connect(CHAT, headers={"origin": ORIGIN}) as chat:
+        chat.send_json(
+            {"type": "start", "visitorId": v.vid, "action": offer["id"], "locale": locale}
+        )
+        started = chat.receive_json()
+        assert started["state"] == "bot"
+
+        def bot_says() -> Frame:
+            return until(
+                chat, lambda f: f.get("type") == "message" and f["message"]["sender"] == "bot"
+            )["message"]
+
+        bot_says()  # the welcome
+        chat.send_json({"type": "message", "id": "q1", "text": ask})
+        what = bot_says()
+        card = next(b for b in what["payload"]["buttons"] if b["value"] == "card")
+        chat.send_json({"type": "message", "id": "q2", "text": card["label"], "choice": "card"})
+        assert "4" in bot_says()["text"]  # the last 4 digits, please
+        chat.send_json({"type": "message", "id": "q3", "text": "12"})
+        bot_says()  # not 4 digits: asked again
+        chat.send_json({"type": "message", "id": "q4", "text": "4821"})
+        steps = bot_says()
+        assert "app" in steps["text"].lower()
+        guide = bot_says()
+        assert guide["payload"]["link"]["url"].endswith("/demo/help.html#device")
+        check = bot_says()
+        done = next(b for b in check["payload"]["buttons"] if b["value"] == "yes")
+        assert done["label"] == yes
+        chat.send_json({"type": "message", "id": "q5", "text": done["label"], "choice": "yes"})
+        bot_says()
+        chat.send_json({"type": "end"})
+        until(chat, of_type("state", state="closed"))
+    eng = engine_of(client)
+    with eng.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(interactions)).scalar_one() == 0
+    eng.dispose()
