@@ -11,9 +11,11 @@ speak WebSocket at `/v1/chat`; the look of the demo's widget (its site config) d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -458,4 +460,121 @@ def test_talk_to_a_person_queues_the_chat_with_its_place_and_wait(
         lambda: v.window().locator(".q").first.text_content() == line,
         what=f"the queue line {line!r}",
     )
+    # Ended, so no agent of a later test is offered a chat nobody is at.
+    v.window().get_by_role("button", name="End chat").click()
+    wait_until(page, lambda: frames.of("end", "sent"), what="`end`")
+    assert v.errors == []
+
+
+@dataclass
+class Desk:
+    """An agent signed in on the real desk socket (`/agent/ws`), as the agent workspace is."""
+
+    ws: Any
+
+    def send(self, **frame: Any) -> None:
+        self.ws.send(json.dumps(frame))
+
+    def until(self, page: Any, test: Callable[[dict[str, Any]], bool], what: str) -> Any:
+        """Read the desk's frames until one passes ``test`` (the page's timer keeps going)."""
+        for _ in range(300):
+            try:
+                frame = json.loads(self.ws.recv(timeout=0.1))
+            except TimeoutError:
+                page.wait_for_timeout(50)
+                continue
+            if test(frame):
+                return frame
+        pytest.fail(f"the desk never got {what}")
+
+
+@pytest.fixture
+def desk(server: Any) -> Iterator[Callable[[str], Desk]]:
+    """An agent of the example workspace, signed in (a user and session made in the store)."""
+    from websockets.sync.client import connect
+
+    from opportune.store import users
+    from opportune.store.db import make_engine
+
+    opened: list[Any] = []
+    stack = contextlib.ExitStack()
+
+    def sign_in(agent: str) -> Desk:
+        engine = make_engine(f"sqlite:///{(server.log.parent / 'data/opportune.db').resolve()}")
+        now = int(time.time() * 1000)
+        with engine.begin() as conn:
+            user = users.create_user(
+                conn,
+                email=f"{agent}.{now}@bank.example",
+                name=agent.title(),
+                role="agent",
+                password="correct horse battery",
+                now_ms=now,
+                agent_id=agent,
+            )
+            token, _ = users.start_session(conn, user, now_ms=now)
+        engine.dispose()
+        ws = stack.enter_context(
+            connect(
+                server.base.replace("http", "ws", 1) + "/agent/ws",
+                origin=server.base,
+                additional_headers={"Cookie": f"opportune_session={token}"},
+                proxy=None,
+            )
+        )
+        opened.append(ws)
+        return Desk(ws)
+
+    with stack:
+        yield sign_in
+        for ws in opened:  # no agent left available for the tests after this one
+            with contextlib.suppress(Exception):
+                ws.send(json.dumps({"type": "presence", "presence": "offline"}))
+
+
+def test_an_agent_answers_by_name_with_typing_and_read_and_their_text_is_text(
+    chat_socket: None, visitor: Callable[..., Visitor], desk: Callable[[str], Desk]
+) -> None:
+    v = visitor()
+    page, frames = v.page, v.frames
+    agent = desk("dev")  # cards: the help bot hands over to `support`, where Dev works
+    agent.until(page, lambda f: f["type"] == "hello", "hello")
+    agent.send(type="presence", presence="available")
+    mine = v.say("My card is blocked")
+    v.acked(mine["id"])
+    v.window().get_by_role("button", name="Talk to an adviser").click()
+    conversation = frames.of("started")[0]["conversation"]
+    agent.until(
+        page,
+        lambda f: f["type"] == "offer" and f["conversation"]["id"] == conversation,
+        "the chat offered",
+    )
+    agent.send(type="accept", conversation=conversation)
+    joined = wait_until(
+        page, lambda: [f for f in frames.of("state") if f.get("agent")], what="the agent named"
+    )[-1]
+    name = joined["agent"]["name"]
+    v.window().get_by_role("status").get_by_text(f"{name} has joined the chat.").wait_for()
+
+    agent.send(type="typing", conversation=conversation)
+    v.window().get_by_text(f"{name} is typing…").wait_for()
+    agent.send(type="message", conversation=conversation, id="a-1", text=f"Hi {HOSTILE}")
+    bubble = v.window().locator(".log .b.agent").last
+    bubble.get_by_text(f"Hi {HOSTILE}").wait_for()
+    assert bubble.locator(".who").text_content() == name
+    assert v.window().locator(".log img").count() == 0
+    assert page.evaluate("window.__xss") is None
+    # The visitor's own read receipt went out for the agent's message.
+    seq = max(m["seq"] for m in frames.messages())
+    wait_until(page, lambda: [f for f in frames.of("read", "sent") if f["seq"] >= seq], what="read")
+
+    # The agent reads the visitor's message: "Read" under it.
+    agent.send(type="read", conversation=conversation, seq=v.acked(mine["id"])["seq"])
+    visitor_bubble = v.window().locator(f".log .b[data-seq='{v.acked(mine['id'])['seq']}']")
+    visitor_bubble.get_by_text("Read", exact=True).wait_for()
+
+    agent.send(type="end", conversation=conversation)
+    v.window().get_by_role("status").get_by_text("The chat has ended.").wait_for()
+    v.window().get_by_role("group", name="How did we do?").wait_for()
+    agent.send(type="wrapup", conversation=conversation, code="resolved")
     assert v.errors == []

@@ -868,7 +868,10 @@
         var mine = m.id && pending[m.id];
         if (mine) acked(str(m.id), seq);
         else {
-          var keep = { seq: seq, id: str(m.id), sender: str(m.sender), author: str(m.author), text: str(m.text), payload: m.payload || null };
+          // An agent is named as the state frame names them (the message's author may be
+          // their internal id); kept with the message, so a later transfer does not rename it.
+          var author = m.sender === 'agent' && c.agent ? c.agent : str(m.author);
+          var keep = { seq: seq, id: str(m.id), sender: str(m.sender), author: author, text: str(m.text), payload: m.payload || null };
           c.msgs.push(keep);
           place(keep);
         }
