@@ -1,9 +1,11 @@
 """The widget's chat, in real headless Chromium, against the real server and its `/v1/chat`.
 
-Nothing is intercepted: the server decides to offer the demo's help-centre bot (a visitor
-idle on the help centre), the widget opens it and talks over the server's socket. The test
-observes the socket's frames (Playwright's `framesent` / `framereceived`) beside what is on
-screen, inside the widget's open shadow root.
+Nothing is answered in the server's stead: the server decides to offer the demo's
+help-centre bot (a visitor idle on the help centre), the widget opens it and talks over the
+server's socket. The test observes the socket's frames (Playwright's `framesent` /
+`framereceived`) beside what is on screen, inside the widget's open shadow root. One test
+puts a pass-through route on the socket so that it can cut the line; one signs an agent of
+the example workspace in on the desk socket (`/agent/ws`), with a user made in the store.
 
 Tests that need the server's chat socket are skipped, naming it, when the server does not
 speak WebSocket at `/v1/chat`; the look of the demo's widget (its site config) does not.
