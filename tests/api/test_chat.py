@@ -181,6 +181,7 @@ def test_a_chat_goes_from_the_offer_to_the_agent_and_ends_with_a_wrap_up_code(
             agent.send_json({"type": "message", "conversation": cid, "id": "a1", "text": "Hello!"})
             got = until(chat, lambda f: f.get("type") == "message" and f["message"]["id"] == "a1")
             assert (got["message"]["sender"], got["message"]["text"]) == ("agent", "Hello!")
+            assert got["message"]["author"] == "Ana García"  # her name, never her id
             hello_seq = got["message"]["seq"]
             hostile = "<img src=x onerror=alert(1)>"
             chat.send_json({"type": "message", "id": "v1", "text": hostile})

@@ -181,10 +181,10 @@ class VisitorSocket:
         async for event in self.chat.hub.follow(self.conversation_id, after, with_state=True):
             if event.get("type") == "state":
                 self.state = str(event.get("state"))
-                event = self.chat.for_visitor(event)
-            elif event.get("type") == "typing" and event.get("sender") == "visitor":
+            event = self.chat.for_visitor(event)
+            if event.get("type") == "typing" and event.get("sender") == "visitor":
                 continue  # their own
-            elif event.get("type") == "read" and event.get("reader") == "visitor":
+            if event.get("type") == "read" and event.get("reader") == "visitor":
                 continue
             await self.send(event)
             if event.get("type") == "state" and self.state == "queued":

@@ -163,7 +163,13 @@ class ChatService(DeskActions):
         return self.for_visitor(state_event(c))
 
     def for_visitor(self, event: dict[str, Any]) -> dict[str, Any]:
-        """A ``state`` event as the visitor sees it: the agent's display name, not their id."""
+        """An event as the visitor sees it: an agent by display name, never by their id."""
+        if event.get("type") == "message":
+            m = event["message"]
+            if m.get("sender") == "agent" and m.get("author"):
+                name = self.agent_names.get(m["author"], "")
+                return {**event, "message": {**m, "author": name or None}}
+            return event
         if event.get("type") != "state":
             return event
         agent_id = event.get("agent")
