@@ -339,7 +339,7 @@ class ChatService(DeskActions):
             raise ChatError("not_allowed", str(exc)) from None
         await self._announce_state(moved)
         if c.agent_id:
-            await self._tell_agent(c.agent_id, {**self.state_json(moved), "conversation": c.id})
+            await self._tell_agent(c.agent_id, {**state_event(moved), "conversation": c.id})
         return moved
 
     async def rate(self, c: Conversation, rating: object) -> Conversation:

@@ -19,6 +19,7 @@ from sqlalchemy import Connection
 
 from opportune.core.conversations import ConversationError, State, check_text, draft
 from opportune.core.permissions import PermissionDenied, Principal, require
+from opportune.engine.conversations import state_event
 from opportune.engine.router import RoutingError
 from opportune.store import conversations as store
 from opportune.store.conversations import Appended, Conversation
@@ -47,7 +48,6 @@ class DeskActions:
     _tx: Callable[[Callable[[Connection], Any]], Any]
     _announce_state: Callable[[Conversation], Any]
     _tell_agent: Callable[[str, dict[str, Any]], Any]
-    state_json: Callable[[Conversation], dict[str, Any]]
 
     async def for_agent(self, who: Principal, conversation_id: str, action: str) -> Conversation:
         """The conversation, if ``who`` may ``action`` it (answer, view, monitor)."""
@@ -240,5 +240,5 @@ class DeskActions:
             raise ChatError("not_allowed", str(exc)) from None
         await self._announce_state(box[0])
         if c.agent_id:
-            await self._tell_agent(c.agent_id, {**self.state_json(box[0]), "conversation": c.id})
+            await self._tell_agent(c.agent_id, {**state_event(box[0]), "conversation": c.id})
         return await self.get(c.id)
