@@ -197,6 +197,7 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
 
     if DEMO_DIR.is_dir():
         app.mount("/demo", demo_site(DEMO_DIR), name="demo")
+    _agent_workspace(app)
     return TrackingEndpoint(
         app, runtime.ingestor, runtime.workspace.sites_by_key, settings.max_body_bytes
     )
@@ -319,6 +320,18 @@ def _include_admin(app: FastAPI, runtime: Runtime) -> None:
             registry=routing_models,
         )
     )
+
+
+def _agent_workspace(app: FastAPI) -> None:
+    """The agent workspace: sign-in, the desk, its JSON and its static files."""
+    from starlette.staticfiles import StaticFiles
+
+    from opportune.api.agent_api import agent_api_router
+    from opportune.api.agent_pages import AGENT_DIR, agent_pages_router
+
+    app.include_router(agent_pages_router())
+    app.include_router(agent_api_router())
+    app.mount("/agent/static", StaticFiles(directory=AGENT_DIR / "static"), name="agent-static")
 
 
 def _sdk_routes(app: FastAPI) -> None:

@@ -14,10 +14,10 @@ import hmac
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Annotated, Final
 from urllib.parse import parse_qs, quote
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
@@ -205,3 +205,8 @@ def clear_session_cookie(request: Request, response: Response) -> None:
     response.delete_cookie(
         COOKIE, path="/", httponly=True, samesite="lax", secure=request.url.scheme == "https"
     )
+
+
+# The dependencies the workspace's routes take: anyone signed in, or a supervisor or admin.
+Anyone = Annotated[Person, Depends(require_person())]
+Watcher = Annotated[Person, Depends(require_person("supervisor", "admin"))]

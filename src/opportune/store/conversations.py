@@ -297,6 +297,21 @@ def of_visitors(conn: Connection, visitor_ids: Sequence[str]) -> list[Conversati
     return [_conversation(r._mapping) for r in rows]
 
 
+def live_in(
+    conn: Connection, queues: Iterable[str] | None, *, limit: int = 200
+) -> list[Conversation]:
+    """The conversations not yet closed or abandoned of these queues (``None``: every
+    queue), oldest first: what a supervisor's monitor shows."""
+    c = conversations_t.c
+    q = select(conversations_t).where(
+        c.state.in_(("bot", "queued", "assigned", "active", "wrap_up"))
+    )
+    if queues is not None:
+        q = q.where(c.queue.in_(sorted(set(queues))))
+    rows = conn.execute(q.order_by(c.created_at, c.id).limit(limit))
+    return [_conversation(r._mapping) for r in rows]
+
+
 def transcripts(conn: Connection, visitor_ids: Sequence[str]) -> list[dict[str, Any]]:
     """The GDPR export's part: each conversation of these visitors with all its messages."""
     out = []
