@@ -89,6 +89,22 @@ def agent_api_router() -> APIRouter:
             "messages": [m.to_json() for m in messages],
         }
 
+    @api.get("/conversations")
+    async def mine(request: Request, person: Anyone) -> dict[str, Any]:
+        """The conversations routed to the signed-in agent and not closed (what the socket's
+        ``hello`` lists), so the desk shows them even before the socket is up."""
+        engine, _agents, _queues = runtime_sources(request)
+        who = person.principal
+        if who.agent_id is None:
+            return {"items": []}
+
+        def read() -> list[Conversation]:
+            with engine.connect() as conn:
+                return chats.live_in(conn, None, agent_id=who.agent_id)
+
+        convs = await run_in_threadpool(read)
+        return {"items": [conversation_json(c, who) for c in convs]}
+
     @api.get("/canned")
     async def canned(request: Request, person: Anyone) -> Any:
         _engine, _agents, queues = runtime_sources(request)

@@ -297,15 +297,23 @@ def of_visitors(conn: Connection, visitor_ids: Sequence[str]) -> list[Conversati
     return [_conversation(r._mapping) for r in rows]
 
 
+_ROUTED = ("assigned", "active", "wrap_up")
+
+
 def live_in(
-    conn: Connection, queues: Iterable[str] | None, *, limit: int = 200
+    conn: Connection,
+    queues: Iterable[str] | None,
+    *,
+    agent_id: str | None = None,
+    limit: int = 200,
 ) -> list[Conversation]:
     """The conversations not yet closed or abandoned of these queues (``None``: every
-    queue), oldest first: what a supervisor's monitor shows."""
+    queue), or routed to ``agent_id``, oldest first: a supervisor's monitor, an agent's desk."""
     c = conversations_t.c
-    q = select(conversations_t).where(
-        c.state.in_(("bot", "queued", "assigned", "active", "wrap_up"))
-    )
+    states = _ROUTED if agent_id else ("bot", "queued", *_ROUTED)
+    q = select(conversations_t).where(c.state.in_(states))
+    if agent_id is not None:
+        q = q.where(c.agent_id == agent_id)
     if queues is not None:
         q = q.where(c.queue.in_(sorted(set(queues))))
     rows = conn.execute(q.order_by(c.created_at, c.id).limit(limit))

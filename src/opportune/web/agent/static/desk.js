@@ -292,12 +292,13 @@
 
   // -- messages -------------------------------------------------------------------------
   var SENDER = { visitor: "Visitor", bot: "Bot", agent: "Agent", system: "" };
+  var AGENT_NAMES = {};
+  cfg.transfer.agents.forEach(function (a) { AGENT_NAMES[a.id] = a.name; });
 
   function messageNode(m, sender) {
     var li = el("li", "msg " + sender);
-    var who = sender === "visitor" ? null : (m.author || SENDER[sender]);
+    var who = sender === "visitor" ? null : (AGENT_NAMES[m.author] || m.author || SENDER[sender]);
     if (sender === "agent" && me && m.author === me.id) who = "You";
-    if (sender === "visitor") who = null;
     if (who) li.appendChild(el("span", "who", who));
     li.appendChild(el("div", "text", m.text));
     var buttons = m.payload && Array.isArray(m.payload.buttons) ? m.payload.buttons : [];
@@ -672,6 +673,20 @@
     }).catch(function (err) { toast("Monitor: " + err.message, true); });
   }
 
+  // The chats routed here, from REST: shown at once, before (or without) the socket,
+  // whose `hello` then brings the same list and the live events.
+  function loadMine() {
+    api("/agent/api/conversations").then(function (body) {
+      body.items.forEach(function (c) {
+        var s = { id: c.id, queue: c.queue, state: c.state, agentId: c.agentId, language: c.language,
+          visitorId: c.visitorId, name: c.registration && c.registration.name ? String(c.registration.name) : null };
+        if (c.state === "assigned") { queueOffer(s); showOffer(); return; }
+        var chat = addChat(s, false);
+        loadDetails(chat);
+      });
+    }).catch(function (err) { toast(err.message, true); });
+  }
+
   wire();
   if (me === null && !$("monitor-list")) setConn("offline", "No agent");
   api("/agent/api/canned").then(function (body) {
@@ -680,5 +695,6 @@
     if (chat) fillCanned(chat);
   }).catch(function () { canned = []; });
   if ($("monitor-list")) { refreshMonitor(); setInterval(refreshMonitor, 10000); }
+  if (me) loadMine();
   connect();
 })();
