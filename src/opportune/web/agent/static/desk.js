@@ -216,7 +216,11 @@
       if (chat.unread) b.appendChild(el("span", "badge", chat.unread));
       else b.appendChild(el("span", "state-tag", label(chat.state))).dataset.state = chat.state;
       b.appendChild(el("span", "sub", [chat.queue, chat.intent].filter(Boolean).join(" · ")));
-      b.addEventListener("click", function () { select(chat.id); document.body.classList.remove("chats-open"); });
+      b.addEventListener("click", function () {
+        select(chat.id);
+        document.body.classList.remove("chats-open");
+        $("toggle-chats").setAttribute("aria-expanded", "false");
+      });
       li.appendChild(b);
       total += chat.unread;
       if (chat.watching && monitorList) { monitorList.appendChild(li); counts.watch += 1; }

@@ -1,0 +1,234 @@
+"""The agent workspace in real headless Chromium against the real server: signing in (and a
+wrong password), presence, hostile visitor names and texts shown as text, a clean console,
+and a usable desk at phone width.
+
+Users are made with the real CLI (`opportune users add`) on the server's database; the chat
+shown is stored through the conversation store, as the server's hub stores it. The full
+visitor ↔ agent loop over the sockets is the lead's test (issue 14).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from opportune.core.conversations import draft
+from opportune.store import conversations as chats
+from opportune.store.db import make_engine
+
+pytestmark = pytest.mark.e2e
+
+PASSWORD = "desk e2e password"
+HOSTILE_NAME = "<img src=x onerror=window.__pwned=1>"
+HOSTILE_TEXT = "<script>window.__pwned=2</script><img src=x onerror=window.__pwned=3>"
+# Until the agent socket (api/agent_socket.py) is merged, the desk's handshake to /agent/ws
+# is refused and Chromium logs it; that, and only that, is not this page's error.
+SOCKET_BUILT = importlib.util.find_spec("opportune.api.agent_socket") is not None
+
+
+@dataclass
+class Desk:
+    email: str
+    agent: str
+    conversation: str
+
+
+def _cli(server: Any, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    tmp = server.log.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPPORTUNE_")}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "opportune.cli",
+            *args,
+            "--data-dir",
+            str(tmp / "data"),
+            "--workspace",
+            str(tmp / "workspace"),
+        ],
+        input=stdin,
+        text=True,
+        capture_output=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def desk(server: Any) -> Iterator[Desk]:
+    """Agent `dev` (support queue) as a user, with an active chat from a hostile visitor."""
+    email = f"dev-{secrets.token_hex(3)}@desk.test"
+    made = _cli(
+        server,
+        "users",
+        "add",
+        "--email",
+        email,
+        "--name",
+        "Dev",
+        "--role",
+        "agent",
+        "--agent",
+        "dev",
+        "--password-stdin",
+        stdin=PASSWORD + "\n",
+    )
+    assert made.returncode == 0, made.stderr
+    again = _cli(
+        server,
+        "users",
+        "add",
+        "--email",
+        email,
+        "--name",
+        "Dev",
+        "--role",
+        "agent",
+        "--agent",
+        "dev",
+        "--password-stdin",
+        stdin=PASSWORD + "\n",
+    )
+    assert again.returncode == 1
+    assert again.stderr.strip() == "error: email: already taken by another user"
+    engine = make_engine(f"sqlite:///{server.log.parent / 'data' / 'opportune.db'}")
+    cid = f"c-desk-{secrets.token_hex(4)}"
+    now = int(time.time() * 1000)
+    with engine.begin() as conn:
+        chats.open_conversation(
+            conn,
+            conversation_id=cid,
+            site_id="demo",
+            visitor_id="v-desk-e2e",
+            customer_id=None,
+            state="queued",
+            now_ms=now,
+            queue="support",
+            language="en",
+            registration={"name": HOSTILE_NAME},
+        )
+        chats.append(conn, cid, draft("v1", "visitor", HOSTILE_TEXT), now_ms=now)
+        chats.append(conn, cid, draft("b1", "bot", "Let me find a person for you."), now_ms=now)
+        chats.transition(conn, cid, "route", now_ms=now, agent_id="dev")
+        chats.transition(conn, cid, "accept", now_ms=now)
+        chats.append(conn, cid, draft("a1", "agent", "Hello, Dev here."), now_ms=now, author="dev")
+    engine.dispose()
+    yield Desk(email, "dev", cid)
+
+
+def _page(browser: Any, server: Any, **context: Any) -> tuple[Any, Any, list[str]]:
+    ctx = browser.new_context(**context)
+    page = ctx.new_page()
+    problems: list[str] = []
+
+    def on_console(msg: Any) -> None:
+        if msg.type not in ("error", "warning"):
+            return
+        if not SOCKET_BUILT and "/agent/ws" in msg.text:
+            return
+        problems.append(f"{msg.type}: {msg.text}")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
+    return ctx, page, problems
+
+
+def _sign_in(page: Any, server: Any, email: str, password: str = PASSWORD) -> None:
+    page.goto(f"{server.base}/agent")  # not signed in: sent to the sign-in form
+    page.wait_for_url("**/agent/login?next=%2Fagent")
+    page.fill("#email", email)
+    page.fill("#password", password)
+    page.click("button[type=submit]")
+
+
+def test_sign_in_presence_and_hostile_text(browser: Any, server: Any, desk: Desk) -> None:
+    ctx, page, problems = _page(browser, server)
+    try:
+        _sign_in(page, server, desk.email, "not the password")
+        error = page.locator("#password-error")
+        assert error.text_content() == "Wrong email or password."
+        assert page.input_value("#email") == desk.email
+        # Chromium logs the deliberate 401 of that page; from here on nothing may be logged.
+        problems.clear()
+        page.fill("#password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{server.base}/agent")
+        assert page.text_content("#me-name") == "Dev Patel"
+
+        # The hostile visitor's chat: every name and text is text, nothing ran.
+        page.locator(f"#chat-list button[data-conversation='{desk.conversation}']").click()
+        transcript = page.locator("#transcript")
+        transcript.locator(".msg.visitor .text").first.wait_for()
+        assert transcript.locator(".msg.visitor .text").first.text_content() == HOSTILE_TEXT
+        assert page.text_content("#chat-title") == HOSTILE_NAME
+        assert page.locator("#transcript img, #chat-title img, #chat-list img").count() == 0
+        assert page.locator("#transcript script").count() == 0
+        assert page.evaluate("window.__pwned") is None
+        assert transcript.locator(".msg.agent .who").first.text_content() == "You"
+        assert page.is_visible("#composer") and page.is_visible("#end-chat")
+
+        # Presence: chosen in the header, seen by the routing engine.
+        page.select_option("#presence", "available")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            agents = {a["id"]: a for a in server.api("/v1/agents")["items"]}
+            if agents["dev"]["presence"] == "available":
+                break
+            time.sleep(0.1)
+        assert agents["dev"]["presence"] == "available"
+        assert page.get_attribute("#presence-dot", "data-presence") == "available"
+
+        # Canned responses of the chat's queue and language fill the text box.
+        options = page.locator("#canned option").all_text_contents()
+        assert "Activation steps" in options and "Saludo" not in options
+        page.select_option("#canned", label="Anything else")
+        assert page.input_value("#message") == "Is there anything else I can help you with today?"
+        if SOCKET_BUILT:
+            page.wait_for_selector("#conn-status[data-state='online']")
+        page.wait_for_timeout(300)  # anything late (a failed script, a CSP report) shows
+        assert problems == []
+    finally:
+        ctx.close()
+
+
+def test_the_desk_is_usable_at_phone_width(browser: Any, server: Any, desk: Desk) -> None:
+    ctx, page, problems = _page(
+        browser, server, viewport={"width": 390, "height": 780}, is_mobile=True, has_touch=True
+    )
+    try:
+        _sign_in(page, server, desk.email)
+        page.wait_for_url(f"{server.base}/agent")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the page scrolls sideways: {width}px"
+        # The chat list is folded away behind its button; the open chat fills the screen.
+        toggle = page.locator("#toggle-chats")
+        assert toggle.is_visible()
+        column = page.locator("#chat-column")
+        assert column.bounding_box()["x"] + column.bounding_box()["width"] <= 0
+        toggle.click()
+        page.wait_for_function(
+            "() => document.getElementById('chat-column').getBoundingClientRect().left >= 0"
+        )
+        assert toggle.get_attribute("aria-expanded") == "true"
+        page.locator(f"#chat-list button[data-conversation='{desk.conversation}']").click()
+        page.wait_for_function("() => !document.body.classList.contains('chats-open')")
+        composer = page.locator("#message").bounding_box()
+        assert composer["x"] >= 0 and composer["x"] + composer["width"] <= 390
+        page.fill("#message", "typed on a phone")
+        send = page.locator("#send").bounding_box()
+        assert send["x"] + send["width"] <= 390 and send["y"] + send["height"] <= 780
+        assert page.is_visible("#presence") and page.is_visible(".logout button")
+        assert problems == []
+    finally:
+        ctx.close()
