@@ -65,6 +65,13 @@ def _visible_queues(who: Principal, names: Any) -> list[str]:
 def agent_api_router() -> APIRouter:
     """``/agent/api/...`` for the desk's script."""
     api = APIRouter(prefix="/agent/api", tags=["agent workspace"])
+    _conversation_routes(api)
+    _desk_routes(api)
+    return api
+
+
+def _conversation_routes(api: APIRouter) -> None:
+    """A conversation with its transcript, and the lists of them an agent or supervisor sees."""
 
     @api.get("/conversations/{conversation_id}")
     async def conversation(
@@ -105,16 +112,6 @@ def agent_api_router() -> APIRouter:
         convs = await run_in_threadpool(read)
         return {"items": [conversation_json(c, who) for c in convs]}
 
-    @api.get("/canned")
-    async def canned(request: Request, person: Anyone) -> Any:
-        _engine, _agents, queues = runtime_sources(request)
-        items = [
-            {"queue": q, "title": c.title, "text": c.text, "language": c.language}
-            for q in _visible_queues(person.principal, queues)
-            for c in queues[q].canned_responses
-        ]
-        return {"items": items}
-
     @api.get("/monitor")
     async def monitor(request: Request, person: Watcher) -> dict[str, Any]:
         """The live conversations of the supervisor's queues (an admin's: all), to watch."""
@@ -127,6 +124,20 @@ def agent_api_router() -> APIRouter:
 
         convs = await run_in_threadpool(read)
         return {"items": [conversation_json(c, who) for c in convs]}
+
+
+def _desk_routes(api: APIRouter) -> None:
+    """Canned responses and presence."""
+
+    @api.get("/canned")
+    async def canned(request: Request, person: Anyone) -> Any:
+        _engine, _agents, queues = runtime_sources(request)
+        items = [
+            {"queue": q, "title": c.title, "text": c.text, "language": c.language}
+            for q in _visible_queues(person.principal, queues)
+            for c in queues[q].canned_responses
+        ]
+        return {"items": items}
 
     @api.post("/presence")
     async def presence(body: PresenceIn, request: Request, person: Anyone) -> dict[str, Any]:
@@ -143,5 +154,3 @@ def agent_api_router() -> APIRouter:
             extra = {"path": exc.path} if exc.path else {}
             raise error(exc.status, exc.code, exc.message, **extra) from None
         return {"agentId": agent_id, "presence": body.presence}
-
-    return api

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -124,50 +125,54 @@ def desk_config(request: Request, person: Person) -> dict[str, Any]:
     }
 
 
-def agent_pages_router(agent_dir: Path = AGENT_DIR) -> APIRouter:
-    """``/agent/login``, ``/agent/logout`` and ``/agent``."""
-    env = _env(agent_dir / "templates")
-    has_context = (agent_dir / "static" / "context.js").is_file()
-    api = APIRouter(prefix="/agent", include_in_schema=False)
+def _login_page(
+    env: Environment,
+    request: Request,
+    *,
+    next_: str,
+    email: str = "",
+    errors: dict[str, str] | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    """The sign-in form, its CSRF token paired with a cookie only the form's path gets."""
+    token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
+    html = env.get_template("login.html").render(
+        csrf=token, next=next_, email=email, errors=errors or {}
+    )
+    resp = _page(html, status)
+    resp.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        max_age=3600,
+        path="/agent/login",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return resp
 
-    def login_page(
-        request: Request,
-        *,
-        next_: str,
-        email: str = "",
-        errors: dict[str, str] | None = None,
-        status: int = 200,
-    ) -> HTMLResponse:
-        token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
-        html = env.get_template("login.html").render(
-            csrf=token, next=next_, email=email, errors=errors or {}
-        )
-        resp = _page(html, status)
-        resp.set_cookie(
-            LOGIN_CSRF_COOKIE,
-            token,
-            max_age=3600,
-            path="/agent/login",
-            httponly=True,
-            samesite="strict",
-            secure=request.url.scheme == "https",
-        )
-        return resp
 
+def _open_session(engine: Engine, email: str, password: str) -> str | None:
+    """The new session's cookie token, or ``None`` for a wrong email or password."""
+    with engine.begin() as conn:
+        user = users.authenticate(conn, email, password)
+        if user is None:
+            return None
+        token, _session = users.start_session(conn, user, now_ms=_now_ms())
+        return token
+
+
+def _sign_in_routes(api: APIRouter, env: Environment) -> None:
     @api.get("/login")
     async def login_form(request: Request, next: str | None = None) -> Response:
         engine, agents, queues = runtime_sources(request)
+        token = request.cookies.get(COOKIE)
         found = await run_in_threadpool(
-            person_of,
-            engine,
-            request.cookies.get(COOKIE),
-            now_ms=_now_ms(),
-            agents=agents,
-            queues=queues,
+            person_of, engine, token, now_ms=_now_ms(), agents=agents, queues=queues
         )
         if found is not None:
             return RedirectResponse(safe_next(next), status_code=303)
-        return login_page(request, next_=safe_next(next))
+        return _login_page(env, request, next_=safe_next(next))
 
     @api.post("/login")
     async def login(request: Request) -> Response:
@@ -175,34 +180,33 @@ def agent_pages_router(agent_dir: Path = AGENT_DIR) -> APIRouter:
         next_ = safe_next(form.get("next"))
         email, password = form.get("email", "").strip(), form.get("password", "")
         expected = request.cookies.get(LOGIN_CSRF_COOKIE)
+        errors: dict[str, str] = {}
         if not expected or not csrf_matches(expected, form.get(CSRF_FIELD)):
-            errors = {"form": "This form expired. Please sign in again."}
-            return login_page(request, next_=next_, email=email, errors=errors, status=403)
-        errors = {}
+            errors["form"] = "This form expired. Please sign in again."
+            return _login_page(env, request, next_=next_, email=email, errors=errors, status=403)
         if not email:
             errors["email"] = "Enter your email address."
         if not password:
             errors["password"] = "Enter your password."
         if errors:
-            return login_page(request, next_=next_, email=email, errors=errors, status=422)
+            return _login_page(env, request, next_=next_, email=email, errors=errors, status=422)
         engine, _agents, _queues = runtime_sources(request)
-
-        def check() -> str | None:
-            with engine.begin() as conn:
-                user = users.authenticate(conn, email, password)
-                if user is None:
-                    return None
-                token, _session = users.start_session(conn, user, now_ms=_now_ms())
-                return token
-
-        token = await run_in_threadpool(check)
+        token = await run_in_threadpool(_open_session, engine, email, password)
         if token is None:
-            errors = {"password": WRONG}
-            return login_page(request, next_=next_, email=email, errors=errors, status=401)
+            errors["password"] = WRONG
+            return _login_page(env, request, next_=next_, email=email, errors=errors, status=401)
         resp = RedirectResponse(next_, status_code=303)
         set_session_cookie(request, resp, token)
         resp.delete_cookie(LOGIN_CSRF_COOKIE, path="/agent/login")
         return resp
+
+
+def agent_pages_router(agent_dir: Path = AGENT_DIR) -> APIRouter:
+    """``/agent/login``, ``/agent/logout`` and ``/agent``."""
+    env = _env(agent_dir / "templates")
+    has_context = (agent_dir / "static" / "context.js").is_file()
+    api = APIRouter(prefix="/agent", include_in_schema=False)
+    _sign_in_routes(api, env)
 
     @api.post("/logout")
     async def logout(request: Request, person: Anyone) -> Response:

@@ -403,7 +403,7 @@
     var moved = !chat.watching && (f.state === "queued" || (me && chat.agent && chat.agent !== me.id));
     var gone = ended || moved;
     if (gone) {
-      if (f.state === "closed" && active === chat.id) toast("Chat closed.");
+      if (active === chat.id) toast(f.state === "closed" ? "Chat closed." : moved ? "Chat transferred." : "The visitor left.");
       removeChat(chat);
       return;
     }
@@ -502,10 +502,14 @@
     if (!sel || !p) return;
     sel.value = p;
     $("presence-dot").dataset.presence = p;
+    $("no-chats").textContent = p === "available" ? "No chats right now. New ones appear at the top." : "";
+    if (p !== "available") {
+      $("no-chats").append("No chats yet. Set yourself ", el("em", null, "Available"), " to receive them.");
+    }
   }
 
   function setPresence(p) {
-    $("presence-dot").dataset.presence = p;
+    showPresence(p);
     if (send({ type: "presence", presence: p })) return;
     api("/agent/api/presence", { method: "POST", body: { presence: p } })
       .catch(function (err) { toast("Presence not changed: " + err.message, true); });
