@@ -156,7 +156,7 @@
       chat = {
         id: summary.id, name: "", queue: null, state: "active", language: null, agent: null,
         intent: null, why: null, method: null, visitorId: null,
-        lastSeq: 0, seqs: new Set(), pending: new Map(), unread: 0, visitorRead: 0, sentRead: 0,
+        lastSeq: 0, seqs: new Set(), pending: new Map(), others: [], readUpTo: 0, visitorRead: 0, sentRead: 0,
         watching: !!watching, typingTimer: null, item: null, nodes: [],
       };
       chats.set(chat.id, chat);
@@ -178,6 +178,7 @@
       chat.queue = c.queue; chat.state = c.state; chat.agent = c.agentId; chat.language = c.language;
       chat.visitorId = c.visitorId;
       chat.visitorRead = Math.max(chat.visitorRead, c.visitorReadSeq || 0);
+      chat.readUpTo = Math.max(chat.readUpTo, c.agentReadSeq || 0);
       if (!chat.name && c.registration && c.registration.name) chat.name = String(c.registration.name);
       // The transcript so far, so a chat can be read even while the socket is away;
       // what `follow` brings too is dropped by its sequence number.
@@ -213,7 +214,8 @@
       b.dataset.conversation = chat.id;
       b.setAttribute("aria-current", active === chat.id ? "true" : "false");
       b.appendChild(el("span", "name", title(chat)));
-      if (chat.unread) b.appendChild(el("span", "badge", chat.unread));
+      var n = unread(chat);
+      if (n) b.appendChild(el("span", "badge", n));
       else b.appendChild(el("span", "state-tag", label(chat.state))).dataset.state = chat.state;
       b.appendChild(el("span", "sub", [chat.queue, chat.intent].filter(Boolean).join(" · ")));
       b.addEventListener("click", function () {
@@ -222,7 +224,7 @@
         $("toggle-chats").setAttribute("aria-expanded", "false");
       });
       li.appendChild(b);
-      total += chat.unread;
+      total += n;
       if (chat.watching && monitorList) { monitorList.appendChild(li); counts.watch += 1; }
       else { list.appendChild(li); counts.mine += 1; }
     });
@@ -254,9 +256,8 @@
     renderHead(chat);
     fillCanned(chat);
     renderContext(chat);
-    chat.unread = 0;
-    renderList();
     markRead(chat);
+    renderList();
     t.scrollTop = t.scrollHeight;
   }
 
@@ -341,11 +342,16 @@
       if (stick || m.sender === "agent") t.scrollTop = t.scrollHeight;
     }
     renderMarks(chat);
-    if (!chat.watching && m.sender !== "agent" && (active !== chat.id || document.hidden)) {
-      chat.unread += 1;
-      renderList();
-    }
+    if (m.sender !== "agent") chat.others.push(m.seq);
     markRead(chat);
+    if (m.sender !== "agent") renderList();
+  }
+
+  // Unread: what others wrote after this agent's read mark (the server's, kept across
+  // reloads, or the one this page sent), so a replayed transcript is not "new".
+  function unread(chat) {
+    if (chat.watching) return 0;
+    return chat.others.filter(function (s) { return s > chat.readUpTo; }).length;
   }
 
   function onAck(chat, f) {
@@ -362,7 +368,9 @@
   }
 
   function markRead(chat) {
-    if (active !== chat.id || document.hidden || chat.lastSeq <= chat.sentRead) return;
+    if (active !== chat.id || document.hidden) return;
+    chat.readUpTo = Math.max(chat.readUpTo, chat.lastSeq);
+    if (chat.watching || chat.lastSeq <= chat.sentRead) return;  // a watcher marks nothing
     if (send({ type: "read", conversation: chat.id, seq: chat.lastSeq })) chat.sentRead = chat.lastSeq;
   }
 
@@ -648,7 +656,7 @@
       $("toggle-chats").setAttribute("aria-expanded", open ? "true" : "false");
     });
     var bell = $("notify-enable");
-    if ("Notification" in window && Notification.permission === "default") {
+    if (me && "Notification" in window && Notification.permission === "default") {
       bell.hidden = false;
       bell.addEventListener("click", function () {
         Notification.requestPermission().then(function () { bell.hidden = true; });
@@ -656,7 +664,7 @@
     }
     document.addEventListener("visibilitychange", function () {
       var chat = current();
-      if (!document.hidden && chat) { chat.unread = 0; renderList(); markRead(chat); }
+      if (!document.hidden && chat) { markRead(chat); renderList(); }
     });
     window.addEventListener("focus", stopFlashIfNoOffer);
   }
@@ -678,6 +686,9 @@
         if (!known) follow(chat);
       });
       chats.forEach(function (chat) { if (chat.watching && !live.has(chat.id)) removeChat(chat); });
+      // Without the socket (down, or not open to this role) the chat on screen is read again.
+      var shown = current();
+      if (shown && shown.watching && !(ws && ws.readyState === WebSocket.OPEN)) loadDetails(shown);
     }).catch(function (err) { toast("Monitor: " + err.message, true); });
   }
 
