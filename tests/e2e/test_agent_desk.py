@@ -232,3 +232,42 @@ def test_the_desk_is_usable_at_phone_width(browser: Any, server: Any, desk: Desk
         assert problems == []
     finally:
         ctx.close()
+
+
+def test_a_supervisor_watches_read_only(browser: Any, server: Any, desk: Desk) -> None:
+    email = f"sue-{secrets.token_hex(3)}@desk.test"
+    made = _cli(
+        server,
+        "users",
+        "add",
+        "--email",
+        email,
+        "--name",
+        "<b>Sue</b>",
+        "--role",
+        "supervisor",
+        "--queues",
+        "support",
+        "--password-stdin",
+        stdin=PASSWORD + "\n",
+    )
+    assert made.returncode == 0, made.stderr
+    ctx, page, problems = _page(browser, server)
+    try:
+        _sign_in(page, server, email)
+        page.wait_for_url(f"{server.base}/agent")
+        assert page.text_content("#me-name") == "<b>Sue</b>"
+        assert not page.is_visible("#presence")  # a supervisor has no presence
+        item = page.locator(f"#monitor-list button[data-conversation='{desk.conversation}']")
+        item.click()
+        page.locator("#transcript .msg.visitor .text").first.wait_for()
+        assert page.locator("#transcript .msg.visitor .text").first.text_content() == HOSTILE_TEXT
+        # Dev's own words are labelled with his name, and nothing here can write.
+        assert page.locator("#transcript .msg.agent .who").first.text_content() == "Dev Patel"
+        assert page.is_visible("#read-only-note")
+        for control in ("#composer", "#end-chat", "#transfer-open", "#wrapup-form"):
+            assert not page.is_visible(control), control
+        assert page.evaluate("window.__pwned") is None
+        assert problems == []
+    finally:
+        ctx.close()
