@@ -229,6 +229,15 @@ def test_the_desk_is_usable_at_phone_width(browser: Any, server: Any, desk: Desk
         send = page.locator("#send").bounding_box()
         assert send["x"] + send["width"] <= 390 and send["y"] + send["height"] <= 780
         assert page.is_visible("#presence") and page.is_visible(".logout button")
+        # The context panel is a drawer too, opened from the chat's header.
+        context = page.locator("#context")
+        assert context.bounding_box()["x"] >= 390
+        page.click("#toggle-context")
+        page.wait_for_function(
+            "() => document.getElementById('context').getBoundingClientRect().right <= 390"
+        )
+        assert HOSTILE_NAME in (context.text_content() or "")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
         assert problems == []
     finally:
         ctx.close()

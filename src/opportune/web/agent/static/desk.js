@@ -651,9 +651,15 @@
     $("offer-accept").addEventListener("click", function () { answerOffer(true); });
     $("offer-decline").addEventListener("click", function () { answerOffer(false); });
     if ($("presence")) $("presence").addEventListener("change", function (e) { setPresence(e.target.value); });
-    $("toggle-chats").addEventListener("click", function () {
-      var open = document.body.classList.toggle("chats-open");
-      $("toggle-chats").setAttribute("aria-expanded", open ? "true" : "false");
+    // At phone width the chat list and the context panel are drawers, one open at a time.
+    [["toggle-chats", "chats-open", "context-open", "toggle-context"],
+     ["toggle-context", "context-open", "chats-open", "toggle-chats"]].forEach(function (d) {
+      $(d[0]).addEventListener("click", function () {
+        var open = document.body.classList.toggle(d[1]);
+        document.body.classList.remove(d[2]);
+        $(d[0]).setAttribute("aria-expanded", open ? "true" : "false");
+        $(d[3]).setAttribute("aria-expanded", "false");
+      });
     });
     var bell = $("notify-enable");
     if (me && "Notification" in window && Notification.permission === "default") {
