@@ -152,7 +152,8 @@ def test_sign_in_needs_its_form_token_and_goes_nowhere_else(client: TestClient) 
     fresh = TestClient(client.app)  # no login-form cookie at all
     form["csrf"] = "x" * 32
     assert fresh.post("/agent/login", data=form, follow_redirects=False).status_code == 403
-    for target in ("https://evil.test/agent", "//evil.test/agent", "/v1/visitors", "/agent/logout"):
+    targets = ("https://evil.test/agent", "//evil.test/agent", "/v1/visitors", "/agent/logout")
+    for target in (*targets, "/agent.evil", "/\\evil.test/agent"):
         r = sign_in(TestClient(client.app), "ana@bank.test", next=target)
         assert r.headers["location"] == "/agent", target
 

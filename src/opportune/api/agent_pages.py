@@ -78,7 +78,8 @@ def safe_next(target: str | None) -> str:
     if not target:
         return "/agent"
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not parts.path.startswith("/agent"):
+    inside = parts.path == "/agent" or parts.path.startswith("/agent/")
+    if parts.scheme or parts.netloc or not inside:
         return "/agent"
     if target.startswith("//") or "\\" in target or parts.path.startswith("/agent/logout"):
         return "/agent"
