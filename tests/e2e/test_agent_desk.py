@@ -30,9 +30,12 @@ pytestmark = pytest.mark.e2e
 PASSWORD = "desk e2e password"
 HOSTILE_NAME = "<img src=x onerror=window.__pwned=1>"
 HOSTILE_TEXT = "<script>window.__pwned=2</script><img src=x onerror=window.__pwned=3>"
-# Until the agent socket (api/agent_socket.py) is merged, the desk's handshake to /agent/ws
+# Until the agent socket (api/desk_socket.py) is merged, the desk's handshake to /agent/ws
 # is refused and Chromium logs it; that, and only that, is not this page's error.
-SOCKET_BUILT = importlib.util.find_spec("opportune.api.agent_socket") is not None
+SOCKET_BUILT = any(
+    importlib.util.find_spec(f"opportune.api.{m}") is not None
+    for m in ("desk_socket", "agent_socket")
+)
 
 
 @dataclass

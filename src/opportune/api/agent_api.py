@@ -36,9 +36,17 @@ def may_view(who: Principal, conv: Conversation) -> str | None:
     return why_not(who, "view", queue=conv.queue)
 
 
+def visitor_name(registration: Any) -> str | None:
+    """The name the visitor gave in the chat's form, as the socket's summaries show it."""
+    reg = registration or {}
+    name = " ".join(str(reg[k]) for k in ("firstName", "lastName", "name") if reg.get(k))
+    return name or None
+
+
 def conversation_json(conv: Conversation, who: Principal) -> dict[str, Any]:
     return {
         "id": conv.id,
+        "name": visitor_name(conv.registration),
         "state": conv.state,
         "queue": conv.queue,
         "agentId": conv.agent_id,
@@ -101,13 +109,13 @@ def _conversation_routes(api: APIRouter) -> None:
         """The conversations routed to the signed-in agent and not closed (what the socket's
         ``hello`` lists), so the desk shows them even before the socket is up."""
         engine, _agents, _queues = runtime_sources(request)
-        who = person.principal
-        if who.agent_id is None:
+        who, agent_id = person.principal, person.principal.agent_id
+        if agent_id is None:
             return {"items": []}
 
         def read() -> list[Conversation]:
             with engine.connect() as conn:
-                return chats.live_in(conn, None, agent_id=who.agent_id)
+                return chats.of_agent(conn, agent_id)
 
         convs = await run_in_threadpool(read)
         return {"items": [conversation_json(c, who) for c in convs]}
@@ -115,12 +123,13 @@ def _conversation_routes(api: APIRouter) -> None:
     @api.get("/monitor")
     async def monitor(request: Request, person: Watcher) -> dict[str, Any]:
         """The live conversations of the supervisor's queues (an admin's: all), to watch."""
-        engine, _agents, _queues = runtime_sources(request)
+        engine, _agents, all_queues = runtime_sources(request)
         who = person.principal
 
         def read() -> list[Conversation]:
+            queues = sorted(all_queues) if who.role == "admin" else sorted(who.queues)
             with engine.connect() as conn:
-                return chats.live_in(conn, None if who.role == "admin" else who.queues)
+                return chats.live_in_queues(conn, queues)
 
         convs = await run_in_threadpool(read)
         return {"items": [conversation_json(c, who) for c in convs]}

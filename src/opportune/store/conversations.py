@@ -284,6 +284,30 @@ def gone_visitors(conn: Connection, *, now_ms: int, grace_ms: int) -> list[Conve
     ]
 
 
+def of_agent(conn: Connection, agent_id: str) -> list[Conversation]:
+    """The conversations routed to an agent that still need them (assigned, active, wrap-up)."""
+    c = conversations_t.c
+    rows = conn.execute(
+        select(conversations_t)
+        .where(c.agent_id == agent_id, c.state.in_(("assigned", "active", "wrap_up")))
+        .order_by(c.created_at, c.id)
+    )
+    return [_conversation(r._mapping) for r in rows]
+
+
+def live_in_queues(conn: Connection, queues: Sequence[str]) -> list[Conversation]:
+    """The queues' conversations that are not over: a supervisor's monitor."""
+    if not queues:
+        return []
+    c = conversations_t.c
+    rows = conn.execute(
+        select(conversations_t)
+        .where(c.queue.in_(list(queues)), c.state.in_(("queued", "assigned", "active", "wrap_up")))
+        .order_by(c.created_at, c.id)
+    )
+    return [_conversation(r._mapping) for r in rows]
+
+
 def of_visitors(conn: Connection, visitor_ids: Sequence[str]) -> list[Conversation]:
     """Every conversation of these visitors (a customer's devices), newest first."""
     if not visitor_ids:
@@ -294,29 +318,6 @@ def of_visitors(conn: Connection, visitor_ids: Sequence[str]) -> list[Conversati
         .where(c.visitor_id.in_(list(visitor_ids)))
         .order_by(c.created_at.desc(), c.id)
     )
-    return [_conversation(r._mapping) for r in rows]
-
-
-_ROUTED = ("assigned", "active", "wrap_up")
-
-
-def live_in(
-    conn: Connection,
-    queues: Iterable[str] | None,
-    *,
-    agent_id: str | None = None,
-    limit: int = 200,
-) -> list[Conversation]:
-    """The conversations not yet closed or abandoned of these queues (``None``: every
-    queue), or routed to ``agent_id``, oldest first: a supervisor's monitor, an agent's desk."""
-    c = conversations_t.c
-    states = _ROUTED if agent_id else ("bot", "queued", *_ROUTED)
-    q = select(conversations_t).where(c.state.in_(states))
-    if agent_id is not None:
-        q = q.where(c.agent_id == agent_id)
-    if queues is not None:
-        q = q.where(c.queue.in_(sorted(set(queues))))
-    rows = conn.execute(q.order_by(c.created_at, c.id).limit(limit))
     return [_conversation(r._mapping) for r in rows]
 
 

@@ -125,17 +125,19 @@
   function onHello(f) {
     if (f.presence) showPresence(f.presence);
     var open = new Set();
+    // A supervisor's (or admin's) hello also lists their queues' live chats: watched.
     (f.conversations || []).forEach(function (s) {
       open.add(s.id);
-      if (s.state === "assigned") { queueOffer(s); return; }
-      var chat = addChat(s, false);
+      var watching = !me || (!!s.agent && s.agent !== me.id);
+      if (!watching && s.state === "assigned") { queueOffer(s); return; }
+      var chat = addChat(s, watching);
       follow(chat);
     });
     // A chat this page held that the server no longer routes here was closed or moved
     // while the socket was down; monitored chats are followed again.
     chats.forEach(function (chat) {
-      if (chat.watching) { follow(chat); return; }
-      if (!open.has(chat.id)) removeChat(chat);
+      if (open.has(chat.id)) return;
+      if (chat.watching) follow(chat); else removeChat(chat);
     });
     offers = offers.filter(function (s) { return open.has(s.id); });
     showOffer();
@@ -166,6 +168,7 @@
       if (summary[k] !== undefined && summary[k] !== null) chat[k] = summary[k];
     });
     if (summary.agentId !== undefined) chat.agent = summary.agentId;
+    else if (typeof summary.agent === "string" || summary.agent === null) chat.agent = summary.agent;
     renderList();
     if (!active && !watching) select(chat.id);
     else if (active === chat.id) renderHead(chat);
@@ -179,7 +182,7 @@
       chat.visitorId = c.visitorId;
       chat.visitorRead = Math.max(chat.visitorRead, c.visitorReadSeq || 0);
       chat.readUpTo = Math.max(chat.readUpTo, c.agentReadSeq || 0);
-      if (!chat.name && c.registration && c.registration.name) chat.name = String(c.registration.name);
+      if (!chat.name && c.name) chat.name = c.name;
       // The transcript so far, so a chat can be read even while the socket is away;
       // what `follow` brings too is dropped by its sequence number.
       (body.messages || []).forEach(function (m) { onMessage(chat, m); });
@@ -688,7 +691,7 @@
         var watching = !(me && c.agentId === me.id);
         if (known && !chats.get(c.id).watching) return;
         var chat = addChat({ id: c.id, queue: c.queue, state: c.state, agentId: c.agentId, language: c.language,
-          visitorId: c.visitorId, name: c.registration && c.registration.name ? String(c.registration.name) : null }, watching);
+          visitorId: c.visitorId, name: c.name }, watching);
         if (!known) follow(chat);
       });
       chats.forEach(function (chat) { if (chat.watching && !live.has(chat.id)) removeChat(chat); });
@@ -704,7 +707,7 @@
     api("/agent/api/conversations").then(function (body) {
       body.items.forEach(function (c) {
         var s = { id: c.id, queue: c.queue, state: c.state, agentId: c.agentId, language: c.language,
-          visitorId: c.visitorId, name: c.registration && c.registration.name ? String(c.registration.name) : null };
+          visitorId: c.visitorId, name: c.name };
         if (c.state === "assigned") { queueOffer(s); showOffer(); return; }
         var chat = addChat(s, false);
         loadDetails(chat);
