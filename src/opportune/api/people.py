@@ -50,14 +50,17 @@ class Person:
 
 
 def agent_queues(agent: AgentDoc, queues: Mapping[str, QueueDoc]) -> frozenset[str]:
-    """The queues an agent belongs to: those named on the agent, or, when none are named,
-    every queue whose required skills the agent has at the required proficiency."""
-    if agent.queues is not None:
-        return frozenset(q for q in agent.queues if q in queues)
+    """The queues an agent belongs to: named on the agent (every queue when none are named),
+    taking a medium of the queue, with the queue's required skills from the first minute
+    (not the wider rings a long wait opens). The same rule as ``core.routing.member_of``,
+    which the desk socket uses."""
+    named = set(agent.queues) if agent.queues is not None else None
     return frozenset(
         name
         for name, q in queues.items()
-        if all(agent.skills.get(s.skill, 0) >= s.min_proficiency for s in q.skills)
+        if (named is None or name in named)
+        and any(agent.capacity.get(m, 0) > 0 for m in q.media)
+        and all(agent.skills.get(s.skill, 0) >= s.min_proficiency for s in q.skills)
     )
 
 
