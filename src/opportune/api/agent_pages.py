@@ -205,7 +205,9 @@ def _sign_in_routes(api: APIRouter, env: Environment) -> None:
 def agent_pages_router(agent_dir: Path = AGENT_DIR) -> APIRouter:
     """``/agent/login``, ``/agent/logout`` and ``/agent``."""
     env = _env(agent_dir / "templates")
+    # The context panel's script and style come from their own module when it is there.
     has_context = (agent_dir / "static" / "context.js").is_file()
+    has_context_css = (agent_dir / "static" / "context.css").is_file()
     api = APIRouter(prefix="/agent", include_in_schema=False)
     _sign_in_routes(api, env)
 
@@ -234,6 +236,7 @@ def agent_pages_router(agent_dir: Path = AGENT_DIR) -> APIRouter:
             presence=config["presence"],
             read_only=config["agent"] is None,
             has_context=has_context,
+            has_context_css=has_context_css,
         )
         resp = _page(html)
         set_session_cookie(request, resp, person.token)  # lasts as the session is renewed

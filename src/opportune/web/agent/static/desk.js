@@ -283,7 +283,18 @@
   function renderContext(chat) {
     var section = $("context");
     if (chat && window.OpportuneContext && typeof window.OpportuneContext.render === "function") {
-      try { window.OpportuneContext.render(section, chat.id); return; } catch (err) { /* fall back below */ }
+      try {
+        window.OpportuneContext.render(section, chat.id, { csrf: cfg.csrf });
+        return;
+      } catch (err) { /* fall back below */ }
+    }
+    if (section.dataset.conversation) {
+      // The panel follows its conversation while its element is in the page: a fresh
+      // element lets it stop.
+      var fresh = section.cloneNode(false);
+      delete fresh.dataset.conversation;
+      section.replaceWith(fresh);
+      section = fresh;
     }
     clear(section);
     section.appendChild(el("h2", null, "Context"));
