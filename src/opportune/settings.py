@@ -21,7 +21,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="OPPORTUNE_", extra="forbid", frozen=True)
 
-    data_dir: Path = Field(default=Path("data"), description="Folder for the SQLite file, models")
+    data_dir: Path = Field(
+        default=Path("data"),
+        validate_default=True,
+        description="Folder for the SQLite file, models; relative: to the starting folder",
+    )
     database_url: str = Field(
         default="",
         description="SQLAlchemy URL; empty means SQLite at DATA_DIR/opportune.db",
@@ -56,12 +60,25 @@ class Settings(BaseSettings):
     retrain_interval_h: float = Field(
         default=24.0, ge=0, le=24 * 365, description="Retrain outcome models this often; 0: never"
     )
+    chat_grace_s: int = Field(
+        default=120,
+        ge=10,
+        le=24 * 3600,
+        description="A chatting visitor silent this long has left (abandoned before an agent)",
+    )
     rules_poll_s: float = Field(
         default=1.0,
         gt=0,
         le=60,
         description="Seconds between looks for API-changed rules",
     )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        # Made absolute once, where the process starts, so that every use of it (a path
+        # printed, a training subprocess, a model registry) names the same folder.
+        return v.expanduser().absolute()
 
     @field_validator("database_url")
     @classmethod

@@ -13,9 +13,18 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from opportune.api.app import create_app
+from opportune.core.conversations import Draft
 from opportune.settings import Settings
+from opportune.store import conversations as conversations_store
+from opportune.store import interactions as interactions_store
 from opportune.store.db import make_engine
-from opportune.store.schema import erasures, events, identity_log
+from opportune.store.schema import (
+    conversation_messages,
+    erasures,
+    events,
+    identity_log,
+    interactions,
+)
 
 KEY = {"x-api-key": "secret"}
 SITE = """kind: site
@@ -135,6 +144,39 @@ def test_merge_of_two_accounts_is_refused(api: TestClient) -> None:
     assert "different accounts" in r.json()["error"]["message"]
 
 
+def chat_with(db_url: str, visitor_id: str, customer_id: str) -> None:
+    """A closed chat of this visitor and its routed interaction, as the chat leaves them."""
+    eng = make_engine(db_url)
+    try:
+        with eng.begin() as c:
+            conv = conversations_store.open_conversation(
+                c,
+                conversation_id="c_eve",
+                site_id="shop",
+                visitor_id=visitor_id,
+                customer_id=customer_id,
+                state="queued",
+                now_ms=1,
+                queue="support",
+                registration={"firstName": "Eve"},
+            )
+            draft = Draft("m1", "visitor", "My IBAN is ES12 3456")
+            conversations_store.append(c, conv.id, draft, now_ms=2)
+            new = interactions_store.NewInteraction(
+                id=conv.id,
+                queue="support",
+                medium="chat",
+                arm="standard",
+                features={},
+                customer_id=customer_id,
+                visitor_id=visitor_id,
+            )
+            interactions_store.insert(c, new, now_ms=1)
+            interactions_store.finish(c, conv.id, status="ended", now_ms=3, wrap_up_code="resolved")
+    finally:
+        eng.dispose()
+
+
 def test_export_then_erase_leaves_only_counts(api: TestClient, db_url: str) -> None:
     cid = send(
         api,
@@ -145,12 +187,23 @@ def test_export_then_erase_leaves_only_counts(api: TestClient, db_url: str) -> N
     )["customerId"]
     send(api, "e2", page("4"), ident("5", email="eve@shop.example"))
     send(api, "other", page("6"))
+    chat_with(db_url, "e2", cid)
     export = api.get(f"/v1/customers/{cid}/export", headers=KEY).json()
     assert export["customer"]["traits"] == {"plan": "gold"}
     assert export["identifiers"][0]["value"] == "eve@shop.example"
     assert len(export["sessions"]) == 2 and len(export["events"]) == 5
+    [chat] = export["conversations"]
+    assert [m["text"] for m in chat["messages"]] == ["My IBAN is ES12 3456"]
+    assert chat["registration"] == {"firstName": "Eve"}
     erased = api.delete(f"/v1/customers/{cid}", headers=KEY).json()["erased"]
-    assert erased == {"customers": 1, "identifiers": 1, "visitors": 2, "sessions": 2, "events": 5}
+    assert erased == {
+        "customers": 1,
+        "identifiers": 1,
+        "visitors": 2,
+        "sessions": 2,
+        "events": 5,
+        "conversations": 1,
+    }
     assert api.get(f"/v1/customers/{cid}", headers=KEY).status_code == 404
     assert api.get("/v1/customers/lookup?email=eve@shop.example", headers=KEY).json() == {
         "customers": []
@@ -166,6 +219,10 @@ def test_export_then_erase_leaves_only_counts(api: TestClient, db_url: str) -> N
                 .all()
             )
             assert all(d == {} for d in logs)
+            # The words are gone; the routed contact stays, with nobody's name on it.
+            assert c.execute(select(func.count()).select_from(conversation_messages)).scalar() == 0
+            row = c.execute(select(interactions)).one()
+            assert (row.customer_id, row.visitor_id, row.wrap_up_code) == (None, None, "resolved")
     finally:
         eng.dispose()
     # The erased device, if it comes back, is a new anonymous visitor.

@@ -34,6 +34,8 @@ ALLOWED = {
     ("assigned", "end"): "abandoned",
     ("assigned", "leave"): "abandoned",
     ("assigned", "send"): "assigned",
+    ("assigned", "transfer"): "queued",
+    ("active", "transfer"): "queued",
     ("active", "end"): "wrap_up",
     ("active", "leave"): "wrap_up",
     ("active", "send"): "active",

@@ -3,6 +3,8 @@ activated in the registry, is scored on every event of a visit and explained."""
 
 from __future__ import annotations
 
+import functools
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -14,6 +16,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from opportune.api.app import EXAMPLE_WORKSPACE, create_app
+from opportune.engine.context import conversation_context
 from opportune.engine.rules import RuleBook
 from opportune.ml.outcomes.features import spec_for
 from opportune.ml.outcomes.model import TrainingConfig, train_outcome_model
@@ -21,6 +24,7 @@ from opportune.ml.outcomes.registry import ModelRegistry
 from opportune.settings import Settings
 from opportune.sim.web import generate
 from opportune.sim.web_history import build_sim_examples
+from opportune.store import conversations as conv_store
 from opportune.workspace import load_workspace
 
 KEY = {"X-API-Key": "k"}
@@ -100,6 +104,9 @@ def test_every_event_is_scored_and_the_score_is_explained(client: TestClient) ->
     assert len(score["why"]) == 5 and all(
         "feature" in w and "contribution" in w for w in score["why"]
     )
+    # Each feature also said in words a person understands (issue 19 #8), never "word:31".
+    texts = [w["text"] for w in score["why"]]
+    assert all(t and not re.search(r"[a-z]:\w|_", t) for t in texts), texts
     # Once achieved, the outcome is no longer scored: its score stops where it was.
     done = send(
         client,
@@ -110,3 +117,43 @@ def test_every_event_is_scored_and_the_score_is_explained(client: TestClient) ->
     assert done["outcomes"] == ["loan_submitted"]
     after = send(client, "sc1", 3, {"type": "page_view", "url": f"{ORIGIN}/demo/confirmation.html"})
     assert after["scores"]["loan_submitted"] == done["scores"]["loan_submitted"]
+
+
+def test_the_agents_context_panel_says_why_in_words(client: TestClient) -> None:
+    """The context panel's scores: the same model, each reason in words, the visit's own
+    search quoted when a word of it weighs in the score."""
+    send(
+        client,
+        "sc2",
+        0,
+        {"type": "page_view", "url": f"{ORIGIN}/demo/index.html"},
+        {"type": "search", "query": "personal loan"},
+        {"type": "page_view", "url": f"{ORIGIN}/demo/product.html?q=loan"},
+        {"type": "page_view", "url": APPLY},
+    )
+    rt = client.app.app.state.runtime  # type: ignore[attr-defined]
+    now = int(time.time() * 1000)
+    with rt.ingestor.engine.begin() as conn:
+        conv_store.open_conversation(
+            conn,
+            conversation_id="cs2",
+            site_id="demo",
+            visitor_id="sc2",
+            customer_id=None,
+            state="queued",
+            now_ms=now,
+            queue="loans",
+        )
+    assert client.portal is not None
+    ctx = client.portal.call(
+        functools.partial(
+            conversation_context, rt.ingestor, rt.rules, rt.workspace, "cs2", now_ms=now
+        )
+    )
+    [score] = ctx["scores"]
+    assert score["outcome"] == "loan_submitted" and 0 < score["probability"] < 1
+    why = score["why"]
+    assert why and all(w["text"] and not re.search(r"[a-z]:\w|_", w["text"]) for w in why)
+    for w in why:  # a word bucket the visit used is said with the visit's words
+        if w["feature"].startswith("word:") and w["value"] > 0:
+            assert "'" in w["text"], w

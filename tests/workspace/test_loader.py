@@ -62,8 +62,8 @@ name: x
         "a.yaml:5: origins: 'ftp://nope' is not an origin like https://www.example.com",
         "a.yaml:8: sessionTimeoutMinutes: Input should be greater than or equal to 1",
         "a.yaml:7: colour: unknown field",
-        "a.yaml:10: kind: unknown kind 'segmnt'; one of actionMap, agent, contentTemplate, "
-        "engagement, kpi, outcome, pageGroup, queue, segment, site",
+        "a.yaml:10: kind: unknown kind 'segmnt'; one of actionMap, agent, botFlow, "
+        "contentTemplate, crm, engagement, kpi, outcome, pageGroup, queue, segment, site",
         "b.yml:5: sessionTimeoutMinutes: Input should be a valid integer, "
         "unable to parse string as an integer",
     ]

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
@@ -18,6 +18,7 @@ from starlette.responses import RedirectResponse
 
 from opportune import __version__
 from opportune.api import errors
+from opportune.api.apidocs import install_api_docs
 from opportune.api.assets import assets_router
 from opportune.api.auth import api_key_dependency
 from opportune.api.demo import demo_site
@@ -34,6 +35,7 @@ from opportune.store.writer import GroupCommitWriter
 from opportune.workspace import Workspace, load_workspace
 
 if TYPE_CHECKING:
+    from opportune.engine.chat import ChatService
     from opportune.engine.router import Router
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class Runtime:
     checkpointer: Checkpointer | None = None
     webhooks: WebhookWorker | None = None
     router: Router | None = None  # built with the admin API
+    chat: ChatService | None = None  # built with the routing engine
 
     async def route_ticks(self, stop: asyncio.Event, every_s: float = 1.0) -> None:
         """Until ``stop``: route again whatever waits, so a held interaction falls back when
@@ -66,6 +69,7 @@ class Runtime:
                 return
             try:
                 if await asyncio.to_thread(self.router.waiting_count):
+                    # Assignments are announced by the chat service, which listens.
                     await asyncio.to_thread(self.router.dispatch, int(time.time() * 1000))
             except Exception:  # the database is away: try again on the next tick
                 log.exception("could not route the waiting interactions")
@@ -98,6 +102,9 @@ class Runtime:
     async def aclose(self) -> None:
         if self.webhooks is not None:
             await self.webhooks.aclose()
+        if self.chat is not None:
+            await self.chat.hub.drain()
+            await self.chat.bus.aclose()
         await self.writer.aclose()
         await self.ingestor.live.aclose()
         if self.checkpointer is not None:
@@ -182,7 +189,15 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
 
     Start-up loads the workspace, migrates and starts the writer."""
     runtime = build_runtime(settings, auto_migrate=auto_migrate)
-    app = FastAPI(title="Opportune", version=__version__, lifespan=_lifespan(runtime))
+    # FastAPI's /docs and /redoc load their scripts from a CDN: ours are vendored (offline).
+    app = FastAPI(
+        title="Opportune",
+        version=__version__,
+        lifespan=_lifespan(runtime),
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_api_docs(app)
     app.state.runtime = runtime
     # The snippet (30 KB raw) and JSON pages compress well; /v1/events answers are tiny
     # and bypass this app anyway.
@@ -215,6 +230,7 @@ class _Tasks:
         self.watcher = loop.create_task(rt.watch_rules(self.stop))
         self.ticks = loop.create_task(rt.route_ticks(self.stop)) if rt.workspace.queues else None
         self.sender = loop.create_task(rt.webhooks.run()) if rt.webhooks else None
+        self.chat = loop.create_task(rt.chat.run(self.stop)) if rt.chat else None
         self.retrain = self.routing_retrain = None
         if rt.settings.retrain_interval_h > 0:
             self._start_retraining(loop)
@@ -253,6 +269,8 @@ class _Tasks:
         await self.watcher
         if self.ticks is not None:
             await self.ticks
+        if self.chat is not None:
+            await self.chat
         await _cancel(self.retrain)
         if self.sender is not None and self.runtime.webhooks is not None:
             self.runtime.webhooks.stop()  # let a pass in progress finish its database work
@@ -320,6 +338,64 @@ def _include_admin(app: FastAPI, runtime: Runtime) -> None:
             registry=routing_models,
         )
     )
+    _include_chat(app, runtime)
+
+
+def _include_chat(app: FastAPI, runtime: Runtime) -> None:
+    """Conversations: the visitor's socket and the agent desk's, on one hub and bus."""
+    from opportune.api.chat import chat_router
+    from opportune.api.desk_socket import desk_socket_router
+    from opportune.engine.bots import BotRunner
+    from opportune.engine.bus import Bus, MemoryBus, RedisBus
+    from opportune.engine.chat import ChatService
+    from opportune.engine.conversations import ConversationHub
+
+    settings, ingestor, ws = runtime.settings, runtime.ingestor, runtime.workspace
+    assert runtime.router is not None
+    bus: Bus = (
+        RedisBus(settings.redis_url, prefix=settings.redis_prefix)
+        if settings.redis_url
+        else MemoryBus()
+    )
+    hub = ConversationHub(ingestor.engine, bus, grace_ms=settings.chat_grace_s * 1000)
+    runtime.chat = ChatService(
+        hub,
+        runtime.router,
+        maps=lambda: {m.name: m for m in runtime.rules.maps},
+        live=ingestor.live,
+        journey=lambda visitor_id, now_ms: _journey_features(runtime, visitor_id, now_ms),
+        board=ingestor.engager.board,
+        bots=BotRunner(ws.bot_flows) if ws.bot_flows else None,
+        agent_names={a.name: a.display_name or a.name for a in ws.agents.values()},
+    )
+    app.include_router(chat_router(chat=runtime.chat, sites_by_key=ws.sites_by_key))
+    app.include_router(
+        desk_socket_router(chat=runtime.chat, authenticate=_desk_authenticator(runtime))
+    )
+
+
+def _desk_authenticator(runtime: Runtime) -> Any:
+    """The principal of a desk socket's session cookie (``api/people.py`` signs people in)."""
+    from opportune.store import users
+
+    async def authenticate(socket: Any) -> Any:
+        token = socket.cookies.get("opportune_session")
+        now = int(time.time() * 1000)
+
+        def look() -> Any:
+            with runtime.ingestor.engine.begin() as conn:
+                return users.session_of(conn, token, now_ms=now)
+
+        assert runtime.chat is not None
+        session = await runtime.chat.hub.run(look)
+        if session is None:
+            return None
+        router = runtime.router
+        agent = session.user.agent_id
+        queues = router.member_queues(agent) if router is not None and agent else frozenset()
+        return users.principal(session.user, queues)
+
+    return authenticate
 
 
 def _agent_workspace(app: FastAPI) -> None:

@@ -194,6 +194,7 @@ def _identity_routes(router: APIRouter, get_engine: GetEngine, on_evict: Evict) 
                 "visitors": done.visitors,
                 "sessions": done.sessions,
                 "events": done.events,
+                "conversations": done.conversations,
             }
         }
 

@@ -21,6 +21,7 @@ from opportune.api.inputs import now_ms
 from opportune.core.conditions import ConditionError, format_path
 from opportune.core.rules import RulesError
 from opportune.engine.audience import estimate
+from opportune.engine.context import rule_words, scores_in_words, visit_events
 from opportune.engine.ingest import Ingestor
 from opportune.engine.rules import MODELS, Doc, ReadOnlyDefinition, RuleBook
 from opportune.workspace.documents import SegmentDoc
@@ -232,16 +233,29 @@ async def _live(rules: RuleBook, ingestor: Ingestor, visitor_id: str) -> dict[st
             {"name": n, "achievedAt": at, "value": value}
             for n, (at, value) in (j.outcomes.items() if current and j else ())
         ],
-        "scores": _scores(j, ingestor, members, track.last_at) if current and j else [],
+        "scores": (await _scores(j, ingestor, rules, members, track.last_at))
+        if current and j
+        else [],
     }
 
 
-def _scores(j: Any, ingestor: Ingestor, members: dict[str, int], at: int) -> list[dict[str, Any]]:
-    """Each outcome's score with the features that weigh most in it ("why this score")."""
-    why = ingestor.scorer.explain(j, members, at) if j.scores else {}
-    return [
-        {"outcome": name, **s.to_json(), "why": why.get(name, [])} for name, s in j.scores.items()
-    ]
+async def _scores(
+    j: Any, ingestor: Ingestor, rules: RuleBook, members: dict[str, int], at: int
+) -> list[dict[str, Any]]:
+    """Each outcome's score with the features that weigh most in it ("why this score"),
+    each feature also said in words (``text``) from the visit's own events."""
+    if not j.scores:
+        return []
+    events = await asyncio.to_thread(visit_events, ingestor.engine, j.session_id)
+    return scores_in_words(
+        ingestor.scorer,
+        j,
+        members,
+        at,
+        events=events,
+        pages=rules.ruleset.pages,
+        known=rule_words(rules),
+    )
 
 
 def read_only(exc: ReadOnlyDefinition) -> HTTPException:

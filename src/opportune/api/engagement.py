@@ -21,10 +21,10 @@ from opportune.core.actionmaps import Engagement, decide
 from opportune.core.pacing import decide as pace
 from opportune.core.valuation import compare, summarise
 from opportune.engine.ingest import Ingestor
+from opportune.store import interactions as interactions_store
 from opportune.store.schema import (
     action_events,
     outcome_achievements,
-    queue_presence,
     webhook_deliveries,
 )
 
@@ -124,18 +124,15 @@ def _queues(ingestor: Ingestor, now: int) -> list[dict[str, Any]]:
 
 
 def _store_presence(engine: Engine, name: str, body: PresenceIn, now: int) -> None:
-    values = {
-        "agents_available": body.agents_available,
-        "busy_slots": body.busy_slots,
-        "waiting": body.waiting,
-        "updated_at": now,
-    }
     with engine.begin() as conn:
-        done = conn.execute(
-            update(queue_presence).where(queue_presence.c.queue == name).values(**values)
+        interactions_store.set_queue_presence(
+            conn,
+            name,
+            available=body.agents_available,
+            busy=body.busy_slots,
+            waiting=body.waiting,
+            now_ms=now,
         )
-        if done.rowcount == 0:
-            conn.execute(queue_presence.insert().values(queue=name, **values))
 
 
 async def _explain(ingestor: Ingestor, visitor_id: str, now: int) -> dict[str, Any]:

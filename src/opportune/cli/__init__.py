@@ -12,6 +12,7 @@ import click
 from opportune.cli.config import config
 from opportune.cli.database import migrate
 from opportune.cli.demo import demo
+from opportune.cli.errors import Guarded
 from opportune.cli.gdpr import gdpr
 from opportune.cli.models import models
 from opportune.cli.serve import serve
@@ -22,7 +23,7 @@ from opportune.cli.users import users
 __all__ = ["main"]
 
 
-@click.group()
+@click.group(cls=Guarded)
 @click.version_option(package_name="opportune")
 def main() -> None:
     """Opportune: predictive engagement and predictive routing, self-hosted."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -18,6 +18,27 @@ def _registry(opts: dict[str, Any]) -> Any:
     from opportune.ml.outcomes.registry import ModelRegistry
 
     return ModelRegistry(settings_from(**opts).data_dir / "models")
+
+
+def _none_yet(root: Any, outcome: str | None = None) -> str:
+    """No model (of ``outcome``) in the registry yet: where it looked, how to make one."""
+    of = f" of {outcome}" if outcome else ""
+    train = f"opportune train --outcome {outcome}" if outcome else "opportune train"
+    return (
+        f"no models{of} under {root} yet: `{train}` trains them on the stored visits "
+        "(`opportune demo` does on simulated history); --data-dir if they are elsewhere"
+    )
+
+
+def _refused(registry: Any, outcome: str, exc: Exception, hint: str) -> NoReturn:
+    """Exit with the registry's refusal and its fix; "none yet" when there is no version."""
+    from opportune.ml.registry import RegistryError
+
+    try:
+        none = not registry.versions(outcome)
+    except RegistryError:  # not a name at all: the refusal says so
+        fail(str(exc))
+    fail(_none_yet(registry.root, outcome) if none else f"{exc}; {hint}")
 
 
 def _figure(x: Any, nd: int = 3) -> str:
@@ -42,11 +63,15 @@ def _version_line(card: dict[str, Any], version: str, active: str | None) -> str
 @data_dir_option
 def models_list(outcome: str | None, **opts: Any) -> None:
     """Every saved version with its test figures; * marks the active one."""
+    from opportune.ml.registry import RegistryError
+
     registry = _registry(opts)
     names = [outcome] if outcome else registry.outcomes()
-    if not names:
-        click.echo(f"no models under {registry.root}")
-        return
+    try:
+        if not [n for n in names if registry.versions(n)]:
+            fail(_none_yet(registry.root, outcome))
+    except RegistryError as exc:
+        fail(str(exc))
     for name in names:
         active = registry.active_version(name)
         click.echo(f"{name} (active: {active or 'none'})")
@@ -70,7 +95,7 @@ def models_activate(outcome: str, version: str, force: bool, **opts: Any) -> Non
         click.echo(f"refused: {exc} (--force)", err=True)
         raise SystemExit(1) from None
     except RegistryError as exc:
-        fail(str(exc))
+        _refused(registry, outcome, exc, f"`opportune models list --outcome {outcome}` lists them")
     click.echo(f"{outcome}: {version} is active")
 
 
@@ -85,5 +110,5 @@ def models_rollback(outcome: str, **opts: Any) -> None:
     try:
         version = registry.rollback(outcome)
     except RegistryError as exc:
-        fail(str(exc))
+        _refused(registry, outcome, exc, f"`opportune models activate {outcome} VERSION` picks one")
     click.echo(f"{outcome}: rolled back to {version}")

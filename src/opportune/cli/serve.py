@@ -8,7 +8,13 @@ from typing import Any
 
 import click
 
-from opportune.cli.options import common, exit_invalid_workspace, server_options, settings_from
+from opportune.cli.options import (
+    common,
+    data_location,
+    exit_invalid_workspace,
+    server_options,
+    settings_from,
+)
 from opportune.settings import Settings
 
 
@@ -49,4 +55,5 @@ def serve(**opts: Any) -> None:
     """Run the server (embedded SQLite by default, PostgreSQL with --database-url)."""
     settings = settings_from(**opts)
     click.echo(f"Opportune listening on http://{settings.host}:{settings.port}")
+    click.echo(data_location(settings))
     run_server(settings)

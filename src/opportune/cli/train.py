@@ -19,6 +19,11 @@ from opportune.cli.options import (
     shown,
 )
 
+_MORE = (
+    "let more history arrive, train on what there is with --force, or try it on "
+    "simulated history (`opportune simulate web`, `opportune simulate contact-center`)"
+)
+
 
 def training_context(opts: dict[str, Any]) -> tuple[Any, Any, Any, int]:
     """The database (migrated), the rules in force, the model registry and the longest
@@ -167,7 +172,7 @@ def _train_outcomes(
             click.echo(f"  {headline(r.card)}")
             click.echo(f"  card: {registry.root / r.outcome / str(r.version) / 'card.json'}")
     if not any(r.trained for r in reports):
-        sys.exit(1)
+        fail(f"no model trained (why: above); {_MORE}")
 
 
 def _routing_queues(all_queues: Any, all_kpis: Any, queues: tuple[str, ...]) -> list[str]:
@@ -222,7 +227,7 @@ def _train_routing(queues: tuple[str, ...], days: int, force: bool, opts: dict[s
                 _echo_routing_card(r.card)
                 click.echo(f"  card: {registry.root / name / str(r.version) / 'card.json'}")
     if not trained:
-        sys.exit(1)
+        fail(f"no routing model trained (why: above); {_MORE}")
 
 
 def _echo_routing_card(card: Mapping[str, Any]) -> None:

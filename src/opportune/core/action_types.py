@@ -73,6 +73,7 @@ class Known:
 
     queues: frozenset[str] = frozenset()
     templates: frozenset[str] = frozenset()
+    flows: frozenset[str] | None = None  # bot flows; None: not checked here
 
 
 class ActionType:
@@ -223,10 +224,14 @@ class ChatType(ActionType):
             e.agent_chat_at = at
 
     def problems(self, doc: Mapping[str, Any], known: Known) -> list[str]:
+        out = []
         queue = doc.get("queue")
         if queue is not None and queue not in known.queues:
-            return [f"offers chat on unknown queue {queue!r}"]
-        return []
+            out.append(f"offers chat on unknown queue {queue!r}")
+        flow = doc.get("bot")
+        if flow is not None and known.flows is not None and flow not in known.flows:
+            out.append(f"starts the chat with unknown bot flow {flow!r}")
+        return out
 
 
 class BotType(ActionType):
@@ -240,6 +245,12 @@ class BotType(ActionType):
         "offered": frozenset({"offered", "started"}),
         **_CONVERSATION,
     }
+
+    def problems(self, doc: Mapping[str, Any], known: Known) -> list[str]:
+        flow = doc.get("flow")
+        if flow is not None and known.flows is not None and flow not in known.flows:
+            return [f"runs unknown bot flow {flow!r}"]
+        return []
 
 
 class WebhookType(ActionType):

@@ -34,6 +34,7 @@ Move = Literal[
     "leave",  # the visitor was gone longer than the grace period
     "wrap_up",  # the agent recorded the wrap-up code
     "send",  # a message (allowed only while someone can read it)
+    "transfer",  # to another queue: routed again, the transcript kept
 ]
 Sender = Literal["visitor", "agent", "bot", "system"]
 
@@ -65,6 +66,8 @@ _MOVES: Final[dict[tuple[State, Move], State]] = {
     ("assigned", "end"): "abandoned",
     ("assigned", "leave"): "abandoned",
     ("assigned", "send"): "assigned",
+    ("assigned", "transfer"): "queued",
+    ("active", "transfer"): "queued",
     ("active", "end"): "wrap_up",
     ("active", "leave"): "wrap_up",
     ("active", "send"): "active",
@@ -93,7 +96,7 @@ def allowed(state: State) -> frozenset[Move]:
     """The moves a conversation in ``state`` accepts (for the UI's buttons).
 
     >>> sorted(allowed("assigned"))
-    ['accept', 'end', 'leave', 'requeue', 'send']
+    ['accept', 'end', 'leave', 'requeue', 'send', 'transfer']
     """
     return frozenset(m for (s, m) in _MOVES if s == state)
 

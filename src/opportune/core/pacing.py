@@ -239,3 +239,27 @@ def decide(outlook: QueueOutlook, target: PacingTarget) -> PacingDecision:
         f"service-level throttle: predicted {prediction.service_level:.0%} "
         f"< target {target.service_level:.0%}",
     )
+
+
+def expected_wait_s(outlook: QueueOutlook, position: int) -> float | None:
+    """The expected wait of the chat at ``position`` in the queue (1 = next), or ``None``
+    when no agent is present to answer it.
+
+    With every slot busy, slots free up at ``servers / handle_time`` per second (the pacing
+    model's exponential handle times), so the chat waits for as many ends as there are
+    chats ahead of it plus one, beyond the slots free now.
+
+    >>> o = QueueOutlook(agents_available=2, capacity_per_agent=2, busy_slots=4, waiting=3,
+    ...                  arrival_rate=0.0, handle_time_s=240.0, patience_s=120.0,
+    ...                  pending_offers=0, acceptance_rate=0.3)
+    >>> expected_wait_s(o, 1), expected_wait_s(o, 3)
+    (60.0, 180.0)
+    >>> from dataclasses import replace
+    >>> expected_wait_s(replace(o, busy_slots=2), 1)
+    0.0
+    """
+    servers = outlook.agents_available * outlook.capacity_per_agent
+    if servers <= 0:
+        return None
+    ahead = position - max(servers - outlook.busy_slots, 0)
+    return 0.0 if ahead <= 0 else ahead * outlook.handle_time_s / servers

@@ -402,3 +402,42 @@ def abandonment_rate(answered: int, abandoned: int) -> float:
 def average_speed_of_answer(answer_waits_s: Sequence[float]) -> float:
     """Mean wait of the answered interactions (ASA)."""
     return float(sum(answer_waits_s) / len(answer_waits_s)) if answer_waits_s else 0.0
+
+
+def staffing(queue: Queue, agents: Iterable[Agent], now_ms: int) -> tuple[int, int]:
+    """``(agents available, chat slots busy)`` for the queue's pacing: agents present and
+    qualified for a chat in it, and their chats in progress (of any queue: a busy slot is
+    busy whatever queue filled it).
+
+    >>> q = Queue(name="loans", media=frozenset({"chat"}))
+    >>> ana = Agent(id="ana", presence="available", capacity={"chat": 2}, load={"chat": 1})
+    >>> ben = Agent(id="ben", presence="away", capacity={"chat": 2})
+    >>> staffing(q, [ana, ben], 0)
+    (1, 1)
+    """
+    probe = Interaction(id="", queue=queue.name, medium="chat", arrived_at_ms=now_ms)
+    present = [
+        a for a in agents if a.presence == "available" and qualifies(a, probe, queue, now_ms)
+    ]
+    return len(present), sum(a.load.get("chat", 0) for a in present)
+
+
+def member_of(agent: Agent, queues: Iterable[Queue]) -> frozenset[str]:
+    """The queues an agent belongs to: named in their membership (or all, without one) and
+    whose skills they have from the first minute — not the wider rings a long wait opens.
+
+    >>> loans = Queue(name="loans", media=frozenset({"chat"}),
+    ...               skills=(SkillRequirement("loans", 2),))
+    >>> sorted(member_of(Agent(id="dev", skills={"cards": 5}, capacity={"chat": 3}), [loans]))
+    []
+    """
+    out = set()
+    for q in queues:
+        medium = next((m for m in sorted(q.media) if agent.capacity.get(m, 0) > 0), None)
+        if medium is None:
+            continue
+        probe = Interaction(id="", queue=q.name, medium=medium, arrived_at_ms=0)
+        base = Queue(name=q.name, media=q.media, skills=q.skills)
+        if qualifies(agent, probe, base, 0):
+            out.add(q.name)
+    return frozenset(out)

@@ -50,13 +50,28 @@ class ConversationHub:
         self.engine = engine
         self.bus = bus
         self.grace_ms = grace_ms
+        self._inflight: set[asyncio.Future[Any]] = set()
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """``fn`` in a worker thread, kept track of: a socket that goes away cancels its
+        waiter, not the database work, and :meth:`drain` waits for that work before the
+        engine is disposed (a connection given back after would never be closed)."""
+        fut = asyncio.get_running_loop().run_in_executor(None, fn)
+        self._inflight.add(fut)
+        fut.add_done_callback(self._inflight.discard)
+        return await asyncio.shield(fut)
+
+    async def drain(self) -> None:
+        """Wait for the database work in flight (at shutdown)."""
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
     async def _tx(self, fn: Callable[[Connection], T]) -> T:
         def run() -> T:
             with self.engine.begin() as conn:
                 return fn(conn)
 
-        return await asyncio.to_thread(run)
+        return await self.run(run)
 
     async def _publish(self, conversation_id: str, event: Event) -> None:
         await self.bus.publish(channel(conversation_id), json.dumps(event).encode())
@@ -129,12 +144,18 @@ class ConversationHub:
     async def history(self, conversation_id: str, after_seq: int = 0) -> list[Message]:
         return await self._tx(lambda conn: store.after(conn, conversation_id, after_seq))
 
-    async def follow(self, conversation_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
+    async def follow(
+        self, conversation_id: str, after_seq: int = 0, *, with_state: bool = False
+    ) -> AsyncIterator[Event]:
         """Every message after ``after_seq`` (from the store), then live events, each message
-        exactly once and in sequence order; typing, read and state events as they come."""
+        exactly once and in sequence order; typing, read and state events as they come.
+        ``with_state``: first the conversation's state as it is once subscribed, so no move
+        falls between what the caller knew and what it hears."""
         sub = await self.bus.subscribe(channel(conversation_id))
         last = after_seq
         try:
+            if with_state:
+                yield state_event(await self.get(conversation_id))
             for m in await self.history(conversation_id, last):
                 last = m.seq
                 yield message_event(m)

@@ -78,8 +78,10 @@ class Ingestor:
         self.engine = engine
         self.writer = writer
         self.geo = geo
-        self.rules = rules or RuleBook(Workspace())
-        self.scorer = scorer or OutcomeScorer()
+        # `is None`, not `or`: an OutcomeScorer with no model yet is empty, so falsy, and
+        # the caller's (whose refresh picks up models trained later) must be kept.
+        self.rules = rules if rules is not None else RuleBook(Workspace())
+        self.scorer = scorer if scorer is not None else OutcomeScorer()
         ws = self.rules.workspace
         self.engager = Engager(ws.engagement, ws.queues)
         self._rule_errors: set[str] = set()

@@ -16,7 +16,8 @@ per interaction (random) or in alternating time slices (warm-up slices not measu
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,11 +34,14 @@ from opportune.core.routing import (
     Queue,
     Ring,
     SkillRequirement,
+    member_of,
+    staffing,
 )
 from opportune.core.valuation import assign_arm
 from opportune.engine.routing_scorer import KpiScorer
 from opportune.engine.rules import RuleBook
 from opportune.ml.routing.features import decode_features
+from opportune.store import conversations as conversations_store
 from opportune.store import interactions as store
 from opportune.workspace.engagement import AgentDoc, KpiDoc, QueueDoc
 
@@ -142,6 +146,9 @@ class Router:
         self._version: int | None = None if rules is not None else -2
         self.score = score
         self.rng = rng or random.Random()
+        # Told of every assignment after its pass committed, from whichever thread ran it
+        # (the chat service announces them to agents and visitors).
+        self.listeners: list[Callable[[list[Assigned]], None]] = []
 
     def _set(self, queues: Mapping[str, QueueDoc], kpis: Mapping[str, KpiDoc]) -> None:
         self._docs, self._kpis = dict(queues), dict(kpis)
@@ -219,7 +226,17 @@ class Router:
             warmup_slices=c.warmup_slices,
         )
 
-    def end(self, interaction_id: str, wrap_up_code: str | None, now_ms: int) -> list[Assigned]:
+    def end(
+        self,
+        interaction_id: str,
+        wrap_up_code: str | None,
+        now_ms: int,
+        *,
+        also: Callable[[Connection], None] | None = None,
+    ) -> list[Assigned]:
+        """End an interaction with its wrap-up code (abandoned if it never got an agent).
+        ``also`` runs in the same transaction (the conversation's own move), so the two
+        never disagree after a crash."""
         with self.engine.begin() as conn:
             row = self._row(conn, interaction_id)
             if row.status == "ended":
@@ -232,7 +249,94 @@ class Router:
             )
             if row.agent_id:
                 store.release_agent(conn, row.agent_id, now_ms=now_ms)
+            if also is not None:
+                also(conn)
         return self.dispatch(now_ms)
+
+    def give_up(
+        self, interaction_id: str, now_ms: int, *, also: Callable[[Connection], None] | None = None
+    ) -> list[Assigned]:
+        """The customer left before an agent took part (waiting, or assigned and not yet
+        accepted): ``abandoned``, the agent's slot freed. Unknown or ended: only ``also``."""
+        with self.engine.begin() as conn:
+            row = store.get(conn, interaction_id)
+            if row is not None and row.status in ("waiting", "assigned"):
+                store.finish(conn, interaction_id, status="abandoned", now_ms=now_ms)
+                if row.agent_id:
+                    store.release_agent(conn, row.agent_id, now_ms=now_ms)
+            if also is not None:
+                also(conn)
+        return self.dispatch(now_ms)
+
+    def requeue(
+        self,
+        interaction_id: str,
+        now_ms: int,
+        *,
+        queue: str | None = None,
+        also: Callable[[Connection], None] | None = None,
+    ) -> list[Assigned]:
+        """Back to waiting — declined by its agent, or transferred to ``queue`` — and routed
+        again at once (never to the agent who declined, while others are free: the pass sees
+        that agent's slot as just freed, and longest-idle ranks them last)."""
+        if queue is not None and queue not in self.queues:
+            raise RoutingError(404, "unknown_queue", f"queue {queue!r} not found", "queue")
+        with self.engine.begin() as conn:
+            self._row(conn, interaction_id)
+            agent = store.requeue(conn, interaction_id, queue=queue)
+            if agent:
+                store.release_agent(conn, agent, now_ms=now_ms)
+            if also is not None:
+                also(conn)
+        return self.dispatch(now_ms)
+
+    def transfer_to_agent(
+        self,
+        interaction_id: str,
+        agent_id: str,
+        now_ms: int,
+        *,
+        also: Callable[[Connection], None] | None = None,
+    ) -> list[Assigned]:
+        """Hand an interaction to a named agent, if they are available with a free slot."""
+        if agent_id not in self.agent_docs:
+            raise RoutingError(404, "unknown_agent", f"agent {agent_id!r} not found", "agent")
+        with self.engine.begin() as conn:
+            store.lock_dispatch(conn)
+            row = self._row(conn, interaction_id)
+            target = next(a for a in self.agents(conn) if a.id == agent_id)
+            free = target.capacity.get(row.medium, 0) - target.load.get(row.medium, 0)
+            if target.presence != "available" or free <= 0:
+                raise RoutingError(
+                    409, "agent_not_free", f"{agent_id} is {target.presence} with no free slot"
+                )
+            previous = store.requeue(conn, interaction_id)
+            if previous:
+                store.release_agent(conn, previous, now_ms=now_ms)
+            made = Assigned(
+                interaction_id,
+                agent_id,
+                "transfer",
+                row.arm or "standard",
+                1.0,
+                f"transferred by {previous or 'a supervisor'}",
+                (),
+            )
+            store.assign(
+                conn,
+                store.Assignment(interaction_id, agent_id, "transfer", 1.0, made.why, (), ()),
+                now_ms=now_ms,
+            )
+            conversations_store.route_in(conn, interaction_id, agent_id, now_ms=now_ms)
+            if also is not None:
+                also(conn)
+        self._tell([made])
+        return [made]
+
+    def _tell(self, made: list[Assigned]) -> None:
+        if made:
+            for listener in self.listeners:
+                listener(made)
 
     def _check_wrap_up(self, queue: str, wrap_up_code: str | None) -> None:
         """A queue with wrap-up codes requires one of them to end an answered interaction."""
@@ -301,7 +405,13 @@ class Router:
         return out
 
     def dispatch(self, now_ms: int) -> list[Assigned]:
-        """Route what waits to the agents free now; return the assignments made."""
+        """Route what waits to the agents free now; return the assignments made (and tell
+        the listeners, once the pass has committed)."""
+        made = self._dispatch(now_ms)
+        self._tell(made)
+        return made
+
+    def _dispatch(self, now_ms: int) -> list[Assigned]:
         with self.engine.begin() as conn:
             store.lock_dispatch(conn)
             rows = store.waiting(conn)
@@ -342,6 +452,7 @@ class Router:
                     d.candidates,
                 )
                 store.assign(conn, assignment, now_ms=now_ms)
+                conversations_store.route_in(conn, d.interaction_id, d.agent_id, now_ms=now_ms)
                 out.append(
                     Assigned(
                         d.interaction_id, d.agent_id, d.method, arm, d.propensity, d.why, d.scores
@@ -385,6 +496,44 @@ class Router:
             posteriors=posteriors,
             rng=self.rng,
         )
+
+    def sync_presence(self, now_ms: int) -> None:
+        """Write each chat queue's staffing (agents available, slots busy, chats waiting)
+        where pacing reads it, from the agents' own presence: the agent desk calls this on
+        every change, so chat offers follow who is really there."""
+        with self.engine.begin() as conn:
+            agents = self.agents(conn)
+            waiting = Counter(r.queue for r in store.waiting(conn))
+            for name, queue in self.queues.items():
+                if "chat" not in queue.media:
+                    continue
+                available, busy = staffing(queue, agents, now_ms)
+                store.set_queue_presence(
+                    conn, name, available=available, busy=busy, waiting=waiting[name], now_ms=now_ms
+                )
+
+    def place(self, interaction_id: str, queue: str) -> int | None:
+        """The waiting interaction's place in its queue (1 = next), or ``None``."""
+        with self.engine.connect() as conn:
+            rows = store.waiting_in(conn, queue)
+        prio = self.queues[queue].priority if queue in self.queues else 0
+        order = sorted(rows, key=lambda r: (-(prio + r.priority), r.arrived_at, r.id))
+        ids = [r.id for r in order]
+        return ids.index(interaction_id) + 1 if interaction_id in ids else None
+
+    def member_queues(self, agent_id: str) -> frozenset[str]:
+        """The queues whose conversations this agent may see (core.routing.member_of)."""
+        doc = self.agent_docs.get(agent_id)
+        if doc is None:
+            return frozenset()
+        agent = Agent(
+            id=agent_id,
+            skills=dict(doc.skills),
+            languages=frozenset(doc.languages),
+            capacity=dict(doc.capacity),
+            queues=frozenset(doc.queues) if doc.queues is not None else None,
+        )
+        return member_of(agent, self.queues.values())
 
     def waiting_count(self) -> int:
         with self.engine.connect() as conn:

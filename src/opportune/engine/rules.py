@@ -128,6 +128,7 @@ class RuleBook:
             outcomes={o.name for o in outcomes},
             templates=ws.templates,
             queues=set(ws.queues),
+            flows=set(ws.bot_flows),
         )
         # The maps' journey patterns are kept up to date with the rules'.
         rs = build_ruleset(

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, delete, select, update
+from sqlalchemy.exc import IntegrityError
 
 from opportune.core.conversations import (
+    ENDED,
     ConversationError,
     Draft,
     Move,
@@ -89,6 +91,15 @@ class Conversation:
     ended_at: int | None
     wrap_up_code: str | None
     rating: int | None
+    bot_flow: str | None = None
+    bot_state: Mapping[str, Any] | None = None
+    intent: str | None = None
+    notes: str | None = None
+
+    @property
+    def open(self) -> bool:
+        """Whether the conversation still runs (not closed or abandoned)."""
+        return self.state not in ENDED
 
 
 def open_conversation(
@@ -104,6 +115,7 @@ def open_conversation(
     language: str | None = None,
     offer: str | None = None,
     registration: Mapping[str, Any] | None = None,
+    bot_flow: str | None = None,
 ) -> Conversation:
     """A new conversation in ``state`` (``bot``, or ``queued`` when there is no bot)."""
     if state not in ("bot", "queued"):
@@ -125,9 +137,20 @@ def open_conversation(
             visitor_seen_at=now_ms,
             visitor_read_seq=0,
             agent_read_seq=0,
+            bot_flow=bot_flow,
         )
     )
     return get(conn, conversation_id)
+
+
+def open_once(conn: Connection, **fields: Any) -> tuple[Conversation, bool]:
+    """``open_conversation`` unless a conversation with that id exists already: then that
+    one, and ``False`` (the id is derived from the offer, so a second start is the first)."""
+    try:
+        with conn.begin_nested():
+            return open_conversation(conn, **fields), True
+    except IntegrityError:
+        return get(conn, fields["conversation_id"]), False
 
 
 def get(conn: Connection, conversation_id: str, *, site_id: str | None = None) -> Conversation:
@@ -284,6 +307,43 @@ def gone_visitors(conn: Connection, *, now_ms: int, grace_ms: int) -> list[Conve
     ]
 
 
+def set_bot(
+    conn: Connection, conversation_id: str, *, state: Mapping[str, Any], intent: str | None
+) -> None:
+    """The bot's state after a turn, and the intent it has understood so far."""
+    c = conversations_t.c
+    values: dict[str, Any] = {"bot_state": json.dumps(dict(state))}
+    if intent is not None:
+        values["intent"] = intent
+    conn.execute(update(conversations_t).where(c.id == conversation_id).values(**values))
+
+
+def route_in(
+    conn: Connection, conversation_id: str, agent_id: str, *, now_ms: int
+) -> Conversation | None:
+    """Inside a dispatch pass's transaction: the conversation of a routed interaction moves
+    to ``assigned`` with its agent, so the two never disagree. ``None`` when the interaction
+    is not a conversation (a call, a REST interaction) or the conversation is not queued."""
+    row = conn.execute(
+        select(conversations_t.c.state).where(conversations_t.c.id == conversation_id)
+    ).first()
+    if row is None or row.state != "queued":
+        return None
+    return transition(conn, conversation_id, "route", now_ms=now_ms, agent_id=agent_id)
+
+
+def rate(conn: Connection, conversation_id: str, rating: int) -> Conversation:
+    """The visitor's rating, once their part is over (ended by them or by the agent)."""
+    if not 1 <= rating <= 5:
+        raise ConversationError(f"rating: 1 to 5, not {rating}")
+    conv = get(conn, conversation_id)
+    if conv.state not in ("wrap_up", "closed", "abandoned"):
+        raise ConversationError(f"rating: the conversation is {conv.state.replace('_', ' ')}")
+    c = conversations_t.c
+    conn.execute(update(conversations_t).where(c.id == conversation_id).values(rating=rating))
+    return get(conn, conversation_id)
+
+
 def of_agent(conn: Connection, agent_id: str) -> list[Conversation]:
     """The conversations routed to an agent that still need them (assigned, active, wrap-up)."""
     c = conversations_t.c
@@ -394,4 +454,8 @@ def _conversation(row: Mapping[str, Any]) -> Conversation:
         ended_at=row["ended_at"],
         wrap_up_code=row["wrap_up_code"],
         rating=row["rating"],
+        bot_flow=row["bot_flow"],
+        bot_state=json.loads(row["bot_state"]) if row["bot_state"] else None,
+        intent=row["intent"],
+        notes=row["notes"],
     )

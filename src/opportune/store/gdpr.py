@@ -10,6 +10,8 @@ from typing import Any
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
+from opportune.store.conversations import erase as erase_conversations
+from opportune.store.conversations import transcripts
 from opportune.store.customers import chunks, get_customer_row
 from opportune.store.schema import (
     action_events,
@@ -18,6 +20,7 @@ from opportune.store.schema import (
     erasures,
     events,
     identity_log,
+    interactions,
     outcome_achievements,
     segment_changes,
     sessions,
@@ -102,6 +105,7 @@ def export_customer(conn: Connection, customer_id: str) -> dict[str, Any]:
         "events": evs,
         **facts,
         "identityLog": log,
+        "conversations": transcripts(conn, [v["id"] for v in vis]),
     }
 
 
@@ -113,6 +117,7 @@ class Erased:
     sessions: int
     events: int
     visitor_ids: list[str]
+    conversations: int = 0
 
 
 def erase_customer(conn: Connection, customer_id: str, *, now_ms: int) -> Erased:
@@ -139,6 +144,14 @@ def erase_customer(conn: Connection, customer_id: str, *, now_ms: int) -> Erased
             )
         )
     ).all()
+    # The chats' words go; the routed interactions stay (agent, wrap-up code, KPI label:
+    # what routing learns from) without whom they were with.
+    n_conversations = erase_conversations(conn, vis)
+    conn.execute(
+        update(interactions)
+        .where(or_(interactions.c.customer_id.in_(ids), interactions.c.visitor_id.in_(vis)))
+        .values(customer_id=None, visitor_id=None)
+    )
     n_events = 0
     for s in sess:
         n_events += conn.execute(
@@ -169,7 +182,7 @@ def erase_customer(conn: Connection, customer_id: str, *, now_ms: int) -> Erased
         .values(detail={})
     )
     n_customers = conn.execute(delete(customers).where(customers.c.id.in_(ids))).rowcount
-    counts = Erased(n_customers, n_idents, n_visitors, n_sessions, n_events, vis)
+    counts = Erased(n_customers, n_idents, n_visitors, n_sessions, n_events, vis, n_conversations)
     conn.execute(
         insert(erasures).values(
             at=now_ms,
@@ -181,6 +194,7 @@ def erase_customer(conn: Connection, customer_id: str, *, now_ms: int) -> Erased
                 "visitors": n_visitors,
                 "sessions": n_sessions,
                 "events": n_events,
+                "conversations": n_conversations,
             },
         )
     )

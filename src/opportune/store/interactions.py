@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Connection, Row
 
-from opportune.store.schema import agent_state, interactions
+from opportune.store.schema import agent_state, interactions, queue_presence
 
 # Any constant shared by every server process: one dispatch pass at a time.
 DISPATCH_LOCK = 720601
@@ -209,5 +209,51 @@ def since(conn: Connection, queue: str, since_ms: int) -> list[Row[Any]]:
                 interactions.c.ended_at,
                 interactions.c.status,
             ).where(interactions.c.queue == queue, interactions.c.arrived_at >= since_ms)
+        )
+    )
+
+
+def requeue(conn: Connection, interaction_id: str, *, queue: str | None = None) -> str | None:
+    """Back to waiting (declined, transferred): the agent it had, whose slot is free again,
+    or ``None``. ``queue``: waiting in another queue from now (a transfer)."""
+    row = get(conn, interaction_id)
+    if row is None or row.status not in ("waiting", "assigned"):
+        return None
+    values: dict[str, Any] = {
+        "status": "waiting",
+        "agent_id": None,
+        "assigned_at": None,
+        "held_since": None,
+    }
+    if queue is not None:
+        values["queue"] = queue
+    conn.execute(update(interactions).where(interactions.c.id == interaction_id).values(**values))
+    return str(row.agent_id) if row.agent_id else None
+
+
+def set_queue_presence(
+    conn: Connection, queue: str, *, available: int, busy: int, waiting: int, now_ms: int
+) -> None:
+    """What pacing reads of a queue (``engine/engagement.QueueBoard``): agents present,
+    chat slots busy and chats waiting."""
+    values = {
+        "agents_available": available,
+        "busy_slots": busy,
+        "waiting": waiting,
+        "updated_at": now_ms,
+    }
+    done = conn.execute(
+        update(queue_presence).where(queue_presence.c.queue == queue).values(**values)
+    )
+    if done.rowcount == 0:
+        conn.execute(queue_presence.insert().values(queue=queue, **values))
+
+
+def waiting_in(conn: Connection, queue: str) -> list[Row[Any]]:
+    """The queue's waiting interactions (id, priority, arrival): for a place in the queue."""
+    i = interactions.c
+    return list(
+        conn.execute(
+            select(i.id, i.priority, i.arrived_at).where(i.status == "waiting", i.queue == queue)
         )
     )

@@ -360,6 +360,10 @@ conversations = Table(
     Column("ended_at", BigInteger, nullable=True),
     Column("wrap_up_code", String(64), nullable=True),
     Column("rating", Integer, nullable=True),
+    Column("bot_flow", String(64), nullable=True),  # the flow answering first, if any
+    Column("bot_state", Text, nullable=True),  # JSON: core.bot.BotState between turns
+    Column("intent", String(64), nullable=True),  # what the bot understood, for the agent
+    Column("notes", Text, nullable=True),  # the agent's wrap-up notes
     Index(None, "state", "visitor_seen_at"),
     Index(None, "visitor_id"),
     Index(None, "customer_id"),

@@ -105,6 +105,7 @@ class Chat(Document):
     queue: str = Field(pattern=_NAME)
     invitation: Invitation
     form: ChatForm | None = None
+    bot: str | None = Field(default=None, pattern=_NAME)  # a bot flow answers first
 
 
 class Bot(Document):
@@ -491,13 +492,18 @@ def build_maps(
     outcomes: set[str],
     templates: dict[str, ContentTemplate],
     queues: set[str],
+    flows: set[str] | None = None,
 ) -> list[ActionMap]:
     """The core action maps, checked against the rest of the workspace; ``RulesError``
     naming every map whose references do not resolve."""
     from opportune.core.conditions import references, scored_outcomes
     from opportune.core.rules import RulesError
 
-    known = Known(queues=frozenset(queues), templates=frozenset(templates))
+    known = Known(
+        queues=frozenset(queues),
+        templates=frozenset(templates),
+        flows=None if flows is None else frozenset(flows),
+    )
     problems: list[tuple[str, str, str]] = []
     out: list[ActionMap] = []
     seen: set[str] = set()

@@ -12,6 +12,8 @@ from pydantic import ValidationError
 
 from opportune.core.conditions import ConditionError, format_path
 from opportune.core.rules import RulesError, Ruleset
+from opportune.workspace.bots import BotFlowDoc
+from opportune.workspace.crm import CRM_KINDS, CrmDoc
 from opportune.workspace.documents import (
     KINDS as BASE_KINDS,
 )
@@ -34,8 +36,8 @@ from opportune.workspace.engagement import (
     kpi_fits_queue,
 )
 
-KINDS = {**BASE_KINDS, **ENGAGEMENT_KINDS}
-_OTHERS = (ContentTemplate, QueueDoc, EngagementSettings, AgentDoc, KpiDoc)
+KINDS = {**BASE_KINDS, **ENGAGEMENT_KINDS, **CRM_KINDS, "botFlow": BotFlowDoc}
+_OTHERS = (ContentTemplate, QueueDoc, EngagementSettings, AgentDoc, KpiDoc, BotFlowDoc, CrmDoc)
 _D = TypeVar("_D", bound=Document)
 
 
@@ -75,6 +77,8 @@ class Workspace:
     engagement: EngagementSettings = field(default_factory=EngagementSettings)
     agents: dict[str, AgentDoc] = field(default_factory=dict)
     kpis: dict[str, KpiDoc] = field(default_factory=dict)
+    bot_flows: dict[str, BotFlowDoc] = field(default_factory=dict)
+    crms: dict[str, CrmDoc] = field(default_factory=dict)
 
     @property
     def sites_by_key(self) -> dict[str, Site]:
@@ -100,6 +104,22 @@ def _node_at(node: yaml.Node | None, loc: Iterable[int | str]) -> yaml.Node | No
     return node
 
 
+def _clean(node: yaml.Node | None, loc: Iterable[int | str]) -> list[int | str]:
+    """``loc`` without the tags pydantic puts in after a list item of a tagged union
+    (``steps[2].message.text`` is ``steps[2].text`` in the YAML)."""
+    parts, out = list(loc), []
+    for i, part in enumerate(parts):
+        after_item = bool(out) and isinstance(out[-1], int)
+        if after_item and isinstance(node, yaml.MappingNode):
+            keys = {k.value: getattr(v, "value", None) for k, v in node.value}
+            then = parts[i + 1] if i + 1 < len(parts) else None
+            if keys.get("type") == part and (part not in keys or then in keys):
+                continue
+        out.append(part)
+        node = _node_at(node, [part])
+    return out
+
+
 def build_ruleset(
     segments: list[SegmentDoc],
     outcomes: list[OutcomeDoc],
@@ -118,12 +138,15 @@ def build_ruleset(
 
 def parse_documents(text: str, file: str) -> tuple[list[Document], list[Problem]]:
     """Validate every YAML document in ``text``; return the good ones and every problem."""
-    docs, problems, _ = _parse_documents(text, file)
+    docs, problems, _, _ = _parse_documents(text, file)
     return docs, problems
 
 
-def _parse_documents(text: str, file: str) -> tuple[list[Document], list[Problem], list[int]]:
+def _parse_documents(
+    text: str, file: str
+) -> tuple[list[Document], list[Problem], list[int], list[yaml.Node]]:
     docs: list[Document] = []
+    kept: list[yaml.Node] = []
     lines: list[int] = []
     problems: list[Problem] = []
     try:
@@ -133,7 +156,7 @@ def _parse_documents(text: str, file: str) -> tuple[list[Document], list[Problem
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else 1
         problems.append(Problem(file, line, "", f"not valid YAML: {getattr(exc, 'problem', exc)}"))
-        return docs, problems, lines
+        return docs, problems, lines, kept
     for node, value in zip(nodes, values, strict=True):
         if value is None:
             continue
@@ -151,7 +174,7 @@ def _parse_documents(text: str, file: str) -> tuple[list[Document], list[Problem
             doc = model.model_validate(value)
         except ValidationError as exc:
             for err in exc.errors():
-                loc = err["loc"]
+                loc = _clean(node, err["loc"])
                 at = _node_at(node, loc)
                 problems.append(
                     Problem(
@@ -161,6 +184,12 @@ def _parse_documents(text: str, file: str) -> tuple[list[Document], list[Problem
                         _message(err),
                     )
                 )
+            continue
+        if isinstance(doc, BotFlowDoc) and (found := doc.problems()):
+            for loc, message in found:
+                at = _node_at(node, loc)
+                line_at = (at.start_mark.line + 1) if at is not None else line
+                problems.append(Problem(file, line_at, format_path(loc), message))
             continue
         if isinstance(doc, SegmentDoc | OutcomeDoc | ActionMapDoc):
             try:
@@ -172,7 +201,8 @@ def _parse_documents(text: str, file: str) -> tuple[list[Document], list[Problem
                 continue
         docs.append(doc)
         lines.append(line)
-    return docs, problems, lines
+        kept.append(node)
+    return docs, problems, lines, kept
 
 
 def _message(err: Any) -> str:
@@ -194,6 +224,7 @@ class _Gathered:
     others: dict[tuple[str, str], Any] = field(default_factory=dict)
     where_of: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)
     page_groups: dict[str, PageGroupDoc] = field(default_factory=dict)
+    nodes: dict[tuple[str, str], yaml.Node] = field(default_factory=dict)
 
     def add(self, doc: Document, rel: str, line: int) -> None:
         """Index ``doc``, noting a name or site key used twice."""
@@ -251,10 +282,12 @@ def load_workspace(folder: Path) -> Workspace:
     got = _Gathered()
     for path in sorted([*folder.rglob("*.yaml"), *folder.rglob("*.yml")]):
         rel = str(path.relative_to(folder))
-        docs, probs, lines = _parse_documents(path.read_text(encoding="utf-8"), rel)
+        docs, probs, lines, nodes = _parse_documents(path.read_text(encoding="utf-8"), rel)
         got.problems += probs
-        for doc, line in zip(docs, lines, strict=True):
+        for doc, line, node in zip(docs, lines, nodes, strict=True):
             got.add(doc, rel, line)
+            if isinstance(doc, BotFlowDoc):
+                got.nodes[(doc.kind, doc.name)] = node
     segments, outcomes = got.named(SegmentDoc), got.named(OutcomeDoc)
     try:
         build_ruleset(
@@ -265,7 +298,9 @@ def load_workspace(folder: Path) -> Workspace:
     maps, templates = got.named(ActionMapDoc), got.named(ContentTemplate)
     queues, agents, kpis = got.named(QueueDoc), got.named(AgentDoc), got.named(KpiDoc)
     settings = [d for d in got.others.values() if isinstance(d, EngagementSettings)]
+    flows = got.named(BotFlowDoc)
     _check_routing(got, queues, agents, kpis)
+    _check_flows(got, flows, queues, set(segments), set(outcomes))
     try:
         build_maps(
             list(maps.values()),
@@ -273,6 +308,7 @@ def load_workspace(folder: Path) -> Workspace:
             outcomes=set(outcomes),
             templates=templates,
             queues=set(queues),
+            flows=set(flows),
         )
     except RulesError as exc:
         got.rule_problems(exc, "")
@@ -291,6 +327,8 @@ def load_workspace(folder: Path) -> Workspace:
         engagement=settings[0] if settings else EngagementSettings(),
         agents=agents,
         kpis=kpis,
+        bot_flows=flows,
+        crms=got.named(CrmDoc),
     )
 
 
@@ -311,3 +349,22 @@ def _check_routing(
         file, line = got.where_of[("agent", a.name)]
         for qn in sorted(set(a.queues or ()) - set(queues)):
             got.problems.append(Problem(file, line, "queues", f"unknown queue {qn!r}"))
+
+
+def _check_flows(
+    got: _Gathered,
+    flows: dict[str, BotFlowDoc],
+    queues: dict[str, QueueDoc],
+    segments: set[str],
+    outcomes: set[str],
+) -> None:
+    """Bot flows hand over to known queues and test known segments and outcomes (each
+    problem at its own line)."""
+    for flow in flows.values():
+        file, line = got.where_of[("botFlow", flow.name)]
+        node = got.nodes.get(("botFlow", flow.name))
+        for loc, message in flow.problems(set(queues), segments=segments, outcomes=outcomes):
+            at = _node_at(node, loc)
+            got.problems.append(
+                Problem(file, at.start_mark.line + 1 if at else line, format_path(loc), message)
+            )
