@@ -17,7 +17,8 @@ from opportune.api.errors import error, not_found
 from opportune.api.inputs import CamelIn
 from opportune.api.people import Anyone, Watcher, runtime_sources
 from opportune.core.permissions import Principal, can, why_not
-from opportune.engine.router import RoutingError
+from opportune.engine.chat import ChatError
+from opportune.engine.router import PRESENCES, RoutingError
 from opportune.store import conversations as chats
 from opportune.store.conversations import Conversation
 
@@ -155,11 +156,19 @@ def _desk_routes(api: APIRouter) -> None:
         agent_id = person.principal.agent_id
         if agent_id is None:
             raise error(403, "forbidden", "only an agent has a presence")
-        router = request.app.state.runtime.router
+        if body.presence not in PRESENCES:
+            raise error(
+                422, "bad_presence", f"presence is one of {', '.join(PRESENCES)}", path="presence"
+            )
+        runtime, now = request.app.state.runtime, int(time.time() * 1000)
         try:
-            now = int(time.time() * 1000)
-            await run_in_threadpool(router.presence, agent_id, body.presence, now)
+            if runtime.chat is not None:  # as the socket's frame: pacing and other tabs told
+                await runtime.chat.presence(person.principal, body.presence, now_ms=now)
+            else:
+                await run_in_threadpool(runtime.router.presence, agent_id, body.presence, now)
+        except ChatError as exc:
+            status = {"forbidden": 403, "unknown_agent": 404, "bad_presence": 422}
+            raise error(status.get(exc.code, 409), exc.code, exc.message) from None
         except RoutingError as exc:
-            extra = {"path": exc.path} if exc.path else {}
-            raise error(exc.status, exc.code, exc.message, **extra) from None
+            raise error(exc.status, exc.code, exc.message) from None
         return {"agentId": agent_id, "presence": body.presence}
