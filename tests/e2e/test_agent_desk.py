@@ -9,8 +9,11 @@ visitor ↔ agent loop over the sockets is the lead's test (issue 14).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -19,8 +22,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
+from websockets.sync.client import connect
 
+from opportune.core.actionmaps import in_holdout
 from opportune.core.conversations import draft
 from opportune.store import conversations as chats
 from opportune.store.db import make_engine
@@ -28,6 +34,7 @@ from opportune.store.db import make_engine
 pytestmark = pytest.mark.e2e
 
 PASSWORD = "desk e2e password"
+SITE_KEY = "demo-site-key"
 HOSTILE_NAME = "<img src=x onerror=window.__pwned=1>"
 HOSTILE_TEXT = "<script>window.__pwned=2</script><img src=x onerror=window.__pwned=3>"
 # Until the agent socket (api/desk_socket.py) is merged, the desk's handshake to /agent/ws
@@ -68,41 +75,29 @@ def _cli(server: Any, *args: str, stdin: str | None = None) -> subprocess.Comple
     )
 
 
+def _add_user(server: Any, email: str, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return _cli(
+        server,
+        "users",
+        "add",
+        "--email",
+        email,
+        "--name",
+        name,
+        *args,
+        "--password-stdin",
+        stdin=PASSWORD + "\n",
+    )
+
+
 @pytest.fixture(scope="module")
 def desk(server: Any) -> Iterator[Desk]:
-    """Agent `dev` (support queue) as a user, with an active chat from a hostile visitor."""
-    email = f"dev-{secrets.token_hex(3)}@desk.test"
-    made = _cli(
-        server,
-        "users",
-        "add",
-        "--email",
-        email,
-        "--name",
-        "Dev",
-        "--role",
-        "agent",
-        "--agent",
-        "dev",
-        "--password-stdin",
-        stdin=PASSWORD + "\n",
-    )
+    """Agent `carla` (loans and support) as a user, with an active support chat from a
+    hostile visitor; offline again at the end, so later tests find no agent there."""
+    email = f"carla-{secrets.token_hex(3)}@desk.test"
+    made = _add_user(server, email, "Carla", "--role", "agent", "--agent", "carla")
     assert made.returncode == 0, made.stderr
-    again = _cli(
-        server,
-        "users",
-        "add",
-        "--email",
-        email,
-        "--name",
-        "Dev",
-        "--role",
-        "agent",
-        "--agent",
-        "dev",
-        "--password-stdin",
-        stdin=PASSWORD + "\n",
-    )
+    again = _add_user(server, email, "Carla", "--role", "agent", "--agent", "carla")
     assert again.returncode == 1
     assert again.stderr.strip() == "error: email: already taken by another user"
     engine = make_engine(f"sqlite:///{server.log.parent / 'data' / 'opportune.db'}")
@@ -123,11 +118,29 @@ def desk(server: Any) -> Iterator[Desk]:
         )
         chats.append(conn, cid, draft("v1", "visitor", HOSTILE_TEXT), now_ms=now)
         chats.append(conn, cid, draft("b1", "bot", "Let me find a person for you."), now_ms=now)
-        chats.transition(conn, cid, "route", now_ms=now, agent_id="dev")
+        chats.transition(conn, cid, "route", now_ms=now, agent_id="carla")
         chats.transition(conn, cid, "accept", now_ms=now)
-        chats.append(conn, cid, draft("a1", "agent", "Hello, Dev here."), now_ms=now, author="dev")
+        chats.append(
+            conn, cid, draft("a1", "agent", "Hello, Carla here."), now_ms=now, author="carla"
+        )
     engine.dispose()
-    yield Desk(email, "dev", cid)
+    yield Desk(email, "carla", cid)
+    with httpx.Client(base_url=server.base, timeout=10) as http:
+        _presence_over_rest(http, email, "offline")
+
+
+def _presence_over_rest(http: httpx.Client, email: str, presence: str) -> None:
+    """Sign in through the form as a browser would, then set presence over the REST path."""
+    form = http.get("/agent/login").text
+    token = re.search(r'name="csrf" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
+    r = http.post("/agent/login", data={"csrf": token, "email": email, "password": PASSWORD})
+    assert r.status_code == 303, r.text
+    page = http.get("/agent").text
+    csrf = re.search(r'"csrf": "([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    r = http.post(
+        "/agent/api/presence", json={"presence": presence}, headers={"X-CSRF-Token": csrf}
+    )
+    assert r.status_code == 200, r.text
 
 
 def _page(browser: Any, server: Any, **context: Any) -> tuple[Any, Any, list[str]]:
@@ -167,7 +180,7 @@ def test_sign_in_presence_and_hostile_text(browser: Any, server: Any, desk: Desk
         page.fill("#password", PASSWORD)
         page.click("button[type=submit]")
         page.wait_for_url(f"{server.base}/agent")
-        assert page.text_content("#me-name") == "Dev Patel"
+        assert page.text_content("#me-name") == "Carla Rossi"
 
         # The hostile visitor's chat: every name and text is text, nothing ran.
         page.locator(f"#chat-list button[data-conversation='{desk.conversation}']").click()
@@ -186,10 +199,10 @@ def test_sign_in_presence_and_hostile_text(browser: Any, server: Any, desk: Desk
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             agents = {a["id"]: a for a in server.api("/v1/agents")["items"]}
-            if agents["dev"]["presence"] == "available":
+            if agents["carla"]["presence"] == "available":
                 break
             time.sleep(0.1)
-        assert agents["dev"]["presence"] == "available"
+        assert agents["carla"]["presence"] == "available"
         assert page.get_attribute("#presence-dot", "data-presence") == "available"
 
         # Canned responses of the chat's queue and language fill the text box.
@@ -248,21 +261,7 @@ def test_the_desk_is_usable_at_phone_width(browser: Any, server: Any, desk: Desk
 
 def test_a_supervisor_watches_read_only(browser: Any, server: Any, desk: Desk) -> None:
     email = f"sue-{secrets.token_hex(3)}@desk.test"
-    made = _cli(
-        server,
-        "users",
-        "add",
-        "--email",
-        email,
-        "--name",
-        "<b>Sue</b>",
-        "--role",
-        "supervisor",
-        "--queues",
-        "support",
-        "--password-stdin",
-        stdin=PASSWORD + "\n",
-    )
+    made = _add_user(server, email, "<b>Sue</b>", "--role", "supervisor", "--queues", "support")
     assert made.returncode == 0, made.stderr
     ctx, page, problems = _page(browser, server)
     try:
@@ -274,12 +273,140 @@ def test_a_supervisor_watches_read_only(browser: Any, server: Any, desk: Desk) -
         item.click()
         page.locator("#transcript .msg.visitor .text").first.wait_for()
         assert page.locator("#transcript .msg.visitor .text").first.text_content() == HOSTILE_TEXT
-        # Dev's own words are labelled with his name, and nothing here can write.
-        assert page.locator("#transcript .msg.agent .who").first.text_content() == "Dev Patel"
+        # Carla's own words are labelled with her name, and nothing here can write.
+        assert page.locator("#transcript .msg.agent .who").first.text_content() == "Carla Rossi"
         assert page.is_visible("#read-only-note")
         for control in ("#composer", "#end-chat", "#transfer-open", "#wrapup-form"):
             assert not page.is_visible(control), control
         assert page.evaluate("window.__pwned") is None
         assert problems == []
     finally:
+        ctx.close()
+
+
+class Visitor:
+    """A visitor scripted over the real endpoints: events until the chat is offered, then
+    the chat socket (`/v1/chat`), as the widget speaks it."""
+
+    def __init__(self, server: Any) -> None:
+        self.base, self.origin = server.base, server.base
+        self.vid = next(
+            v
+            for v in (f"desk-{secrets.token_hex(4)}" for _ in range(100))
+            if not in_holdout(v, "loan-struggle-chat", 0.1)
+        )
+        self.n = 0
+        self.ws: Any = None
+        self.closing = contextlib.ExitStack()
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        r = httpx.post(f"{self.base}{path}", json=body, headers={"origin": self.origin}, timeout=10)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def events(self, *events: dict[str, Any]) -> dict[str, Any]:
+        t = int(time.time() * 1000)
+        evs = []
+        for e in events:
+            self.n += 1
+            evs.append({"id": f"{self.vid}-{self.n}", "ts": t, **e})
+        body = {"siteKey": SITE_KEY, "visitorId": self.vid, "sentAt": t, "events": evs}
+        return self._post("/v1/events", body)
+
+    def open_chat(self) -> str:
+        """Struggle on the loan form until the chat is offered, accept it, open the socket."""
+        apply = f"{self.base}/demo/apply.html"
+        self.events({"type": "page_view", "url": apply})
+        err = {"type": "form_error", "name": "loan", "url": apply}
+        offers = self.events(err, err)["actions"]
+        assert [o["type"] for o in offers] == ["chat"], offers
+        t = int(time.time() * 1000)
+        oid, form = offers[0]["id"], {"firstName": HOSTILE_NAME}
+        reports = [
+            {"id": oid, "state": "accepted", "ts": t},
+            {"id": oid, "state": "started", "ts": t, "form": form},
+        ]
+        body = {"siteKey": SITE_KEY, "visitorId": self.vid, "sentAt": t, "reports": reports}
+        assert self._post("/v1/actions", body)["accepted"] == 2
+        url = self.base.replace("http", "ws", 1) + f"/v1/chat?siteKey={SITE_KEY}"
+        socket = connect(url, additional_headers={"Origin": self.origin}, open_timeout=10)
+        self.ws = self.closing.enter_context(socket)
+        self.send(type="start", visitorId=self.vid, action=oid, form=form, locale="en")
+        started = self.until("started")
+        return str(started["conversation"])
+
+    def send(self, **frame: Any) -> None:
+        self.ws.send(json.dumps(frame))
+
+    def until(self, kind: str, test: Any = None, limit: int = 60) -> dict[str, Any]:
+        for _ in range(limit):
+            f = json.loads(self.ws.recv(timeout=15))
+            if f.get("type") == kind and (test is None or test(f)):
+                return f
+        raise AssertionError(f"no {kind} frame")
+
+
+def test_the_desk_takes_a_routed_chat_to_its_wrap_up_code(
+    browser: Any, server: Any, desk: Desk
+) -> None:
+    ctx, page, problems = _page(browser, server)
+    visitor = Visitor(server)
+    try:
+        _sign_in(page, server, desk.email)
+        page.wait_for_url(f"{server.base}/agent")
+        page.wait_for_selector("#conn-status[data-state='online']")
+        page.select_option("#presence", "available")
+        page.wait_for_function(
+            "() => document.getElementById('presence-dot').dataset.presence === 'available'"
+        )
+        cid = visitor.open_chat()
+        visitor.send(type="escalate")
+        # The incoming-chat alert: the visitor's name as text, then Accept.
+        banner = page.locator("#offer-banner")
+        banner.wait_for(state="visible")
+        assert banner.get_attribute("data-conversation") == cid
+        assert HOSTILE_NAME in (page.text_content("#offer-text") or "")
+        page.click("#offer-accept")
+        visitor.until("state", lambda f: f["state"] == "active")
+        page.wait_for_selector(f"#chat-list button[data-conversation='{cid}']")
+        assert page.text_content("#chat-title") == HOSTILE_NAME
+        # The bot's part arrived with the chat; the visitor's hostile words stay words.
+        visitor.send(type="message", id="v-hostile", text=HOSTILE_TEXT)
+        visitor.until("ack", lambda f: f["id"] == "v-hostile")
+        mine = page.locator("#transcript .msg.visitor .text", has_text="onerror")
+        mine.wait_for()
+        assert mine.text_content() == HOSTILE_TEXT and page.evaluate("window.__pwned") is None
+        visitor.send(type="typing")
+        page.wait_for_selector("#typing", state="visible")
+        page.fill("#message", "Hello, Carla here: how can I help?")
+        page.press("#message", "Enter")
+        got = visitor.until("message", lambda f: f["message"]["sender"] == "agent")
+        assert got["message"]["text"] == "Hello, Carla here: how can I help?"
+        visitor.send(type="read", seq=got["message"]["seq"])
+        page.wait_for_selector("#transcript .msg.agent:not(.pending) .mark:text-is(' · Read')")
+        seqs = page.eval_on_selector_all("#transcript .msg", "ns => ns.map(n => n.dataset.seq)")
+        # A reload restores the chat from the server: every message once, in order.
+        page.reload()
+        page.locator(f"#chat-list button[data-conversation='{cid}']").click()
+        page.wait_for_function(
+            f"() => document.querySelectorAll('#transcript .msg').length >= {len(seqs)}"
+        )
+        page.wait_for_timeout(500)  # a double would arrive by now
+        again = page.eval_on_selector_all("#transcript .msg", "ns => ns.map(n => n.dataset.seq)")
+        assert again == seqs and len(set(seqs)) == len(seqs)
+        # End (two clicks), then the wrap-up form: no code, no closing.
+        page.click("#end-chat")
+        page.click("#end-chat")
+        page.wait_for_selector("#wrapup-form", state="visible")
+        page.click("#wrapup-submit")
+        assert page.is_visible("#wrapup-error")
+        page.select_option("#wrapup-code", "loan-sold")
+        page.fill("#wrapup-notes", "Wants 10k over 5 years")
+        page.click("#wrapup-submit")
+        page.wait_for_selector(f"#chat-list button[data-conversation='{cid}']", state="detached")
+        interaction = server.api(f"/v1/interactions/{cid}")
+        assert interaction["status"] == "ended" and interaction["wrapUpCode"] == "loan-sold"
+        assert problems == []
+    finally:
+        visitor.closing.close()
         ctx.close()
