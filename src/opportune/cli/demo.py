@@ -89,10 +89,10 @@ def demo(
         _demo_traffic(settings, base, traffic_rate, simulator)
     click.echo(f"Opportune demo on {base}/demo/  (data in {settings.data_dir}/)")
     click.echo(f"Admin API key for this run: {api_key}")
+    click.echo(f"  e.g. curl -H 'X-API-Key: {api_key}' {base}/v1/visitors/<visitorId>/live")
     click.echo(f"Agent workspace: {base}/agent  sign in as")
     for email, role, password in people:
         click.echo(f"  {role:<6} {email}  password {password}")
-    click.echo(f"  e.g. curl -H 'X-API-Key: {api_key}' {base}/v1/visitors/<visitorId>/live")
     run_server(settings)
 
 
