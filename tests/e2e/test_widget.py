@@ -5,7 +5,9 @@ What to offer is the test's: the answers of `/v1/events` (the real server's answ
 so that each test decides exactly what is shown. Everything else is real: the widget script
 comes from the server, and every report and recheck the browser sends goes to it too, and
 must be accepted as well-formed (200). The server then refuses the test's action ids, which
-are not instances it made, so for those the test answers "accepted" in the server's stead.
+are not instances it made, so for those the test answers "accepted" in the server's stead,
+and its chat socket (`/v1/chat`, which would close with 4404 for them) answers `start` with
+`started` in the queue. The conversation itself is tested in test_widget_chat.py.
 """
 
 from __future__ import annotations
@@ -187,6 +189,7 @@ class Engage:
         page.route("**/v1/events", _unless_closing(self._on_events))
         page.route("**/v1/recheck", _unless_closing(self._on_recheck))
         page.route("**/v1/actions", _unless_closing(self._on_actions))
+        page.route_web_socket("**/v1/chat*", self._on_chat)
         page.on("request", self._on_request)
         return self
 
@@ -205,6 +208,15 @@ class Engage:
         response = route.fetch()  # the real server must take the request as it is
         self.server_answers.append(("/v1/recheck", response.status, response.json()))
         route.fulfill(json=self.rechecks.pop(0) if self.rechecks else {})
+
+    def _on_chat(self, ws: Any) -> None:
+        def on(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame.get("type") == "start":
+                started = {"conversation": "c_e2e", "state": "queued", "queue": "loans"}
+                ws.send(json.dumps({"type": "started", **started}))
+
+        ws.on_message(on)
 
     def _on_actions(self, route: Any) -> None:
         response = route.fetch()

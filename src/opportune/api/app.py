@@ -23,6 +23,7 @@ from opportune.api.assets import assets_router
 from opportune.api.auth import api_key_dependency
 from opportune.api.demo import demo_site
 from opportune.api.tracking import TrackingEndpoint
+from opportune.api.widget_config import widget_config_router
 from opportune.engine.enrichment import GeoResolver
 from opportune.engine.ingest import Ingestor
 from opportune.engine.live import LiveStore, Loader, RedisLiveStore
@@ -205,6 +206,7 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
     _include_admin(app, runtime)
     errors.install(app)
     _sdk_routes(app)
+    app.include_router(widget_config_router(runtime.workspace.sites_by_key))
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

@@ -3,9 +3,11 @@
 // first sends an action, so pages never offered anything never download it. It defines one
 // global, `OpportuneWidget(api)`, which returns the function the snippet hands actions to.
 // `api` is the snippet's: {report(id, state, form, useBeacon) -> Promise<bool>, siteKey,
-// visitorId, locale, texts, theme, debug}. Reports travel through the snippet (consent,
-// visitor id and server URL are its business); this file only renders and listens.
-// Server texts are only ever set with textContent, and URLs only kept when http(s).
+// visitorId, locale, texts, theme, debug, base}. Reports travel through the snippet (consent,
+// visitor id and server URL are its business); this file renders, listens, and holds the
+// chat's own socket to {base}/v1/chat (docs/conversations.md), which outlives the page
+// through sessionStorage. Server and visitor texts are only ever set with textContent, and
+// URLs only kept when http(s).
 (function (w, d) {
   'use strict';
   if (w.OpportuneWidget) return; // loaded twice
@@ -24,7 +26,25 @@
       email: 'Enter an email address like name@example.com',
       tel: 'Enter a phone number, digits only',
       choose: 'Choose…',
-      chat: 'Chat'
+      chat: 'Chat',
+      message: 'Your message',
+      send: 'Send',
+      talk: 'Talk to a person',
+      end: 'End chat',
+      ended: 'The chat has ended.',
+      rate: 'How was this chat?',
+      rated: 'Thank you for your rating.',
+      stars: '{n} of 5',
+      position: 'You are number {n} in the queue.',
+      wait: 'Expected wait: about {n} min.',
+      waitSoon: 'Expected wait: under a minute.',
+      joined: '{name} has joined the chat.',
+      typing: '{name} is typing…',
+      read: 'Read',
+      sending: 'Sending…',
+      notSent: 'Not sent',
+      reconnecting: 'Connection lost. Reconnecting…',
+      you: 'You'
     },
     es: {
       close: 'Cerrar',
@@ -37,7 +57,25 @@
       email: 'Escriba un correo electrónico como nombre@ejemplo.com',
       tel: 'Escriba un número de teléfono, solo cifras',
       choose: 'Elija…',
-      chat: 'Chat'
+      chat: 'Chat',
+      message: 'Su mensaje',
+      send: 'Enviar',
+      talk: 'Hablar con una persona',
+      end: 'Terminar chat',
+      ended: 'El chat ha terminado.',
+      rate: '¿Qué le ha parecido este chat?',
+      rated: 'Gracias por su valoración.',
+      stars: '{n} de 5',
+      position: 'Es el número {n} en la cola.',
+      wait: 'Espera estimada: unos {n} min.',
+      waitSoon: 'Espera estimada: menos de un minuto.',
+      joined: '{name} se ha unido al chat.',
+      typing: '{name} está escribiendo…',
+      read: 'Leído',
+      sending: 'Enviando…',
+      notSent: 'No enviado',
+      reconnecting: 'Se ha perdido la conexión. Reconectando…',
+      you: 'Usted'
     }
   };
   var LAYOUTS = { banner: 'region', modal: 'dialog', 'slide-in': 'complementary' };
@@ -93,12 +131,41 @@
     'textarea{min-height:88px;resize:vertical}',
     '[aria-invalid=true]{border:2px solid #b3261e}',
     '.err{color:#b3261e;font-size:.9em;margin:4px 0 0}',
-    '.msg{background:rgba(127,127,127,.14);padding:10px 14px;border-radius:var(--r)}',
+    // The chat window: header, status, the message list (it takes the height left), footer.
+    '.chat{padding:0;display:flex;flex-direction:column}',
+    '.hd{display:flex;align-items:center;gap:10px;padding:16px 56px 8px 20px}',
+    '.hd h2{margin:0;padding:0}',
+    '.logo{width:32px;height:32px;margin:0;border-radius:6px;flex:none}',
+    '.nm{margin:0;font-size:.8em;font-weight:600;opacity:.75}',
+    '.bd{padding:0 20px 10px}',
+    '.q{margin:4px 0 0;font-size:.9em}',
+    '.log{flex:1 1 auto;height:320px;min-height:120px;overflow-y:auto;padding:10px 20px;display:flex;' +
+      'flex-direction:column;gap:8px;border-top:1px solid rgba(127,127,127,.25)}',
+    '.b{max-width:85%;padding:8px 12px;border-radius:var(--r);background:rgba(127,127,127,.14);' +
+      'align-self:flex-start;overflow-wrap:anywhere}',
+    '.b p{margin:0;white-space:pre-wrap}',
+    '.b.visitor{align-self:flex-end;background:var(--p);color:var(--on)}',
+    '.b.system{align-self:center;background:none;font-size:.9em;font-style:italic;text-align:center}',
+    '.b img,.b video{display:block;max-width:100%;margin:8px 0 0;border-radius:calc(var(--r) / 2)}',
+    '.b a{display:inline-block;margin-top:6px;color:inherit;font-weight:600}',
+    '.b .acts{margin-top:8px}',
+    '.who{display:block;font-size:.8em;font-weight:600;opacity:.75}',
+    '.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%);white-space:nowrap}',
+    '.st{display:block;font-size:.75em;opacity:.85;text-align:right}',
+    '[aria-disabled=true]{opacity:.55;cursor:default}',
+    '.typing{margin:0;padding:0 20px;min-height:1.5em;font-size:.85em;font-style:italic;opacity:.8}',
+    '.ft{padding:8px 20px 16px;border-top:1px solid rgba(127,127,127,.25)}',
+    '.tools{display:flex;flex-wrap:wrap;gap:8px;margin:0 0 8px}',
+    '.sm{padding:6px 12px;font-size:.9em}',
+    '.cmp{display:flex;gap:8px;align-items:flex-end}',
+    '.cmp textarea{flex:1;min-height:44px;max-height:120px;resize:none}',
+    '.rating p{margin:0 0 8px;font-weight:600}',
     // Never display:none, even empty: a live region must exist before it speaks.
     '.status{margin:0;font-weight:600}',
     // Under 600 px every offer is a bottom sheet, full width.
     '@media (max-width:599.98px){.panel{top:auto;left:0;right:0;bottom:0;width:100%;transform:none;' +
-      'max-height:85vh;border-radius:var(--r) var(--r) 0 0;padding-bottom:calc(20px + env(safe-area-inset-bottom))}}',
+      'max-height:85vh;border-radius:var(--r) var(--r) 0 0;padding-bottom:calc(20px + env(safe-area-inset-bottom))}' +
+      '.chat{padding-bottom:env(safe-area-inset-bottom);max-height:85dvh}.log{height:auto}}',
     '@media (prefers-reduced-motion:no-preference){.panel{animation:opp-in .2s ease-out}' +
       '@keyframes opp-in{from{opacity:0;translate:0 16px}}}'
   ].join('\n');
@@ -106,10 +173,10 @@
   function str(v) { return typeof v === 'string' ? v : v == null ? '' : String(v); }
 
   // http(s) or relative (resolved against the page); anything else (javascript:, data:) is dropped.
-  function safeUrl(u) {
+  function safeUrl(u, base) {
     u = str(u).trim();
     if (!u) return null;
-    try { u = new URL(u, location.href); } catch (e) { return null; }
+    try { u = new URL(u, base || location.href); } catch (e) { return null; }
     return u.protocol === 'http:' || u.protocol === 'https:' ? u.href : null;
   }
 
@@ -120,16 +187,21 @@
     return TEXTS[l] ? l : 'en';
   }
 
+  // The site's words (its config, per locale) over the widget's own, and init's over both.
   // `texts` may be flat ({close: 'Dismiss'}) or per locale ({es: {close: 'Cerrar'}}).
-  function textsFor(locale, custom) {
+  function textsFor(locale, site, custom) {
     var t = {};
     var k;
     for (k in TEXTS[locale]) t[k] = TEXTS[locale][k];
-    custom = custom || {};
-    var own = custom[locale] && typeof custom[locale] === 'object' ? custom[locale] : custom;
-    for (k in own) if (typeof own[k] === 'string' && own[k]) t[k] = own[k];
+    [site || {}, custom || {}].forEach(function (o) {
+      var own = o && o[locale] && typeof o[locale] === 'object' ? o[locale] : o;
+      for (k in own) if (k in t && typeof own[k] === 'string' && own[k]) t[k] = own[k];
+    });
     return t;
   }
+
+  // A word with its {n} / {name} filled in (with text: it only ever reaches textContent).
+  function fill(s, o) { return s.replace(/\{(\w+)\}/g, function (m, k) { return k in o ? str(o[k]) : m; }); }
 
   // Black or white, whichever contrasts more with a hex colour (WCAG relative luminance).
   function onColor(c) {
@@ -165,7 +237,10 @@
 
   w.OpportuneWidget = function (api) {
     var locale = pickLocale(api.locale);
-    var T = textsFor(locale, api.texts);
+    var T = textsFor(locale, null, api.texts);
+    var site = {}; // the site's widget config: {theme, logo, name, texts}
+    var base = str(api.base);
+    var cfgUrl = new URL(base + '/v1/widget?siteKey=' + encodeURIComponent(str(api.siteKey)), location.href).href;
     var seen = {}; // ids shown on this page: an action repeated by a later answer is shown once
     var held = null; // an action that arrived while the page was hidden
     var cur = null; // what is on screen
@@ -209,9 +284,10 @@
       var theme = {};
       var k;
       var t = api.theme || {};
+      var c = site.theme || {};
       var s = (a.content && a.content.style) || {};
       for (k in THEME) {
-        var v = s[k] != null ? s[k] : t[k];
+        var v = s[k] != null ? s[k] : t[k] != null ? t[k] : c[k];
         if (v != null && THEME[k][1].test(str(v).trim())) theme[k] = str(v).trim();
       }
       var root = el('div', { class: 'root', lang: locale });
@@ -358,10 +434,12 @@
       return view;
     }
 
-    // ---- the chat window: registration form, then the queue ------------------------------
-    function openChat(a, bot) {
+    // ---- the chat window: registration form, then the conversation -----------------------
+    // `saved` is a conversation this tab had on an earlier page (sessionStorage): it is
+    // resumed, its transcript shown again from the copy kept with it.
+    function openChat(a, bot, saved) {
       var chat = a.chat || {};
-      var form = bot ? null : chat.form;
+      var form = bot || saved ? null : chat.form;
       var fields = [];
       var view;
       var busy = false;
@@ -405,24 +483,37 @@
           : el('button', { type: 'submit', class: 'btn', text: T.startChat });
         formEl.appendChild(el('div', { class: 'acts' }, [submit]));
       }
-      var title = bot ? a.bot.title : chat.invitation.title;
+      var title = (bot ? a.bot.title : chat.invitation.title) || T.chat;
+      var room = room_(a, bot, title, status);
+      var logo = safeUrl(site.logo, cfgUrl);
       var panel = el('div', {
         class: 'panel chat', role: bot ? 'complementary' : 'dialog', 'aria-labelledby': 'opp-t', tabindex: '-1'
       }, [
-        txt('h2', a, title || T.chat, { id: 'opp-t' }),
-        bot && a.bot.greeting ? txt('p', a, a.bot.greeting, { class: 'msg' }) : null,
-        formEl,
-        status,
+        el('div', { class: 'hd' }, [
+          logo && el('img', { src: logo, alt: '', class: 'logo' }),
+          el('div', {}, [
+            site.name ? el('p', { class: 'nm', text: str(site.name) }) : null,
+            txt('h2', a, title, { id: 'opp-t' })
+          ])
+        ]),
+        el('div', { class: 'bd' }, [formEl, status, room.q, room.net]),
+        room.log,
+        room.typing,
+        room.foot,
         closeButton(function () {
           if (cur !== view) return;
-          report(a.id, 'abandoned');
+          if (!room.over()) report(a.id, 'abandoned');
+          room.close();
           unmount(view);
         })
       ]);
-      view = mount(a, panel, { stage: bot ? 'started' : 'form' });
+      view = mount(a, panel, { stage: bot || saved ? 'started' : 'form' });
+      room.view = view;
+      if (saved) return room.open(saved, false), view;
       if (bot) {
         report(a.id, 'offered');
         report(a.id, 'started');
+        room.open(null, false);
         return view;
       }
       // The visitor asked for the chat: focus goes to it (the first field to fill, if any).
@@ -467,14 +558,458 @@
           if (submit) submit.removeAttribute('aria-disabled');
           if (!ok) { view.stage = 'form'; status.textContent = T.failed; return; }
           view.stage = 'started';
-          if (formEl) {
-            if (view.shadow.activeElement && formEl.contains(view.shadow.activeElement)) focusIn(view, panel);
-            formEl.parentNode.removeChild(formEl);
-          }
+          var had = formEl && view.shadow.activeElement && formEl.contains(view.shadow.activeElement);
+          if (formEl) formEl.parentNode.removeChild(formEl);
+          // A chat goes to its queue: said at once, the server's frames then keep it true.
           status.textContent = T.queued;
+          room.open({ form: values }, true);
+          if (had || !view.shadow.activeElement) focusIn(view, room.input);
         });
       }
       return view;
+    }
+
+    // ---- the conversation: socket, transcript, outbox, indicators --------------------------
+    // One chat's state, kept in sessionStorage so that a reload or another page of the site
+    // resumes it: {visitorId, a, form, conversation, state, agent, lastSeq, readSeq, msgs,
+    // outbox}. Messages typed wait in the outbox until acked, and are sent again after a
+    // reconnect (the server answers a resend as a duplicate), so nothing typed is lost.
+    var KEY = 'opp_chat:' + str(api.siteKey);
+
+    function loadChat() {
+      try {
+        var c = JSON.parse(sessionStorage.getItem(KEY));
+        if (c && c.a && c.visitorId === api.visitorId) return c;
+        sessionStorage.removeItem(KEY); // another visitor's (after a reset): not theirs to see
+      } catch (e) { /* no storage: nothing to resume */ }
+      return null;
+    }
+
+    function saveChat(c) {
+      try {
+        if (c) sessionStorage.setItem(KEY, JSON.stringify(c));
+        else sessionStorage.removeItem(KEY);
+      } catch (e) { /* full or unavailable: the chat still works on this page */ }
+    }
+
+    function msgId() {
+      var b = new Uint8Array(12);
+      (w.crypto || w.msCrypto).getRandomValues(b);
+      return 'm' + Array.prototype.map.call(b, function (x) { return (x + 256).toString(16).slice(1); }).join('');
+    }
+
+    function wsUrl() {
+      var u = new URL(base + '/v1/chat', location.href);
+      u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+      u.search = '?siteKey=' + encodeURIComponent(str(api.siteKey));
+      return u.href;
+    }
+
+    var OVER = { wrap_up: 1, closed: 1, abandoned: 1 };
+
+    // The conversation part of the chat window. Returns its elements and `open(saved, chat)`.
+    function room_(a, bot, title, status) {
+      var c = null; // the stored state
+      var ws = null;
+      var live = false; // the server answered start/resume on this socket
+      var tries = 0;
+      var retry = 0;
+      var beat = 0;
+      var heard = 0; // when the server last said anything
+      var typingOut = 0; // when we last said we are typing
+      var typingIn = 0; // timer hiding the other side's indicator
+      var readSent = 0;
+      var shown = {}; // seq -> bubble
+      var pending = {}; // client id -> bubble, until acked
+      var buttons = null; // the latest bot buttons: answered once something follows them
+      var ended = false;
+      var closing = false;
+      var R = {};
+      var list = R.log = el('div', {
+        class: 'log', role: 'log', 'aria-live': 'polite', 'aria-labelledby': 'opp-t', tabindex: '0', hidden: true
+      });
+      var readMark = el('span', { class: 'st', text: T.read });
+      R.q = el('p', { class: 'q', 'aria-live': 'polite' });
+      R.net = el('p', { class: 'q net', 'aria-live': 'polite' });
+      R.typing = el('p', { class: 'typing', 'aria-hidden': 'true' });
+      var input = R.input = el('textarea', {
+        id: 'opp-m', rows: '1', maxlength: '2000', 'aria-label': T.message, placeholder: T.message,
+        onkeydown: function (e) {
+          // Enter sends, Shift+Enter is a new line; not while an IME is composing a word.
+          if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); sendTyped(); }
+        },
+        oninput: function () {
+          grow();
+          if (Date.now() - typingOut > 3000 && input.value) { typingOut = Date.now(); frame({ type: 'typing' }); }
+        }
+      });
+      var talk = el('button', {
+        type: 'button', class: 'btn sec sm', text: T.talk, hidden: true,
+        onclick: function () { talk.hidden = true; frame({ type: 'escalate' }); }
+      });
+      var endBtn = el('button', { type: 'button', class: 'btn sec sm', text: T.end, onclick: function () { end(true); } });
+      var rating = el('div', { class: 'rating', role: 'group', 'aria-labelledby': 'opp-r', hidden: true }, [
+        el('p', { id: 'opp-r', text: T.rate })
+      ]);
+      var stars = el('div', { class: 'acts' });
+      [1, 2, 3, 4, 5].forEach(function (n) {
+        stars.appendChild(el('button', {
+          type: 'button', class: 'btn sec', text: String(n), 'aria-label': fill(T.stars, { n: n }),
+          onclick: function () {
+            frame({ type: 'rate', rating: n });
+            rating.replaceChild(el('p', { text: T.rated }), stars);
+            rating.removeAttribute('role');
+          }
+        }));
+      });
+      rating.appendChild(stars);
+      var composer = el('div', { class: 'cmp' }, [
+        input, el('button', { type: 'button', class: 'btn', text: T.send, onclick: sendTyped })
+      ]);
+      R.foot = el('div', { class: 'ft', hidden: true }, [el('div', { class: 'tools' }, [talk, endBtn]), composer, rating]);
+      R.over = function () { return ended; };
+
+      R.open = function (saved, isChat) {
+        c = saved && saved.visitorId ? saved : {
+          visitorId: api.visitorId,
+          a: { id: a.id, type: a.type, locale: a.locale, chat: { invitation: { title: title } }, bot: bot ? { title: title, greeting: a.bot.greeting } : null },
+          form: saved && saved.form, conversation: null, state: null, agent: null, lastSeq: 0, readSeq: 0, msgs: [], outbox: []
+        };
+        list.hidden = false;
+        R.foot.hidden = false;
+        if (bot && c.a.bot && c.a.bot.greeting) list.appendChild(bubble({ sender: 'bot', author: title, text: c.a.bot.greeting }));
+        c.msgs.forEach(function (m) { place(m); });
+        c.outbox.forEach(function (o) { pend(o); });
+        showState();
+        showRead();
+        save();
+        connect();
+        if (isChat) status.textContent = T.queued;
+      };
+
+      function save() {
+        if (c.msgs.length > 300) c.msgs = c.msgs.slice(-300); // a long chat: the latest are kept
+        if (!ended) saveChat(c);
+      }
+
+      // ---- the socket ----
+      function connect() {
+        if (closing || ended) return;
+        live = false;
+        try { ws = new WebSocket(wsUrl()); } catch (e) { log('no socket', e); return later(); }
+        ws.onopen = function () {
+          frame(c.conversation
+            ? { type: 'resume', visitorId: c.visitorId, conversation: c.conversation, after: c.lastSeq }
+            : { type: 'start', visitorId: c.visitorId, action: c.a.id, form: c.form || {}, locale: locale }, true);
+          clearInterval(beat);
+          heard = Date.now();
+          // A heartbeat every 20 s; a line silent through two of them is dead even if no
+          // close came (a sleeping laptop, a lost Wi-Fi): closed, so it reconnects.
+          beat = setInterval(function () {
+            if (Date.now() - heard > 50000 && ws) {
+              var dead = ws; // its close could take as long again: not waited for
+              dead.onclose = dead.onmessage = null;
+              dead.close(4000, 'silent');
+              ws = null;
+              live = false;
+              clearInterval(beat);
+              return later();
+            }
+            frame({ type: 'ping' });
+          }, 20000);
+        };
+        ws.onmessage = function (e) {
+          var f;
+          heard = Date.now();
+          try { f = JSON.parse(e.data); } catch (x) { return; }
+          if (f && typeof f === 'object') on(f);
+        };
+        ws.onclose = function (e) {
+          clearInterval(beat);
+          ws = null;
+          live = false;
+          if (closing || ended) return;
+          // Refused for good: someone else's, unknown, or a frame the server cannot read.
+          if (e.code === 4403 || e.code === 4404 || e.code === 4400) return fail();
+          // A message too large for the server would be refused again: it is not resent.
+          if (e.code === 4413 && c.outbox.length) drop(c.outbox[0].id);
+          later();
+        };
+      }
+
+      // Reconnect after 1, 2, 4… s (30 s at most, with jitter), or at once when back online.
+      function later() {
+        if (tries++ > 0) R.net.textContent = T.reconnecting;
+        var ms = Math.min(30000, 1000 * Math.pow(2, Math.min(tries - 1, 5))) * (0.5 + Math.random() / 2);
+        clearTimeout(retry);
+        retry = setTimeout(connect, ms);
+      }
+      w.addEventListener('online', function () { if (!ws && !closing && !ended && c) { clearTimeout(retry); connect(); } });
+
+      function frame(o, first) {
+        if (!ws || ws.readyState !== 1 || (!live && !first)) return false;
+        ws.send(JSON.stringify(o));
+        return true;
+      }
+
+      function fail() {
+        ended = true;
+        saveChat(null);
+        status.textContent = T.failed;
+        R.q.textContent = R.net.textContent = '';
+        R.foot.hidden = true;
+      }
+
+      function on(f) {
+        log('frame', f.type, f);
+        if (f.type === 'started') {
+          live = true;
+          tries = 0;
+          R.net.textContent = '';
+          c.conversation = str(f.conversation);
+          c.form = null; // personal data: kept only until the server has it
+          setState(f.state, c.agent);
+          c.outbox.forEach(function (o) { frame(msgFrame(o)); });
+          read();
+        } else if (f.type === 'message' && f.message) {
+          got(f.message);
+        } else if (f.type === 'ack') {
+          acked(str(f.id), +f.seq);
+        } else if (f.type === 'state') {
+          setState(f.state, f.agent && f.agent.name ? str(f.agent.name) : f.agent === null ? null : c.agent);
+        } else if (f.type === 'queue') {
+          queueLine(f.position, f.waitSeconds);
+        } else if (f.type === 'typing' && f.sender !== 'visitor') {
+          R.typing.textContent = fill(T.typing, { name: f.sender === 'agent' ? c.agent || T.chat : title });
+          clearTimeout(typingIn);
+          typingIn = setTimeout(function () { R.typing.textContent = ''; }, 6000);
+        } else if (f.type === 'read' && +f.seq > c.readSeq) {
+          c.readSeq = +f.seq;
+          showRead();
+          save();
+        } else if (f.type === 'error' && f.id && pending[f.id]) {
+          drop(str(f.id)); // refused (bad_message): a resend would be refused again
+        }
+      }
+
+      // ---- messages ----
+      function msgFrame(o) {
+        var f = { type: 'message', id: o.id, text: o.text };
+        if (o.choice != null) f.choice = o.choice;
+        return f;
+      }
+
+      function say(text, choice) {
+        text = str(text).trim();
+        if (!text || ended) return;
+        var o = { id: msgId(), text: text };
+        if (choice != null) o.choice = str(choice);
+        c.outbox.push(o);
+        save();
+        pend(o);
+        frame(msgFrame(o));
+      }
+
+      function sendTyped() {
+        var t = input.value;
+        if (!t.trim()) return;
+        input.value = '';
+        grow();
+        say(t);
+      }
+
+      // The text box grows with its lines (up to its max-height, then it scrolls).
+      function grow() {
+        input.style.height = 'auto';
+        input.style.height = input.scrollHeight + 2 + 'px';
+      }
+
+      function pend(o) {
+        var b = bubble({ sender: 'visitor', text: o.text });
+        b.appendChild(el('span', { class: 'st', text: T.sending }));
+        pending[o.id] = b;
+        list.appendChild(b);
+        answered();
+        scroll();
+      }
+
+      function drop(id) {
+        c.outbox = c.outbox.filter(function (o) { return o.id !== id; });
+        var b = pending[id];
+        delete pending[id];
+        if (b) b.lastChild.textContent = T.notSent;
+        save();
+      }
+
+      // The server stored it as `seq`: the bubble loses its "Sending…", the outbox its copy.
+      function acked(id, seq) {
+        var o = c.outbox.filter(function (x) { return x.id === id; })[0];
+        var b = pending[id];
+        if (!b) return;
+        delete pending[id];
+        c.outbox = c.outbox.filter(function (x) { return x !== o; });
+        b.removeChild(b.lastChild);
+        b.removeAttribute('data-pending');
+        if (seq > 0 && !shown[seq]) {
+          shown[seq] = b;
+          b.setAttribute('data-seq', seq);
+          c.msgs.push({ seq: seq, id: id, sender: 'visitor', text: o ? o.text : b.textContent });
+          // The ack is a message of the transcript: the next resume starts after it, unless
+          // an earlier one has not arrived yet.
+          if (seq === c.lastSeq + 1) c.lastSeq = seq;
+        }
+        showRead();
+        save();
+      }
+
+      function got(m) {
+        var seq = +m.seq;
+        if (!(seq > 0) || shown[seq]) return; // seen already (a resume sends from lastSeq on)
+        var mine = m.id && pending[m.id];
+        if (mine) acked(str(m.id), seq);
+        else {
+          // An agent is named as the state frame names them (the message's author may be
+          // their internal id); kept with the message, so a later transfer does not rename it.
+          var author = m.sender === 'agent' && c.agent ? c.agent : str(m.author);
+          var keep = { seq: seq, id: str(m.id), sender: str(m.sender), author: author, text: str(m.text), payload: m.payload || null };
+          c.msgs.push(keep);
+          place(keep);
+        }
+        if (seq > c.lastSeq) c.lastSeq = seq;
+        if (m.sender !== 'visitor') { R.typing.textContent = ''; read(); }
+        if (m.sender === 'bot') answered(true);
+        save();
+      }
+
+      // A stored message in its place by seq (after a resume, before what is still sending).
+      function place(m) {
+        if (shown[m.seq]) return;
+        var b = bubble(m);
+        b.setAttribute('data-seq', m.seq);
+        shown[m.seq] = b;
+        var next = null;
+        [].some.call(list.children, function (x) {
+          var s = +x.getAttribute('data-seq');
+          if (x.getAttribute('data-pending') || s > m.seq) { next = x; return true; }
+          return false;
+        });
+        list.insertBefore(b, next);
+        if (m.sender === 'bot') answered(true);
+        else answered();
+        scroll();
+      }
+
+      function bubble(m) {
+        var sender = { visitor: 1, bot: 1, agent: 1, system: 1 }[m.sender] ? m.sender : 'system';
+        var b = el('div', { class: 'b ' + sender, lang: sender === 'visitor' ? null : c && c.a.locale ? str(c.a.locale) : null });
+        if (sender === 'visitor' && !m.seq) b.setAttribute('data-pending', '1');
+        var who = sender === 'visitor' ? T.you : sender === 'agent' ? m.author || c.agent : sender === 'bot' ? m.author || title : '';
+        if (who) b.appendChild(el('span', { class: sender === 'visitor' ? 'sr' : 'who', text: who + (sender === 'visitor' ? ': ' : '') }));
+        if (m.text) b.appendChild(el('p', { text: m.text }));
+        var p = m.payload && typeof m.payload === 'object' ? m.payload : {};
+        var img = p.image && safeUrl(p.image.url);
+        if (img) b.appendChild(el('img', { src: img, alt: str(p.image.alt) }));
+        var vid = p.video && safeUrl(p.video.url);
+        if (vid) b.appendChild(el('video', { src: vid, controls: true, preload: 'metadata' }));
+        var href = p.link && safeUrl(p.link.url);
+        if (href) b.appendChild(el('a', { href: href, target: '_blank', rel: 'noopener noreferrer', text: str(p.link.label || href) }));
+        if (p.buttons && p.buttons.length) {
+          var row = el('div', { class: 'acts' });
+          p.buttons.forEach(function (x) {
+            if (!x || !x.label) return;
+            row.appendChild(el('button', {
+              type: 'button', class: 'btn sec', text: str(x.label),
+              onclick: function () {
+                if (row.getAttribute('data-done')) return;
+                say(x.label, x.value != null ? x.value : x.label);
+              }
+            }));
+          });
+          b.appendChild(row);
+          buttons = row;
+        }
+        return b;
+      }
+
+      // Something followed the bot's buttons: they are answered. A bot's message shows
+      // "talk to a person" from then on, while the bot has the chat.
+      function answered(byBot) {
+        if (byBot) { c.botSpoke = 1; showState(); return; }
+        if (buttons && list.lastChild && !list.lastChild.contains(buttons)) {
+          buttons.setAttribute('data-done', '1');
+          [].forEach.call(buttons.children, function (x) { x.setAttribute('aria-disabled', 'true'); });
+          buttons = null;
+        }
+      }
+
+      function scroll() { list.scrollTop = list.scrollHeight; }
+
+      // Read receipts: what is on screen while the page is seen, up to the last seq.
+      function read() {
+        if (d.visibilityState === 'hidden' || !c || c.lastSeq <= readSent) return;
+        if (frame({ type: 'read', seq: c.lastSeq })) readSent = c.lastSeq;
+      }
+      d.addEventListener('visibilitychange', read);
+
+      // "Read" under the visitor's last message the agent has seen.
+      function showRead() {
+        if (readMark.parentNode) readMark.parentNode.removeChild(readMark);
+        var last = null;
+        c.msgs.forEach(function (m) { if (m.sender === 'visitor' && m.seq <= c.readSeq && (!last || m.seq > last.seq)) last = m; });
+        if (last && shown[last.seq]) shown[last.seq].appendChild(readMark);
+      }
+
+      // ---- states ----
+      function setState(state, agent) {
+        c.state = str(state) || c.state;
+        c.agent = agent;
+        showState();
+        if (OVER[c.state]) end(false);
+        save();
+      }
+
+      // The status line says where the chat is: queued, with whom, or nothing (the bot's).
+      function showState() {
+        if (!c || ended) return;
+        talk.hidden = !(c.botSpoke && c.state === 'bot');
+        var s = c.state === 'queued' ? T.queued
+          : (c.state === 'assigned' || c.state === 'active') && c.agent ? fill(T.joined, { name: c.agent })
+            : c.state ? '' : status.textContent;
+        if (status.textContent !== s) status.textContent = s; // unchanged: not announced again
+        if (c.state !== 'queued') R.q.textContent = '';
+      }
+
+      function queueLine(p, wait) {
+        if (c.state !== 'queued' && c.state) return;
+        var s = +p > 0 ? fill(T.position, { n: +p }) : '';
+        if (wait != null && isFinite(+wait)) s += (s ? ' ' : '') + (+wait < 60 ? T.waitSoon : fill(T.wait, { n: Math.round(+wait / 60) }));
+        R.q.textContent = s;
+      }
+
+      // Ended by the visitor (End: `end` to the server) or by the server (a final state):
+      // the composer goes, the rating comes; nothing is left to resume.
+      function end(mine) {
+        if (ended) return;
+        if (mine) frame({ type: 'end' });
+        ended = true;
+        saveChat(null);
+        status.textContent = T.ended;
+        R.q.textContent = R.typing.textContent = '';
+        composer.hidden = true;
+        talk.hidden = endBtn.hidden = true;
+        rating.hidden = false;
+        if (R.view && R.view.shadow.activeElement) focusIn(R.view, rating.querySelector('button'));
+      }
+
+      // The window's close button: the chat ends with it.
+      R.close = function () {
+        if (c && !ended) { frame({ type: 'end' }); saveChat(null); }
+        closing = true;
+        clearTimeout(retry);
+        clearInterval(beat);
+        if (ws) ws.close(1000);
+      };
+      return R;
     }
 
     // ---- page-level listeners: keyboard, focus containment, leaving ----------------------
@@ -520,6 +1055,22 @@
       if (held && !cur && d.visibilityState !== 'hidden') { var h = held; held = null; show(h); }
     });
 
-    return function (actions) { if (actions && actions.length) take(actions); };
+    // The site's look and words, asked for once; offers wait for it (3 s at most: without
+    // it they are shown in the widget's own look).
+    var ready = new Promise(function (done) {
+      setTimeout(done, 3000);
+      fetch(cfgUrl, { credentials: 'omit' }).then(function (r) { return r.ok ? r.json() : {}; }).then(function (c) {
+        if (c && typeof c === 'object') site = c;
+        T = textsFor(locale, site.texts, api.texts);
+      }).catch(function (e) { log('no site config', e); }).then(done);
+    });
+    ready.then(function () {
+      var saved = loadChat();
+      if (saved && !cur) { seen[saved.a.id] = 1; openChat(saved.a, saved.a.type === 'bot', saved); }
+    });
+
+    return function (actions) {
+      if (actions && actions.length) ready.then(function () { take(actions); });
+    };
   };
 })(window, document);

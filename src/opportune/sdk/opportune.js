@@ -590,26 +590,7 @@
   function answer(a) {
     if (!a || !cfg.engage || !allowed()) return;
     var acts = a.actions;
-    if (acts && acts.length) {
-      if (typeof widget === 'function') widget(acts);
-      else if (widget) widget.push.apply(widget, acts);
-      else {
-        widget = acts.slice();
-        var el = d.createElement('script');
-        el.async = true;
-        el.src = base() + '/sdk/opportune-widget.js';
-        el.onload = safe(function () {
-          var q = widget;
-          widget = safe(w.OpportuneWidget({
-            report: report, siteKey: cfg.siteKey, visitorId: visitorId, locale: cfg.locale,
-            texts: cfg.texts, theme: cfg.theme, debug: cfg.debug
-          }));
-          widget(q);
-        });
-        el.onerror = function () { widget = null; }; // a later action tries again
-        d.head.appendChild(el);
-      }
-    }
+    if (acts && acts.length) engage(acts);
     // A number replaces the pending recheck; null or 0 cancels it; no field leaves it be.
     if ('recheckInMs' in a) {
       clearTimeout(recheckTimer);
@@ -619,6 +600,27 @@
       // At least 1 s (a server bug must not become a request loop); setTimeout's own limit.
       if (ms > 0) recheckTimer = setTimeout(safe(recheck), Math.min(Math.max(ms, 1000), 2147483647));
     }
+  }
+
+  // Actions to the widget, loading it first. With none, only to load it: a chat in progress
+  // (the widget keeps it in sessionStorage) goes on on this page.
+  function engage(acts) {
+    if (typeof widget === 'function') return widget(acts);
+    if (widget) return widget.push.apply(widget, acts);
+    widget = acts.slice();
+    var el = d.createElement('script');
+    el.async = true;
+    el.src = base() + '/sdk/opportune-widget.js';
+    el.onload = safe(function () {
+      var q = widget;
+      widget = safe(w.OpportuneWidget({
+        report: report, siteKey: cfg.siteKey, visitorId: visitorId, locale: cfg.locale,
+        texts: cfg.texts, theme: cfg.theme, debug: cfg.debug, base: base()
+      }));
+      widget(q);
+    });
+    el.onerror = function () { widget = null; }; // a later action tries again
+    d.head.appendChild(el);
   }
 
   function recheck() {
@@ -722,6 +724,9 @@
         hookHistory();
         pageView(false);
       }
+      try {
+        if (cfg.engage && allowed() && sessionStorage.getItem('opp_chat:' + cfg.siteKey)) engage([]);
+      } catch (e) { /* no sessionStorage: no chat to go on with */ }
       var p = pending;
       pending = [];
       p.forEach(function (args) { run(args); });
@@ -772,6 +777,7 @@
         setCookie(VID, '', 0);
         setCookie(SES, '', 0);
         store(CONSENT, '0');
+        try { sessionStorage.removeItem('opp_chat:' + cfg.siteKey); } catch (e) { /* none kept */ }
         visitorId = null;
         session = null;
       }

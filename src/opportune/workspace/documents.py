@@ -8,10 +8,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 
 from opportune.core.conditions import parse_condition
@@ -30,6 +31,80 @@ class Document(BaseModel):
     )
 
 
+# The widget's own words (sdk/opportune-widget.js, TEXTS): a site may override any of them.
+WIDGET_TEXT_KEYS = frozenset(
+    (
+        *("close", "noThanks", "startChat", "connecting", "queued", "failed", "required"),
+        *("email", "tel", "choose", "chat", "message", "send", "talk", "end", "ended"),
+        *("rate", "rated", "stars", "position", "wait", "waitSoon", "joined", "typing"),
+        *("read", "sending", "notSent", "reconnecting", "you"),
+    )
+)
+# The same checks as the widget's THEME: plain values only, so a theme cannot load a URL
+# or close the CSS declaration it lands in.
+_THEME_FORMS = {
+    "colour": (
+        re.compile(r"^(#[\da-f]{3,8}|(rgb|hsl)a?\([\d\s.,%/]+\)|[a-z]{3,20})$", re.I),
+        "a colour (#hex, rgb(), hsl() or a colour name)",
+    ),
+    "radius": (re.compile(r"^\d{1,3}(\.\d+)?(px|rem|em|%)?$"), "a length like 12px, 1rem or 50%"),
+    "font": (re.compile(r"^[\w\s,'\"-]{1,200}$"), "a font list like Georgia, serif"),
+}
+
+
+class WidgetTheme(Document):
+    """Colours, corner radius and font of the site's widget."""
+
+    primary: str | None = None
+    background: str | None = None
+    text: str | None = None
+    radius: str | None = None
+    font: str | None = None
+
+    @field_validator("primary", "background", "text", "radius", "font")
+    @classmethod
+    def _plain(cls, value: str | None, info: ValidationInfo) -> str | None:
+        form = info.field_name if info.field_name in ("radius", "font") else "colour"
+        pattern, words = _THEME_FORMS[form]
+        if value is not None and not pattern.match(value.strip()):
+            raise ValueError(f"{value!r} is not {words}")
+        return value.strip() if value is not None else None
+
+
+class WidgetConfig(Document):
+    """How the site's widget looks and speaks: theme, logo, name and its own words."""
+
+    theme: WidgetTheme = Field(default_factory=WidgetTheme)
+    logo: str | None = Field(default=None, max_length=2048)
+    name: str | None = Field(default=None, min_length=1, max_length=80)
+    texts: dict[Literal["en", "es"], dict[str, str]] = Field(default_factory=dict)
+
+    @field_validator("logo")
+    @classmethod
+    def _logo(cls, logo: str | None) -> str | None:
+        if logo is None:
+            return None
+        parts = urlsplit(logo)
+        relative = not parts.scheme and logo.startswith("/") and not logo.startswith("//")
+        if not relative and (parts.scheme not in ("http", "https") or not parts.netloc):
+            raise ValueError(f"{logo!r} is not an http(s) URL or a path starting with /")
+        return logo
+
+    @field_validator("texts")
+    @classmethod
+    def _texts(cls, texts: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for locale, words in texts.items():
+            for key, value in words.items():
+                if key not in WIDGET_TEXT_KEYS:
+                    raise ValueError(
+                        f"texts.{locale}.{key}: not one of the widget's words "
+                        f"({', '.join(sorted(WIDGET_TEXT_KEYS))})"
+                    )
+                if not value.strip() or len(value) > 300:
+                    raise ValueError(f"texts.{locale}.{key}: 1 to 300 characters")
+        return texts
+
+
 class Site(Document):
     """A website that embeds the snippet: its public key and where it may be called from."""
 
@@ -39,6 +114,7 @@ class Site(Document):
     origins: list[str] = Field(min_length=1)
     session_timeout_minutes: int = Field(default=20, ge=1, le=24 * 60)
     default_phone_region: str = Field(default="US", pattern=r"^[A-Z]{2}$")
+    widget: WidgetConfig = Field(default_factory=WidgetConfig)
 
     @field_validator("origins")
     @classmethod
