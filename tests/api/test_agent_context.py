@@ -2,8 +2,8 @@
 what (a denial at each role boundary), the cursor, and CRM calls to a real HTTP server on
 loopback that fails, then works, then is too slow — each shown to the agent as it was.
 
-The sign-in dependency is the workspace pages' (api/people.py, another branch); here a
-minimal one reads the same session cookie through store/users.py.
+Signed in as the workspace's pages sign people in (api/people.py): the session cookie, and
+the session's CSRF token on writes.
 """
 
 from __future__ import annotations
@@ -20,13 +20,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
-from fastapi import HTTPException, Request
 from fastapi.testclient import TestClient
 
-from opportune.api.agent_context import agent_context_router
 from opportune.api.app import EXAMPLE_WORKSPACE, create_app
 from opportune.core.conversations import draft
-from opportune.core.permissions import Principal
 from opportune.settings import Settings
 from opportune.store import conversations as conv_store
 from opportune.store import interactions as inter_store
@@ -34,8 +31,6 @@ from opportune.store import users
 
 ORIGIN = "http://127.0.0.1:8000"
 HOSTILE = "<img src=x onerror=alert(1)>"
-# The queues of the example workspace's agents (by their skills).
-AGENT_QUEUES = {"dev": {"support"}, "ana": {"loans"}, "carla": {"loans", "support"}}
 COOKIE = "opportune_session"
 
 
@@ -115,16 +110,6 @@ def _workspace(root: Path, crm: Crm) -> Path:
     return ws
 
 
-async def _person(request: Request) -> Principal:
-    """Minimal sign-in: the session cookie through store/users.py; 401 without one."""
-    engine = request.app.state.runtime.ingestor.engine
-    with engine.begin() as conn:
-        session = users.session_of(conn, request.cookies.get(COOKIE), now_ms=_now())
-    if session is None:
-        raise HTTPException(401, detail={"code": "not_signed_in", "message": "sign in"})
-    return users.principal(session.user, AGENT_QUEUES.get(session.user.agent_id or "", ()))
-
-
 def _now() -> int:
     return int(time.time() * 1000)
 
@@ -139,13 +124,7 @@ def client(db_url: str, tmp_path: Path, crm: Crm) -> Iterator[TestClient]:
         retrain_interval_h=0,
         webhook_secrets={"CRM_TOKEN": "s3cret"},
     )
-    app = create_app(settings)
-    rt = app.app.state.runtime
-    app.app.include_router(
-        agent_context_router(
-            require_person=_person, ingestor=rt.ingestor, rules=rt.rules, workspace=rt.workspace
-        )
-    )
+    app = create_app(settings)  # the context router signed in by api/people.py
     with TestClient(app) as c:
         yield c
 
@@ -162,8 +141,8 @@ def _sign_in(client: TestClient, email: str, role: str, **kw: Any) -> dict[str, 
             now_ms=_now(),
             **kw,
         )
-        token, _ = users.start_session(conn, user, now_ms=_now())
-    return {"cookie": f"{COOKIE}={token}"}
+        token, session = users.start_session(conn, user, now_ms=_now())
+    return {"cookie": f"{COOKIE}={token}", "x-csrf-token": session.csrf}
 
 
 def _setup(client: TestClient) -> str:
@@ -219,7 +198,8 @@ URL = "/agent/api/conversations/c1"
 def test_each_role_sees_what_it_may_and_no_more(client: TestClient) -> None:
     _setup(client)
     dev = _sign_in(client, "dev@bank.example", "agent", agent_id="dev")
-    ana = _sign_in(client, "ana@bank.example", "agent", agent_id="ana")
+    # Ben's skills (loans only) make him a member of loans, not of support.
+    ben = _sign_in(client, "ben@bank.example", "agent", agent_id="ben")
     carla = _sign_in(client, "carla@bank.example", "agent", agent_id="carla")
     sup = _sign_in(client, "sup@bank.example", "supervisor", queues=["support"])
     other = _sign_in(client, "sup2@bank.example", "supervisor", queues=["loans"])
@@ -235,7 +215,7 @@ def test_each_role_sees_what_it_may_and_no_more(client: TestClient) -> None:
 
     for who in (carla, sup, admin):  # a member of the queue, its supervisor, an admin
         assert client.get(f"{URL}/context", headers=who).status_code == 200
-    for who, reason in ((ana, "member"), (other, "member")):
+    for who, reason in ((ben, "member"), (other, "member")):
         r = client.get(f"{URL}/context", headers=who)
         assert r.status_code == 403 and reason in r.json()["error"]["message"]
     assert client.get(f"{URL}/context").status_code == 401

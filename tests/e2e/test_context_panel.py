@@ -3,8 +3,8 @@ panel draws who, the timeline and why this agent; a hostile search is shown as t
 element made, no script run); a later event appears by itself; the CRM panel creates,
 finds and updates the lead in the demo's stand-in CRM (/demo/crm/leads on the same server).
 
-The workspace page (another branch) includes the script; here a tiny page does, with a
-minimal sign-in dependency on the same session cookie (store/users.py).
+The workspace page includes the script; here a tiny page does, signed in by the same
+session cookie and CSRF token (api/people.py).
 """
 
 from __future__ import annotations
@@ -14,21 +14,17 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
 import yaml
-from fastapi import HTTPException, Request
+from fastapi import Request
 from starlette.responses import HTMLResponse
-from starlette.staticfiles import StaticFiles
 
-from opportune.api.agent_context import agent_context_router
-from opportune.api.app import EXAMPLE_WORKSPACE, PACKAGE, create_app
+from opportune.api.app import EXAMPLE_WORKSPACE, create_app
 from opportune.core.conversations import draft
-from opportune.core.permissions import Principal
 from opportune.settings import Settings
 from opportune.store import conversations as conv_store
 from opportune.store import interactions as inter_store
@@ -49,15 +45,12 @@ def _now() -> int:
     return int(time.time() * 1000)
 
 
-async def _person(request: Request) -> Principal:
-    engine = request.app.state.runtime.ingestor.engine
-    with engine.begin() as conn:
-        session = users.session_of(conn, request.cookies.get(COOKIE), now_ms=_now())
-    if session is None:
-        raise HTTPException(401, detail={"code": "not_signed_in", "message": "sign in"})
-    if request.method == "POST" and request.headers.get("x-csrf-token") != "test-csrf":
-        raise HTTPException(403, detail={"code": "bad_csrf", "message": "csrf"})
-    return users.principal(session.user, {"support"})
+def _csrf(rt: Any, token: str | None) -> str:
+    """The CSRF token of a session, as the workspace's page carries it."""
+    with rt.ingestor.engine.begin() as conn:
+        session = users.session_of(conn, token, now_ms=_now())
+    assert session is not None
+    return session.csrf
 
 
 @pytest.fixture(scope="module")
@@ -78,19 +71,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
         api_key="k",
         retrain_interval_h=0,
     )
+    # The app serves the context router (signed in by api/people.py) and the static files.
     app = create_app(settings)
     inner = app.app
     rt = inner.state.runtime
-    inner.include_router(
-        agent_context_router(
-            require_person=_person, ingestor=rt.ingestor, rules=rt.rules, workspace=rt.workspace
-        )
-    )
-    inner.mount("/agent/static", StaticFiles(directory=Path(PACKAGE) / "web/agent/static"))
 
     @inner.get("/test-page")
-    async def test_page() -> HTMLResponse:
-        return HTMLResponse(PAGE)
+    async def test_page(request: Request) -> HTMLResponse:
+        return HTMLResponse(PAGE.replace("test-csrf", _csrf(rt, request.cookies.get(COOKIE))))
 
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -227,7 +215,7 @@ def test_a_crm_path_is_called_on_this_server_whatever_host_the_client_names(
         json={"operation": "lookup"},
         headers={
             "cookie": f"{COOKIE}={token}",
-            "x-csrf-token": "test-csrf",
+            "x-csrf-token": _csrf(rt, token),
             "host": "attacker.invalid:1",
         },
         timeout=10,

@@ -214,6 +214,7 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
 
     if DEMO_DIR.is_dir():
         app.mount("/demo", demo_site(DEMO_DIR), name="demo")
+    _agent_workspace(app, runtime)
     return TrackingEndpoint(
         app, runtime.ingestor, runtime.workspace.sites_by_key, settings.max_body_bytes
     )
@@ -397,6 +398,29 @@ def _desk_authenticator(runtime: Runtime) -> Any:
         return users.principal(session.user, queues)
 
     return authenticate
+
+
+def _agent_workspace(app: FastAPI, runtime: Runtime) -> None:
+    """The agent workspace: sign-in, the desk, its JSON, the context panel's and its
+    static files."""
+    from starlette.staticfiles import StaticFiles
+
+    from opportune.api.agent_api import agent_api_router
+    from opportune.api.agent_context import agent_context_router
+    from opportune.api.agent_pages import AGENT_DIR, agent_pages_router
+    from opportune.api.people import require_person
+
+    app.include_router(agent_pages_router())
+    app.include_router(agent_api_router())
+    app.include_router(
+        agent_context_router(
+            require_person=require_person(),
+            ingestor=runtime.ingestor,
+            rules=runtime.rules,
+            workspace=runtime.workspace,
+        )
+    )
+    app.mount("/agent/static", StaticFiles(directory=AGENT_DIR / "static"), name="agent-static")
 
 
 def _sdk_routes(app: FastAPI) -> None:

@@ -83,12 +83,16 @@ def demo(
         simulator = _demo_models(settings, opts, history_days, visitors_per_day)
     if agents:
         demo_agents(settings, agents)
+    people = demo_people(settings)
     base = f"http://{settings.host}:{settings.port}"
     if traffic:
         _demo_traffic(settings, base, traffic_rate, simulator)
     click.echo(f"Opportune demo on {base}/demo/  (data in {settings.data_dir}/)")
     click.echo(f"Admin API key for this run: {api_key}")
     click.echo(f"  e.g. curl -H 'X-API-Key: {api_key}' {base}/v1/visitors/<visitorId>/live")
+    click.echo(f"Agent workspace: {base}/agent  sign in as")
+    for email, role, password in people:
+        click.echo(f"  {role:<6} {email}  password {password}")
     run_server(settings)
 
 
@@ -263,3 +267,42 @@ def demo_agents(settings: Settings, n: int) -> None:
             )
     engine.dispose()
     click.echo(f"{n} agent(s) present on each chat queue (--agents 0 for none)")
+
+
+def demo_people(settings: Settings) -> list[tuple[str, str, str]]:
+    """A demo agent (``ana``, or the workspace's first agent) and an admin who can sign in to
+    /agent: created once, given a fresh random password every run (printed, never stored
+    in clear); ``(email, role, password)`` of each."""
+    from opportune.api.app import EXAMPLE_WORKSPACE
+    from opportune.store import users
+    from opportune.workspace import load_workspace
+
+    ws = load_workspace(settings.workspace or EXAMPLE_WORKSPACE)
+    agent = "ana" if "ana" in ws.agents else next(iter(sorted(ws.agents)), None)
+    wanted = [("admin@demo.bank", "Demo admin", "admin", None)]
+    if agent is not None:
+        doc = ws.agents[agent]
+        wanted.insert(0, (f"{agent}@demo.bank", doc.display_name or agent, "agent", agent))
+    engine = open_database(settings)
+    out = []
+    try:
+        with engine.begin() as conn:
+            have = {u.email: u for u in users.list_users(conn)}
+            for email, name, role, agent_id in wanted:
+                password = secrets.token_urlsafe(9)
+                if email in have:
+                    users.set_password(conn, have[email].id, password)
+                else:
+                    users.create_user(
+                        conn,
+                        email=email,
+                        name=name,
+                        role=role,  # type: ignore[arg-type]
+                        password=password,
+                        now_ms=int(time.time() * 1000),
+                        agent_id=agent_id,
+                    )
+                out.append((email, role, password))
+    finally:
+        engine.dispose()
+    return out

@@ -345,6 +345,15 @@ class ComparisonDoc(Document):
     warmup_slices: int = Field(default=1, ge=0, le=100)
 
 
+class CannedResponse(Document):
+    """A ready answer an agent picks from the queue's list; ``language`` narrows it to the
+    conversations in that language (none: every language)."""
+
+    title: str = Field(min_length=1, max_length=80)
+    text: str = Field(min_length=1, max_length=2000)
+    language: str | None = Field(default=None, pattern=r"^[a-z]{2}$")
+
+
 class QueueDoc(Document):
     """A queue: routing (media, skills, language, strategy, bullseye, wrap-up codes, its
     KPI and predictive routing) and, for chat, the figures pacing starts from (measured
@@ -362,6 +371,7 @@ class QueueDoc(Document):
     )
     rings: list[RingDoc] = Field(default_factory=list, max_length=10)
     wrap_up_codes: list[str] = Field(default_factory=list, max_length=200)
+    canned_responses: list[CannedResponse] = Field(default_factory=list, max_length=200)
     kpi: str | None = Field(default=None, pattern=_NAME)
     predictive: PredictiveDoc = Field(default_factory=PredictiveDoc)
     comparison: ComparisonDoc = Field(default_factory=ComparisonDoc)
