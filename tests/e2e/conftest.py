@@ -7,6 +7,7 @@ origin. Chromium is the system package driven by Playwright: no browser is downl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -80,10 +81,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`opportune serve` on a free port; stopped (and its log shown on failure) at the end."""
-    tmp = tmp_path_factory.mktemp("e2e")
+@contextlib.contextmanager
+def start_server(tmp: Path, *extra: str) -> Iterator[Server]:
+    """`opportune serve` on a free port with a copy of the example workspace whose site
+    allows that port's origin, a fresh data folder under ``tmp``; stopped at the end."""
     port = _free_port()
     workspace = tmp / "workspace"
     workspace.mkdir()
@@ -112,6 +113,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                 str(port),
                 "--api-key",
                 api_key,
+                *extra,
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -139,6 +141,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def serve() -> Callable[..., contextlib.AbstractContextManager[Server]]:
+    """``start_server``, for a module that needs a server of its own."""
+    return start_server
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`opportune serve` on a free port, shared by the session's tests."""
+    with start_server(tmp_path_factory.mktemp("e2e")) as s:
+        yield s
 
 
 # Module scope, not session: Playwright's sync API keeps an event loop running in the main

@@ -122,9 +122,5 @@ def test_the_demo_puts_agents_on_its_chat_queues(tmp_path) -> None:  # type: ign
     finally:
         eng.dispose()
     assert queues == {"loans": 2, "support": 2}
-    assert agents == {
-        "ana": "available",
-        "ben": "available",
-        "carla": "available",
-        "dev": "available",
-    }
+    # Only the agent the demo signs in as takes chats: nobody else could answer them.
+    assert agents == {"ana": "available", "ben": "offline", "carla": "offline", "dev": "offline"}

@@ -377,25 +377,20 @@ def _include_chat(app: FastAPI, runtime: Runtime) -> None:
 
 
 def _desk_authenticator(runtime: Runtime) -> Any:
-    """The principal of a desk socket's session cookie (``api/people.py`` signs people in)."""
-    from opportune.store import users
+    """The principal of a desk socket's session cookie, by the rule the pages use
+    (``api/people.person_of``)."""
+    from opportune.api.people import COOKIE, person_of
 
     async def authenticate(socket: Any) -> Any:
-        token = socket.cookies.get("opportune_session")
-        now = int(time.time() * 1000)
-
-        def look() -> Any:
-            with runtime.ingestor.engine.begin() as conn:
-                return users.session_of(conn, token, now_ms=now)
-
-        assert runtime.chat is not None
-        session = await runtime.chat.hub.run(look)
-        if session is None:
-            return None
-        router = runtime.router
-        agent = session.user.agent_id
-        queues = router.member_queues(agent) if router is not None and agent else frozenset()
-        return users.principal(session.user, queues)
+        assert runtime.chat is not None and runtime.router is not None
+        token, now = socket.cookies.get(COOKIE), int(time.time() * 1000)
+        agents, queues = runtime.workspace.agents, runtime.router.docs
+        found = await runtime.chat.hub.run(
+            lambda: person_of(
+                runtime.ingestor.engine, token, now_ms=now, agents=agents, queues=queues
+            )
+        )
+        return found[1] if found is not None else None
 
     return authenticate
 

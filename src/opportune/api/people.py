@@ -23,6 +23,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from opportune.core.permissions import Principal, Role
+from opportune.core.routing import Agent, member_of
+from opportune.engine.router import core_queue
 from opportune.store import users
 from opportune.workspace.engagement import AgentDoc, QueueDoc
 
@@ -50,18 +52,17 @@ class Person:
 
 
 def agent_queues(agent: AgentDoc, queues: Mapping[str, QueueDoc]) -> frozenset[str]:
-    """The queues an agent belongs to: named on the agent (every queue when none are named),
-    taking a medium of the queue, with the queue's required skills from the first minute
-    (not the wider rings a long wait opens). The same rule as ``core.routing.member_of``,
-    which the desk socket uses."""
-    named = set(agent.queues) if agent.queues is not None else None
-    return frozenset(
-        name
-        for name, q in queues.items()
-        if (named is None or name in named)
-        and any(agent.capacity.get(m, 0) > 0 for m in q.media)
-        and all(agent.skills.get(s.skill, 0) >= s.min_proficiency for s in q.skills)
+    """The queues an agent belongs to (``core.routing.member_of``: named on the agent, or
+    every queue when none are; taking a medium of the queue; with its skills from the first
+    minute, not the wider rings a long wait opens) — the router's own rule."""
+    core_agent = Agent(
+        id=agent.name,
+        skills=dict(agent.skills),
+        languages=frozenset(agent.languages),
+        capacity=dict(agent.capacity),
+        queues=frozenset(agent.queues) if agent.queues is not None else None,
     )
+    return member_of(core_agent, [core_queue(q, None) for q in queues.values()])
 
 
 def principal_for(

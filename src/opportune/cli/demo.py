@@ -235,8 +235,10 @@ def _demo_traffic(settings: Settings, base: str, rate: float, simulator: Any) ->
 
 
 def demo_agents(settings: Settings, n: int) -> None:
-    """Agents present for the demo: each queue's presence, and the workspace's agents
-    available (what an operator sets over the API)."""
+    """Agents present for the demo: each queue's presence, so chat is offered from the
+    first visit, and the demo's agent (the one who can sign in, see ``demo_people``)
+    available, the others offline — a chat is routed only to someone who can answer it.
+    Once a chat arrives, queue presence follows the agents' own (``Router.sync_presence``)."""
     from sqlalchemy import delete
 
     from opportune.api.app import EXAMPLE_WORKSPACE
@@ -259,14 +261,23 @@ def demo_agents(settings: Settings, n: int) -> None:
             conn.execute(
                 agent_state.insert().values(
                     agent_id=name,
-                    presence="available",
+                    presence="available" if name == _demo_agent(ws) else "offline",
                     idle_since=now,
                     last_assigned=0,
                     updated_at=now,
                 )
             )
     engine.dispose()
-    click.echo(f"{n} agent(s) present on each chat queue (--agents 0 for none)")
+    who = _demo_agent(ws)
+    click.echo(
+        f"{n} agent(s) present on each chat queue (--agents 0 for none); "
+        f"chats are routed to {who}, who answers in the agent workspace"
+    )
+
+
+def _demo_agent(ws: Any) -> str | None:
+    """The agent the demo signs in as: ``ana``, or the workspace's first."""
+    return "ana" if "ana" in ws.agents else next(iter(sorted(ws.agents)), None)
 
 
 def demo_people(settings: Settings) -> list[tuple[str, str, str]]:
@@ -278,7 +289,7 @@ def demo_people(settings: Settings) -> list[tuple[str, str, str]]:
     from opportune.workspace import load_workspace
 
     ws = load_workspace(settings.workspace or EXAMPLE_WORKSPACE)
-    agent = "ana" if "ana" in ws.agents else next(iter(sorted(ws.agents)), None)
+    agent = _demo_agent(ws)
     wanted = [("admin@demo.bank", "Demo admin", "admin", None)]
     if agent is not None:
         doc = ws.agents[agent]

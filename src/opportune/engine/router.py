@@ -34,7 +34,6 @@ from opportune.core.routing import (
     Queue,
     Ring,
     SkillRequirement,
-    member_of,
     staffing,
 )
 from opportune.core.valuation import assign_arm
@@ -527,20 +526,6 @@ class Router:
         order = sorted(rows, key=lambda r: (-(prio + r.priority), r.arrived_at, r.id))
         ids = [r.id for r in order]
         return ids.index(interaction_id) + 1 if interaction_id in ids else None
-
-    def member_queues(self, agent_id: str) -> frozenset[str]:
-        """The queues whose conversations this agent may see (core.routing.member_of)."""
-        doc = self.agent_docs.get(agent_id)
-        if doc is None:
-            return frozenset()
-        agent = Agent(
-            id=agent_id,
-            skills=dict(doc.skills),
-            languages=frozenset(doc.languages),
-            capacity=dict(doc.capacity),
-            queues=frozenset(doc.queues) if doc.queues is not None else None,
-        )
-        return member_of(agent, self.queues.values())
 
     def waiting_count(self) -> int:
         with self.engine.connect() as conn:
