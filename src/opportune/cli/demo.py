@@ -51,7 +51,7 @@ DEMO_SEED = 1
 @click.option(
     "--traffic",
     is_flag=True,
-    help="Also send live simulated visitors to the server, so Live Now has people",
+    help="Also send live simulated visitors (chat offers, segments and reports fill up)",
 )
 @shown(
     "--traffic-rate",
