@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -377,3 +378,90 @@ def test_the_help_bot_resolves_a_card_activation_without_an_agent(
     with eng.connect() as conn:
         assert conn.execute(select(func.count()).select_from(interactions)).scalar_one() == 0
     eng.dispose()
+
+
+def queued_chat(client: TestClient, prefix: str) -> tuple[WebSocketTestSession, str]:
+    """A visitor's open socket on a chat handed to the loans queue, and its id."""
+    v = Visitor(client, prefix)
+    offer = v.chat_offer()
+    chat = client.websocket_connect(CHAT, headers={"origin": ORIGIN})
+    chat.__enter__()
+    chat.send_json({"type": "start", "visitorId": v.vid, "action": offer["id"]})
+    cid = chat.receive_json()["conversation"]
+    chat.send_json({"type": "escalate"})
+    return chat, cid
+
+
+def test_decline_and_transfers_route_again_and_keep_the_transcript(client: TestClient) -> None:
+    ana, ben = sign_in(client, agent="ana"), sign_in(client, agent="ben")
+    with desk(client, ana) as a, desk(client, ben) as b:
+        a.receive_json()
+        b.receive_json()
+        a.send_json({"type": "presence", "presence": "available"})
+        until(a, of_type("presence"))
+        chat, cid = queued_chat(client, "tr")
+        try:
+            until(a, of_type("offer"))
+            b.send_json({"type": "presence", "presence": "available"})
+            until(b, of_type("presence"))
+            # Ana declines: it goes to Ben, the one free agent who did not.
+            a.send_json({"type": "decline", "conversation": cid})
+            until(b, of_type("offer"))
+            b.send_json({"type": "accept", "conversation": cid})
+            until(b, of_type("state", state="active", conversation=cid))
+            b.send_json({"type": "message", "conversation": cid, "id": "s1", "text": "Hi"})
+            until(b, of_type("ack", id="s1"))
+            # To the support queue: routed to a card agent (Ana has gone for a break).
+            a.send_json({"type": "presence", "presence": "away"})
+            until(a, of_type("presence"))
+            b.send_json({"type": "transfer", "conversation": cid, "queue": "support"})
+            until(b, of_type("state", state="queued", conversation=cid))
+            r = client.put("/v1/agents/dev/presence", json={"presence": "available"}, headers=KEY)
+            assert r.json()["assigned"][0]["agentId"] == "dev"
+            names = [
+                f["agent"]["name"]
+                for f in (until(chat, of_type("state", state="assigned")) for _ in range(3))
+            ]
+            assert names == ["Ana García", "Ben Okafor", "Dev Patel"]
+            # Ben may no longer steer it.
+            b.send_json({"type": "transfer", "conversation": cid, "queue": "loans"})
+            assert "not routed to you" in until(b, of_type("error"))["message"]
+        finally:
+            chat.__exit__(None, None, None)
+    eng = engine_of(client)
+    with eng.connect() as conn:
+        row = conn.execute(select(interactions).where(interactions.c.id == cid)).one()
+        texts = (
+            conn.execute(
+                select(conversation_messages.c.text).where(
+                    conversation_messages.c.conversation_id == cid
+                )
+            )
+            .scalars()
+            .all()
+        )
+    eng.dispose()
+    assert (row.queue, row.agent_id, row.status) == ("support", "dev", "assigned")
+    assert "Hi" in texts  # the transcript went with it
+
+
+def test_a_visitor_gone_past_the_grace_abandons_the_queue_on_both_records(
+    client: TestClient,
+) -> None:
+    r = client.put("/v1/queues/loans/presence", json={"agentsAvailable": 3}, headers=KEY)
+    assert r.status_code == 200  # pacing offers; nobody on the desk takes it
+    chat, cid = queued_chat(client, "gone")
+    until(chat, of_type("state", state="queued"))
+    place = until(chat, of_type("queue"))  # in the queue, with a place and a wait
+    assert place["position"] == 1 and place["waitSeconds"] == 0  # 3 agents, all free
+    chat.__exit__(None, None, None)  # the tab closed: no more heartbeats
+    runtime = client.app.app.state.runtime  # type: ignore[attr-defined]
+    grace = runtime.settings.chat_grace_s * 1000
+    soon = int(time.time() * 1000) + 1000
+    assert client.portal.call(partial(runtime.chat.sweep, now_ms=soon)) == []  # not yet
+    later = int(time.time() * 1000) + grace + 1000
+    [moved] = client.portal.call(partial(runtime.chat.sweep, now_ms=later))
+    assert (moved.id, moved.state) == (cid, "abandoned")
+    assert client.portal.call(partial(runtime.chat.sweep, now_ms=later)) == []  # once
+    got = client.get(f"/v1/interactions/{cid}", headers=KEY).json()
+    assert got["status"] == "abandoned"

@@ -95,6 +95,8 @@ def test_every_event_is_scored_and_the_score_is_explained(client: TestClient) ->
         {"type": "page_view", "url": APPLY},
     )["scores"]["loan_submitted"]
     assert later["probability"] != s0["probability"]  # it moves with the journey
+    # Served at full precision, not rounded into labels (issue 19 #4).
+    assert any(round(p, 4) != p for p in (s0["probability"], later["probability"]))
     assert later["maxProbability"] == max(later["probability"], s0["probability"])
     view = client.get("/v1/visitors/sc1/live", headers=KEY).json()
     [score] = view["scores"]

@@ -207,7 +207,8 @@ class VisitorSocket:
         while True:
             frame = await read_frame(self.ws)
             try:
-                await self._handle(frame)
+                # A frame read is carried out even if the socket goes meanwhile.
+                await asyncio.shield(self._handle(frame))
             except ChatError as exc:
                 if exc.close is not None:
                     raise Closed(exc.close, exc.message) from None

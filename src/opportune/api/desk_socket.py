@@ -117,7 +117,8 @@ class DeskSocket:
             frame = await read_frame(self.ws)
             cid = frame.get("conversation")
             try:
-                await self._handle(frame, cid if isinstance(cid, str) else None)
+                # A frame read is carried out even if the socket goes meanwhile.
+                await asyncio.shield(self._handle(frame, cid if isinstance(cid, str) else None))
             except ChatError as exc:
                 extra = {"conversation": cid} if isinstance(cid, str) else {}
                 fid = frame.get("id")

@@ -471,6 +471,8 @@ class ChatService:
         except RoutingError as exc:
             if exc.code != "already_exists":
                 raise ChatError(exc.code, exc.message) from None
+        if not (await self.get(c.id)).open:  # the visitor left while it was being queued
+            await self.hub.run(partial(self.router.give_up, c.id, now_ms))
         await self._staffing(now_ms)
 
     def _on_assigned(self, made: list[Assigned]) -> None:

@@ -423,7 +423,7 @@ class Ingestor:
             visit_number=state.track.number,
             segments=list(self.rules.ruleset.members(current, state.assignments, at)),
             outcomes=list(current.outcomes) if current is not None else [],
-            scores={n: s.to_json(4) for n, s in current.scores.items()}
+            scores={n: s.to_json() for n, s in current.scores.items()}
             if current is not None
             else {},
             actions=await self._actions(engaged, state) if engaged else [],

@@ -439,6 +439,10 @@ class Router:
                     store.hold(conn, h.interaction_id, since_ms=h.since_ms)
             out = []
             for d, arm in routing.decisions:
+                if not conversations_store.routable(conn, d.interaction_id):
+                    # Its visitor left while the interaction was being queued.
+                    store.finish(conn, d.interaction_id, status="abandoned", now_ms=now_ms)
+                    continue
                 if d.method == "predictive" and self.score is not None:
                     version = self.score.version(waiting[d.interaction_id].queue)
                     d = replace(d, why=f"{d.why} (KPI model {version})")
@@ -500,8 +504,11 @@ class Router:
     def sync_presence(self, now_ms: int) -> None:
         """Write each chat queue's staffing (agents available, slots busy, chats waiting)
         where pacing reads it, from the agents' own presence: the agent desk calls this on
-        every change, so chat offers follow who is really there."""
+        every change, so chat offers follow who is really there. Until any agent has a
+        presence here, ``PUT /v1/queues/{name}/presence`` (another tool's report) stands."""
         with self.engine.begin() as conn:
+            if not store.agent_states(conn):
+                return  # nobody routes here yet: queue presence is another tool's to report
             agents = self.agents(conn)
             waiting = Counter(r.queue for r in store.waiting(conn))
             for name, queue in self.queues.items():

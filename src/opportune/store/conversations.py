@@ -332,6 +332,15 @@ def route_in(
     return transition(conn, conversation_id, "route", now_ms=now_ms, agent_id=agent_id)
 
 
+def routable(conn: Connection, conversation_id: str) -> bool:
+    """Whether a dispatch pass may give this interaction to an agent: any interaction that
+    is not a web chat, or a chat still queued (not one its visitor has left meanwhile)."""
+    row = conn.execute(
+        select(conversations_t.c.state).where(conversations_t.c.id == conversation_id)
+    ).first()
+    return row is None or row.state == "queued"
+
+
 def rate(conn: Connection, conversation_id: str, rating: int) -> Conversation:
     """The visitor's rating, once their part is over (ended by them or by the agent)."""
     if not 1 <= rating <= 5:
