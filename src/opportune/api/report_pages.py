@@ -37,6 +37,14 @@ Reader = Annotated[Person, Depends(require_person("admin", "supervisor"))]
 _ZONES: Final = sorted(z for z in available_timezones() if "/" in z or z == "UTC")
 
 
+TABLE_TITLES: Final = {
+    "overTime": "Over time", "devices": "Devices", "browsers": "Browsers",
+    "pages": "Top pages", "referrers": "Referrers", "campaigns": "Campaigns",
+    "segments": "Segments", "outcomes": "Outcomes", "bySegment": "Conversion by segment",
+    "maps": "Per map", "blocked": "Blocked, by reason", "attributed": "Outcomes attributed",
+    "uplift": "Uplift against the holdout (95% interval)", "offers": "Click-through",
+    "queues": "Per queue", "agents": "Agents", "comparison": "Predictive vs standard",
+}  # fmt: skip
 _PERCENT: Final = ("Pct", "Rate", "share", "serviceLevel", "shareOfVisits", "clickThrough")
 
 
@@ -70,22 +78,29 @@ def _col(t: Table, name: str) -> list[Any]:
     return [row[i] for row in t.rows]
 
 
-def _line(cid: str, title: str, t: Table, cols: list[str], percent: bool = False) -> dict[str, Any]:
+def _integer(series: list[dict[str, Any]]) -> bool:
+    """Counts only: the axis needs no fractions."""
+    return all(v is None or isinstance(v, int) for s in series for v in s["values"])
+
+
+def _spec(
+    cid: str, kind: str, title: str, labels: list[Any], t: Table, cols: list[str], percent: bool
+) -> dict[str, Any]:
+    series = [{"name": c, "values": _col(t, c)} for c in cols]
     return {
-        "id": cid, "kind": "line", "title": title, "percent": percent,
-        "labels": _col(t, "bucket"),
-        "series": [{"name": c, "values": _col(t, c)} for c in cols],
+        "id": cid, "kind": kind, "title": title, "percent": percent, "labels": labels,
+        "series": series, "integer": _integer(series),
     }  # fmt: skip
+
+
+def _line(cid: str, title: str, t: Table, cols: list[str], percent: bool = False) -> dict[str, Any]:
+    return _spec(cid, "line", title, _col(t, "bucket"), t, cols, percent)
 
 
 def _bars(
     cid: str, title: str, t: Table, key: str, cols: list[str], percent: bool = False
 ) -> dict[str, Any]:
-    return {
-        "id": cid, "kind": "bar", "title": title, "percent": percent,
-        "labels": [str(v) for v in _col(t, key)],
-        "series": [{"name": c, "values": _col(t, c)} for c in cols],
-    }  # fmt: skip
+    return _spec(cid, "bar", title, [str(v) for v in _col(t, key)], t, cols, percent)
 
 
 def _pivot(t: Table, key: str, value: str) -> Table:
@@ -182,7 +197,7 @@ def report_pages_router(reports_dir: Path = REPORTS_DIR) -> APIRouter:
             name=base, title=TITLES[base], titles=TITLES, report=report, w=w, site=site or "",
             user=person.user, csrf=person.session.csrf, zones=_ZONES,
             csv_links={k: f"/reports/{base}.csv?{_query(w, site, table=k)}" for k in report.tables},
-            query=_query(w, site), charts=specs,
+            query=_query(w, site), charts=specs, table_titles=TABLE_TITLES,
             charts_json=json.dumps(specs).replace("<", "\\u003c"),
         )  # fmt: skip
         return _page(html)

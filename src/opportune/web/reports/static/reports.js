@@ -25,6 +25,7 @@
     if (!canvas) return null;
     var y = { beginAtZero: true, ticks: {} };
     if (spec.percent) { y.ticks.callback = percentTick; y.suggestedMax = 1; }
+    else if (spec.integer) { y.ticks.precision = 0; }
     return new window.Chart(canvas, {
       type: spec.kind === "bar" ? "bar" : "line",
       data: {
