@@ -90,6 +90,7 @@ def test_every_report_answers_json_with_its_window(client: TestClient) -> None:
             assert all(len(row) == len(t["columns"]) for row in t["rows"])
     v = client.get("/v1/reports/visitors", headers=KEY).json()
     assert v["totals"]["visits"] == 1 and v["from"] <= v["to"]
+    assert client.get("/v1/reports/visitors?site=demo", headers=KEY).json()["totals"]["visits"] == 1
     assert (time.time() * 1000) < v["endMs"] and v["endMs"] - v["startMs"] == 7 * 86_400_000
 
 
@@ -118,6 +119,7 @@ def test_csv_by_suffix_or_format_and_formulas_defused(client: TestClient) -> Non
         ("interval=week", "interval"),
         ("format=xml", "format"),
         ("format=csv&table=nope", "table"),
+        ("site=elsewhere", "site"),
     ],
 )
 def test_bad_parameters_are_named(client: TestClient, query: str, param: str) -> None:

@@ -157,6 +157,17 @@ def test_the_action_map_funnel_counts_offers_over_the_qualified_not_held_out(
     assert offer["clickThrough"] == 0.3333
 
 
+def test_a_bot_that_opened_is_engaged_without_an_accept(client: TestClient) -> None:
+    v = Visitor(client, "idler-1")
+    v.send({"type": "page_view", "url": f"{ORIGIN}/demo/help.html"})
+    r = v.send({"type": "idle", "url": f"{ORIGIN}/demo/help.html"})
+    [bot] = [a for a in r.get("actions", []) if a["map"] == "help-centre-bot"]
+    v.report(bot["id"], "started")
+    m = {r["map"]: r for r in table(run(client, action_maps), "maps")}["help-centre-bot"]
+    assert (m["channel"], m["offered"], m["accepted"], m["engaged"]) == ("bot", 1, 0, 1)
+    assert m["engagedPct"] == 1.0 and m["acceptedPct"] == 0.0
+
+
 def test_visits_segments_and_outcomes(client: TestClient, searchers: dict[str, Visitor]) -> None:
     v = run(client, visitors)
     assert v.totals == {"visits": 5, "visitors": 5, "new": 5, "returning": 0, "pageViews": 6}

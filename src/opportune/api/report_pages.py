@@ -26,6 +26,7 @@ from opportune.api.reports import (
     PARAMS,
     TITLES,
     build,
+    parse_site,
     parse_window,
     report_csv,
     split_name,
@@ -188,7 +189,7 @@ def report_pages_router(reports_dir: Path = REPORTS_DIR) -> APIRouter:
         query = {k: v for k, v in request.query_params.items() if k in (*PARAMS, "table", "format")}
         base, as_csv = split_name(name, query)
         w = parse_window(query)
-        site = query.get("site") or None
+        site = parse_site(request, query)
         report = await run_in_threadpool(build, request, base, w, site)
         if as_csv:
             return report_csv(report, w, query.get("table"))

@@ -151,12 +151,23 @@ def split_name(name: str, query: dict[str, str]) -> tuple[str, bool]:
     return base, fmt == "csv"
 
 
+def parse_site(request: Request, query: dict[str, str]) -> str | None:
+    """The one site asked for (``site``), or ``None`` for all; a 422 for an unknown one."""
+    site = query.get("site") or None
+    sites = request.app.state.runtime.workspace.sites
+    if site is not None and site not in sites:
+        known = ", ".join(sorted(sites)) or "none"
+        raise error(422, "bad_parameter", f"unknown site {site!r} (sites: {known})", path="site")
+    return site
+
+
 async def answer(request: Request, name: str) -> Response:
     """A report as JSON or CSV, from the request's query string."""
     query = dict(request.query_params)
     base, as_csv = split_name(name, query)
     w = parse_window(query)
-    report = await run_in_threadpool(build, request, base, w, query.get("site") or None)
+    site = parse_site(request, query)
+    report = await run_in_threadpool(build, request, base, w, site)
     if as_csv:
         return report_csv(report, w, query.get("table"))
     return JSONResponse(report_json(report, w))

@@ -281,7 +281,9 @@ def _funnel(states: Mapping[tuple[str, str], tuple[int, int, int]], m: str) -> d
     return {
         "qualified": n("qualified"), "heldOut": n("holdout"), "blocked": n("blocked"),
         "blockedVisits": n("blocked", 1), "offered": n("offered"), "accepted": n("accepted"),
-        "engaged": n("engaged"), "rejected": n("rejected"), "timedOut": n("timeout"),
+        # A conversation that started (the widget reports ``started``; ``engaged`` follows
+        # it and is not sent yet): an engaged instance has always started.
+        "engaged": max(n("started"), n("engaged")), "rejected": n("rejected"), "timedOut": n("timeout"),
     }  # fmt: skip
 
 
@@ -303,7 +305,7 @@ def action_maps(conn: Connection, w: Window, d: Definitions, site: str | None = 
         rows.append([
             m, info[m].channel if m in info else "", f["qualified"], f["heldOut"], f["blocked"],
             f["blockedVisits"], f["offered"], ratio(f["offered"], eligible), f["accepted"],
-            ratio(f["accepted"], f["offered"]), f["engaged"], ratio(f["engaged"], f["accepted"]),
+            ratio(f["accepted"], f["offered"]), f["engaged"], ratio(f["engaged"], f["offered"]),
             f["rejected"], f["timedOut"], per_map.get(m, 0),
         ])  # fmt: skip
     held = [m.name for m in d.maps if m.holdout > 0]
