@@ -283,7 +283,8 @@ def _funnel(states: Mapping[tuple[str, str], tuple[int, int, int]], m: str) -> d
         "blockedVisits": n("blocked", 1), "offered": n("offered"), "accepted": n("accepted"),
         # A conversation that started (the widget reports ``started``; ``engaged`` follows
         # it and is not sent yet): an engaged instance has always started.
-        "engaged": max(n("started"), n("engaged")), "rejected": n("rejected"), "timedOut": n("timeout"),
+        "engaged": max(n("started"), n("engaged")),
+        "rejected": n("rejected"), "timedOut": n("timeout"),
     }  # fmt: skip
 
 

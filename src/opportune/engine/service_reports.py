@@ -99,8 +99,8 @@ def _agents(
     for queue in sorted({qq for _, qq in by}):
         info = d.queues.get(queue)
         if info is not None and info.kpi is not None:
-            for h in _labelled(conn, w, queue, info.kpi, now_ms):
-                labels.setdefault((h.agent_id, queue), []).append(h.label)
+            for row in _labelled(conn, w, queue, info.kpi, now_ms):
+                labels.setdefault((row.agent_id, queue), []).append(row.label)
     out = []
     for (agent, queue), mine in sorted(by.items()):
         info = d.queues.get(queue)
