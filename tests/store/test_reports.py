@@ -150,6 +150,10 @@ def test_the_action_map_funnel_counts_offers_over_the_qualified_not_held_out(
     assert (up["engagedVisits"], up["engagedAchieved"]) == (3, 1)
     assert (up["holdoutVisits"], up["holdoutAchieved"]) == (1, 1)
     c = compare(summarise([1.0, 0.0, 0.0]), summarise([1.0]), binary=True)
+    same = client.get(
+        f"/v1/action-maps/{MAP}/uplift?outcome=purchase_confirmed&days=1", headers=KEY
+    ).json()
+    assert same["uplift"] == c.uplift and same["ciLow"] == c.ci_low  # the endpoint agrees
     assert up["uplift"] == round(c.uplift, 4) == -0.6667
     assert (up["ciLow"], up["ciHigh"]) == (round(c.ci_low, 4), round(c.ci_high, 4))
     [offer] = [o for o in table(run(client, content_offers), "offers") if o["map"] == MAP]
@@ -228,9 +232,18 @@ def test_queues_agents_and_the_routing_comparison(client: TestClient) -> None:
         2,
     )
     assert (ana["kpiTotal"], ana["kpiRate"]) == (1.0, 0.5)
+    # The same figures as the queue's own endpoints over the same interactions.
+    svc = client.get("/v1/queues/loans/service?hours=24", headers=KEY).json()
+    assert (svc["arrived"], svc["answered"], svc["abandoned"]) == (4, 3, 1)
+    assert svc["serviceLevel"] == loans["serviceLevel"]
     routing = run(client, service_reports.routing)
     [cmp] = [c for c in table(routing, "comparison") if c["queue"] == "loans"]
     assert cmp["kpi"] == "loan-conversion" and cmp["predictive"] + cmp["standard"] == 2
+    same = client.get("/v1/queues/loans/comparison?days=1", headers=KEY).json()
+    for arm in ("predictive", "standard"):
+        assert cmp[arm] == same["arms"].get(arm, {}).get("interactions", 0)
+    if "uplift" in same:
+        assert (cmp["uplift"], cmp["ciLow"]) == (round(same["uplift"], 4), round(same["ciLow"], 4))
 
 
 def _visit(engine: Engine, sid: str, at: datetime, number: int = 1) -> None:
