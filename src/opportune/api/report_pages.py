@@ -15,7 +15,7 @@ from typing import Annotated, Any, Final
 from urllib.parse import urlencode
 from zoneinfo import available_timezones
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -62,9 +62,10 @@ def fmt(value: Any, column: str) -> str:
     return str(value)
 
 
-def _page(html: str) -> HTMLResponse:
+def _page(html: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(
         html,
+        status_code=status,
         headers={
             "Content-Security-Policy": CSP,
             "Cache-Control": "no-store",
@@ -188,8 +189,22 @@ def report_pages_router(reports_dir: Path = REPORTS_DIR) -> APIRouter:
     async def page(request: Request, name: str, person: Reader) -> Response:
         query = {k: v for k, v in request.query_params.items() if k in (*PARAMS, "table", "format")}
         base, as_csv = split_name(name, query)
-        w = parse_window(query)
-        site = parse_site(request, query)
+        problem: dict[str, str] = {}
+        try:
+            w = parse_window(query)
+            site = parse_site(request, query)
+        except HTTPException as exc:
+            if as_csv or exc.status_code != 422 or not isinstance(exc.detail, dict):
+                raise
+            # The page again, the default range shown, the error named at its field.
+            problem = {"path": exc.detail.get("path", ""), "message": exc.detail["message"]}
+            w, site = parse_window({"tz": "UTC"}), None
+        values = {
+            "from": w.first.isoformat(), "to": w.last.isoformat(), "tz": w.tz,
+            "interval": w.interval,
+        }  # fmt: skip
+        if problem:
+            values.update({k: v for k, v in query.items() if k in values})
         report = await run_in_threadpool(build, request, base, w, site)
         if as_csv:
             return report_csv(report, w, query.get("table"))
@@ -199,8 +214,8 @@ def report_pages_router(reports_dir: Path = REPORTS_DIR) -> APIRouter:
             user=person.user, csrf=person.session.csrf, zones=_ZONES,
             csv_links={k: f"/reports/{base}.csv?{_query(w, site, table=k)}" for k in report.tables},
             query=_query(w, site), charts=specs, table_titles=TABLE_TITLES,
-            charts_json=json.dumps(specs).replace("<", "\\u003c"),
+            charts_json=json.dumps(specs).replace("<", "\\u003c"), problem=problem, values=values,
         )  # fmt: skip
-        return _page(html)
+        return _page(html, 422 if problem else 200)
 
     return api
