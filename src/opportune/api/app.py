@@ -323,6 +323,7 @@ def _include_admin(app: FastAPI, runtime: Runtime) -> None:
         definitions_router(rules=runtime.rules, ingestor=ingestor, require_api_key=require_api_key)
     )
     app.include_router(engagement_router(ingestor=ingestor, require_api_key=require_api_key))
+    _include_reports(app, require_api_key)
     routing_models = RoutingRegistry(settings.data_dir / "routing-models")
     runtime.router = Router(
         ingestor.engine,
@@ -341,6 +342,19 @@ def _include_admin(app: FastAPI, runtime: Runtime) -> None:
         )
     )
     _include_chat(app, runtime)
+
+
+def _include_reports(app: FastAPI, require_api_key: Any) -> None:
+    """Historical reports: ``/v1/reports/...`` (API key) and the pages at ``/reports``."""
+    from starlette.staticfiles import StaticFiles
+
+    from opportune.api.report_pages import REPORTS_DIR, report_pages_router
+    from opportune.api.reports import reports_router
+
+    app.include_router(reports_router(require_api_key))
+    static = StaticFiles(directory=REPORTS_DIR / "static")
+    app.mount("/reports/static", static, name="reports-static")
+    app.include_router(report_pages_router())
 
 
 def _include_chat(app: FastAPI, runtime: Runtime) -> None:
