@@ -13,6 +13,11 @@ the GIL for driver calls cost about a third of the throughput (measured).
   during which the GIL is free — goes to a thread.
 - PostgreSQL: the asyncio driver (psycopg's, through SQLAlchemy's async engine), so waiting
   for the server costs the loop nothing; events go in with COPY.
+
+Exactly-once is the database's: each event's key (site, visitor, event id) is claimed in
+``event_ids`` in the same transaction; a group with a key already there is rolled back and
+its jobs written one by one, and a job that fails alone is told why (``store/verdicts``):
+events already stored, or events the database refuses — its batch is then judged again.
 """
 
 from __future__ import annotations
@@ -264,7 +269,8 @@ def _statements(sql: _Sql, group: Sequence[WriteJob]) -> list[tuple[str, list[tu
     if session_rows:
         out.append((sql.sessions, [tuple(r[c] for c in SESSION_COLUMNS) for r in session_rows]))
     if event_rows:
-        # Both dialects: claim the events' keys in event_ids first (see _claim_keys).
+        # A marker, not SQL: each dialect claims the events' keys in event_ids first, then
+        # stores the rows (SQLite: claim_keys, executemany; PostgreSQL: _Sql.copy_events).
         out.append((_COPY_EVENTS, event_rows))
     changes = [c for j in group for c in j.segment_changes]
     if changes:
