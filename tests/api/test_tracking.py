@@ -217,3 +217,30 @@ def test_the_snippet_is_served_compressed(client: TestClient) -> None:
     assert r.status_code == 200
     assert r.headers["content-encoding"] == "gzip"
     assert "opportune" in r.text
+
+
+def test_text_the_database_cannot_store_is_refused_not_a_5xx(client: TestClient) -> None:
+    """NUL in an event's text: that event refused with its reason, the rest stored, and a
+    resend answered the same (PostgreSQL cannot store NUL: this was a 503 for ever). NUL
+    in the batch's context: 400 naming the field. A lone surrogate is not valid JSON."""
+    body = batch(4)
+    body["events"][1]["url"] = ORIGIN + "/a\u0000b"
+    body["events"][2]["attributes"] = {"plan": "gold\u0000"}
+    for _ in range(2):
+        r = post(client, body)
+        assert r.status_code == 200, r.text
+        refused = r.json()["refused"]
+        assert [(x["index"], x["id"]) for x in refused] == [(1, "e1"), (2, "e2")]
+        assert "NUL" in refused[0]["reason"] and "url" in refused[0]["reason"]
+        assert "attributes.plan" in refused[1]["reason"]
+    assert stored(client) == 2
+    ctx = batch(1, visitor="v2", context={"locale": "es\u0000"})
+    r = post(client, ctx)
+    assert (r.status_code, r.json()["error"]["path"]) == (400, "$.context.locale")
+    lone = post(
+        client,
+        None,
+        raw=json.dumps(batch(1, visitor="v3", prefix="s")).replace("/p0", "/\\ud800").encode(),
+    )
+    assert lone.status_code == 400 and lone.json()["error"]["code"] == "invalid_json"
+    assert stored(client) == 2

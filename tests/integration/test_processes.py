@@ -4,6 +4,7 @@ visitors end exactly as if they had been sent one after another."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -30,11 +31,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def two_servers(pg_url: str, tmp_path: Path) -> Iterator[tuple[list[str], str]]:
+@contextlib.contextmanager
+def servers(pg_url: str, tmp_path: Path, n: int = 2) -> Iterator[tuple[list[str], list]]:
+    """``n`` server processes on one PostgreSQL and one Redis: their URLs and processes."""
     prefix = f"test-{uuid.uuid4().hex[:8]}:"
     procs, urls, logs = [], [], []
-    for i in range(2):
+    for i in range(n):
         port = free_port()
         env = {
             **os.environ,
@@ -68,15 +70,22 @@ def two_servers(pg_url: str, tmp_path: Path) -> Iterator[tuple[list[str], str]]:
                 if proc.poll() is not None or time.time() > deadline:
                     pytest.fail(f"server did not start: {log.read_text()[-2000:]}")
                 time.sleep(0.2)
-        yield urls, pg_url
+        yield urls, procs
     finally:
         for proc in procs:
-            proc.terminate()
+            if proc.poll() is None:
+                proc.terminate()
             proc.wait(timeout=30)
         r = redis.Redis.from_url(REDIS_URL)
         for key in r.scan_iter(prefix + "*"):
             r.delete(key)
         r.close()
+
+
+@pytest.fixture
+def two_servers(pg_url: str, tmp_path: Path) -> Iterator[tuple[list[str], str]]:
+    with servers(pg_url, tmp_path) as (urls, _procs):
+        yield urls, pg_url
 
 
 @pytest.mark.postgres
@@ -247,3 +256,99 @@ def test_segments_and_outcomes_on_two_processes_equal_the_sequential_result(two_
         eng.dispose()
     assert all(n == 1 for *_, n in rows), "a fact was recorded twice"
     assert won == sum(1 for v in range(n_visitors) if v % 5 < 2)
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_a_resend_to_the_other_process_after_kill_9_stores_each_event_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Visitors send their batches to process A, which is killed with SIGKILL under load
+    (commits in flight, Redis state not yet saved, visitor locks held). Every batch is then
+    resent to process B with a new ``sentAt`` (so every corrected ``ts`` differs): each
+    event is stored once, and no batch A acknowledged is accepted again."""
+    n_visitors, n_batches, per = 24, 8, 10
+    now = int(time.time() * 1000)
+
+    def body(v: int, b: int, sent_at: int) -> str:
+        evs = [
+            {"id": f"{v}-{b}-{k}", "type": "click", "ts": now - 120_000 + b * 1000 + k}
+            for k in range(per)
+        ]
+        evs[0] = {**evs[0], "type": "page_view", "url": f"https://x.example/{b}"}
+        return json.dumps(
+            {"siteKey": "demo-site-key", "visitorId": f"k9-{v}", "sentAt": sent_at, "events": evs}
+        )
+
+    acked: dict[tuple[int, int], dict] = {}
+
+    with servers(pg_url, tmp_path) as (urls, procs):
+
+        async def load() -> None:
+            async with httpx.AsyncClient(timeout=10) as client:
+
+                async def visitor(v: int) -> None:
+                    for b in range(n_batches):
+                        try:
+                            r = await client.post(urls[0] + "/v1/events", content=body(v, b, now))
+                        except httpx.HTTPError:
+                            return  # A died with this batch in flight
+                        if r.status_code != 200:
+                            return
+                        acked[(v, b)] = r.json()
+
+                async def killer() -> None:
+                    while len(acked) < n_visitors * 2:
+                        await asyncio.sleep(0.002)
+                    procs[0].kill()  # SIGKILL: no shutdown, no state saved
+
+                await asyncio.gather(killer(), *[visitor(v) for v in range(n_visitors)])
+
+        asyncio.run(load())
+        procs[0].wait(timeout=10)
+        assert 0 < len(acked) < n_visitors * n_batches
+
+        async def resend_all() -> dict[tuple[int, int], dict]:
+            answers: dict[tuple[int, int], dict] = {}
+            async with httpx.AsyncClient(timeout=30) as client:
+
+                async def visitor(v: int) -> None:
+                    for b in range(n_batches):
+                        # A lock A held expires after its lifetime: B answers 503 until then.
+                        deadline = time.time() + 40
+                        while True:
+                            r = await client.post(
+                                urls[1] + "/v1/events", content=body(v, b, now + 2_000)
+                            )
+                            if r.status_code == 200 or time.time() > deadline:
+                                break
+                            assert r.status_code == 503, r.text
+                            await asyncio.sleep(0.5)
+                        assert r.status_code == 200, r.text
+                        answers[(v, b)] = r.json()
+
+                await asyncio.gather(*[visitor(v) for v in range(n_visitors)])
+            return answers
+
+        answers = asyncio.run(resend_all())
+
+    for key, answer in answers.items():
+        assert answer["accepted"] + answer["duplicates"] == per, (key, answer)
+        if key in acked:  # stored and acknowledged by A: nothing of it is new
+            assert answer["duplicates"] == per, (key, acked[key], answer)
+    eng = create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with eng.connect() as c:
+            twice = c.execute(
+                text(
+                    "SELECT visitor_id, event_id, count(*) FROM events "
+                    "GROUP BY visitor_id, event_id HAVING count(*) > 1"
+                )
+            ).all()
+            total = c.execute(select(func.count()).select_from(events)).scalar_one()
+            counted = c.execute(select(func.sum(sessions.c.event_count))).scalar_one()
+    finally:
+        eng.dispose()
+    assert twice == []
+    assert total == n_visitors * n_batches * per
+    assert counted == total  # and each counted once in its visit

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Engine, select
 
 from opportune.store.gdpr import purge_older_than
-from opportune.store.schema import events, sessions, visitors
+from opportune.store.schema import event_ids, events, sessions, visitors
 
 
 def test_purge_removes_old_history_and_empty_anonymous_visitors(engine: Engine) -> None:
@@ -45,7 +45,9 @@ def test_purge_removes_old_history_and_empty_anonymous_visitors(engine: Engine) 
                     type="page_view",
                 )
             )
+            c.execute(event_ids.insert().values(site_id="shop", visitor_id=v, event_id="e", ts=t))
         counts = purge_older_than(c, 5_000_000)
     assert (counts.events, counts.sessions, counts.visitors) == (1, 1, 1)
     with engine.connect() as c:
         assert c.execute(select(visitors.c.id)).scalars().all() == ["new"]
+        assert c.execute(select(event_ids.c.visitor_id)).scalars().all() == ["new"]

@@ -7,7 +7,8 @@ clock or the site live in :func:`check_event` and take ``now`` as an argument.
 
 from __future__ import annotations
 
-from typing import Annotated, Final, Literal, get_args
+import re
+from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
 
@@ -217,4 +218,66 @@ def check_event(
             return Refusal(index, event.id, "identify needs identity.email, phone or customerId")
     elif event.identity is not None or event.traits:
         return Refusal(index, event.id, "identity and traits are only allowed on identify")
+    bad = unstorable_field(event)
+    if bad is not None:
+        return Refusal(
+            index, event.id, f"text the database cannot store (NUL or a lone surrogate) in {bad}"
+        )
+    return None
+
+
+# PostgreSQL's text cannot hold NUL, and no driver encodes a lone surrogate as UTF-8: an
+# event carrying either would fail its batch's write every time it is resent.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unstorable(text: str) -> bool:
+    # isascii() is O(1) in CPython: most text skips the regular expression.
+    return "\x00" in text or (not text.isascii() and _SURROGATE.search(text) is not None)
+
+
+def unstorable_field(event: Event) -> str | None:
+    """The first field of ``event`` with text a database cannot store, or ``None``.
+
+    >>> unstorable_field(Event(id="e1", type="custom", ts=1_700_000_000_000, name="a" + chr(0)))
+    'name'
+    >>> unstorable_field(Event(id="e1", type="custom", ts=1_700_000_000_000, name="añb"))
+    """
+    # One test over the five texts together first: the hot path (clean text) in one scan.
+    if _unstorable(f"{event.url}{event.title}{event.referrer}{event.name}{event.query}"):
+        for name in ("url", "title", "referrer", "name", "query"):
+            value = getattr(event, name)
+            if value is not None and _unstorable(value):
+                return name
+    bad = _unstorable_in("attributes", event.attributes) if event.attributes else None
+    if bad is None and event.traits:
+        bad = _unstorable_in("traits", event.traits)
+    ident = event.identity
+    if bad is None and ident is not None:
+        for name in ("email", "phone", "customer_id"):
+            value = getattr(ident, name)
+            if value is not None and _unstorable(value):
+                return "identity." + ("customerId" if name == "customer_id" else name)
+    return bad
+
+
+def _unstorable_in(where: str, values: dict[str, Any]) -> str | None:
+    for key, value in values.items():
+        if _unstorable(key):
+            return f"a key of {where}"
+        if isinstance(value, str) and _unstorable(value):
+            return f"{where}.{key}"
+    return None
+
+
+def unstorable_context(context: Context) -> str | None:
+    """The field of a batch's ``context`` with text a database cannot store, or ``None``.
+
+    >>> unstorable_context(Context(locale="es" + chr(0) + "ES"))
+    'locale'
+    """
+    for name in ("locale", "timezone"):
+        value = getattr(context, name)
+        if value is not None and _unstorable(value):
+            return name
     return None

@@ -18,7 +18,15 @@ from sqlalchemy import Engine
 from opportune.core.action_types import payload
 from opportune.core.actionmaps import answered, instance_id
 from opportune.core.assignments import merge_assignments
-from opportune.core.events import Batch, Event, Recheck, Refusal, ReportBatch, check_event
+from opportune.core.events import (
+    Batch,
+    Event,
+    Recheck,
+    Refusal,
+    ReportBatch,
+    check_event,
+    unstorable_context,
+)
 from opportune.core.journey import Journey, JourneyEvent, past_outcomes_after
 from opportune.core.session import SessionTrack, place
 from opportune.engine.answer import IngestResult
@@ -28,11 +36,12 @@ from opportune.engine.history import StoredHistory
 from opportune.engine.identify import Linked, identify_indexes, linked_customers
 from opportune.engine.live import LiveStore, Loader, MemoryLiveStore, Slot, VisitorLive
 from opportune.engine.placement import Arrival, count_event, start_visit
-from opportune.engine.rows import BatchRows
+from opportune.engine.rows import BatchRows, Verdict
 from opportune.engine.rules import RuleBook
 from opportune.engine.scoring import OutcomeScorer
 from opportune.settings import Settings
 from opportune.store.facts import session_facts
+from opportune.store.verdicts import Rejudge
 from opportune.store.visits import session_row
 from opportune.store.writer import ActionEventRow, GroupCommitWriter, WriteJob
 from opportune.workspace import Site, Workspace
@@ -130,20 +139,39 @@ class Ingestor:
                 f"{self.settings.max_batch_events}",
                 "$.events",
             )
-        async with self.live.hold(batch.visitor_id, now_ms) as slot:
-            return await self._ingest(batch, site, slot, now_ms=now_ms, headers=headers, peer=peer)
+        bad = unstorable_context(batch.context)
+        if bad is not None:
+            raise IngestError(
+                400,
+                "invalid_batch",
+                "text the database cannot store (NUL or a lone surrogate)",
+                f"$.context.{bad}",
+            )
+        # The database has the last word on what is new: a batch whose write found some of
+        # its events already stored, or an event the database refuses, is judged again
+        # (the hold has forgotten the live state, which is reloaded from the database).
+        verdict = Verdict()
+        while True:
+            try:
+                async with self.live.hold(batch.visitor_id, now_ms) as slot:
+                    return await self._ingest(batch, site, slot, verdict, now_ms, headers, peer)
+            except Rejudge as exc:
+                if not verdict.learn(exc):
+                    raise
 
     async def _ingest(
         self,
         batch: Batch,
         site: Site,
         slot: Slot,
-        *,
+        verdict: Verdict,
         now_ms: int,
         headers: Mapping[str, str],
         peer: str | None,
     ) -> IngestResult:
         state = self._admit(batch, site, slot, now_ms)
+        for event_id in verdict.stored:  # committed, as the database said
+            state.recent_ids.setdefault(event_id, now_ms)
         await self._bring_journey_current(slot, state)
         customer_before = state.customer_id
         work = BatchRows(last_sid=state.track.session_id)
@@ -153,12 +181,18 @@ class Ingestor:
         # must not interleave their changes to the state.
         arrival = Arrival(headers, peer, self.geo)
         for i, ev in enumerate(batch.events):
+            if i in verdict.refused:
+                work.refused.append(Refusal(i, ev.id, verdict.refused[i]))
+                continue
             self._event(batch, site, state, work, i, ev, now_ms=now_ms, arrival=arrival)
         j = state.journey
         engaged = None
         if self.rules.maps and work.event_rows and j is not None and j.session_id == work.last_sid:
             engaged = self._engage(site.name, batch.visitor_id, state, j, now_ms)
         outcomes = await self._write(slot, site, batch.visitor_id, state, work, engaged)
+        # Only now, committed, may the ids short-cut a retry as duplicates.
+        for row in work.event_rows:
+            state.recent_ids[row.event_id] = row.ts
         await self._settle_identity(batch, state, work, outcomes, customer_before, now_ms)
         state.prune(now_ms - self._id_horizon_ms)
         return await self._result(batch.visitor_id, state, work, engaged, now_ms)
@@ -236,11 +270,11 @@ class Ingestor:
         if refusal is not None:
             work.refused.append(refusal)
             return
-        if ev.id in state.recent_ids:
+        if ev.id in state.recent_ids or ev.id in work.ids:
             work.duplicates += 1
             return
         ts = ev.ts + skew
-        state.recent_ids[ev.id] = ts
+        work.ids.add(ev.id)
         sid, row, landed = self._place(batch, site, state, work, ev, ts, arrival)
         rs = self.rules.ruleset
         if sid == state.track.session_id and (rs or len(self.scorer)):

@@ -4,18 +4,19 @@ processes).
 Only what ingestion needs to decide without reading the database: the visitor's customer,
 its session track, the ids of its recent events, and the current visit's journey state
 with the visitor's customer-scope segment assignments (what the rules read and keep).
-Events older than the acceptance window are refused anyway, so remembering the ids inside
-that window is enough for exact de-duplication — and rebuilding that memory from the
-database is a small, bounded read.
+The ids are a short cut, not the authority: they hold only ids known committed (added
+after the commit), and the database's ``event_ids`` key decides what is new (the writer
+reports events it finds already stored, and the batch is judged again on a reloaded state).
 
 Both stores offer the same ``hold(visitor_id, now_ms)``: an async context manager around
 one batch's work on one visitor. What happens inside is the same code for both; they
 differ in how concurrent batches for one visitor are kept from losing each other's
 updates:
 
-- memory: one process, one event loop — a batch's changes to the state are made without
-  an ``await`` in between, so batches interleave safely; a retry answered "duplicate" while
-  the original is still being written waits for that write.
+- memory: one process, one event loop — batches of one visitor take turns (an
+  ``asyncio.Lock`` per visitor held until the batch's commit), so a batch never builds on
+  another's changes that may still fail to commit; other visitors' batches run meanwhile
+  and share group commits.
 - Redis: per-visitor serialisation — a lock (``SET NX PX`` with a token, released by a
   compare-and-delete script) held from reading the state until it is saved after the
   database commit. Concurrent batches for one visitor are rare (the snippet sends one
@@ -129,12 +130,30 @@ class MemoryLiveStore:
         self._loading: dict[str, asyncio.Future[VisitorLive | None]] = {}
         self._pending: dict[str, int] = {}  # writes in flight: never evict those visitors
         self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     def __len__(self) -> int:
         return len(self._items)
 
     @contextlib.asynccontextmanager
     async def hold(self, visitor_id: str, now_ms: int) -> AsyncIterator[Slot]:
+        # One batch of a visitor at a time: the next one starts from a state whose writes
+        # are committed (or, after a failure, reloaded from the database) — never from
+        # changes whose commit may still fail.
+        lock, users = self._locks.get(visitor_id) or (asyncio.Lock(), 0)
+        self._locks[visitor_id] = (lock, users + 1)
+        try:
+            async with lock, self._hold(visitor_id, now_ms) as slot:
+                yield slot
+        finally:
+            lock, users = self._locks[visitor_id]
+            if users <= 1:
+                del self._locks[visitor_id]
+            else:
+                self._locks[visitor_id] = (lock, users - 1)
+
+    @contextlib.asynccontextmanager
+    async def _hold(self, visitor_id: str, now_ms: int) -> AsyncIterator[Slot]:
         state = await self.get(visitor_id, now_ms)
         slot = Slot(state, self._inflight.get(visitor_id), lambda st: self.put(visitor_id, st))
         self._pending[visitor_id] = self._pending.get(visitor_id, 0) + 1

@@ -17,6 +17,7 @@ from opportune.core.rules import Changes
 from opportune.engine.engagement import Outcome
 from opportune.engine.identify import Linked
 from opportune.engine.live import VisitorLive
+from opportune.store.verdicts import AlreadyStored, Rejudge, Unstorable
 from opportune.store.writer import (
     AchievementRow,
     EventRow,
@@ -40,6 +41,8 @@ class BatchRows:
 
     refused: list[Refusal] = field(default_factory=list)
     duplicates: int = 0
+    # Ids taken in this batch (the live state learns them only after the commit).
+    ids: set[str] = field(default_factory=set)
     session_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     event_rows: list[EventRow] = field(default_factory=list)
     identifies: list[IdentifyOp] = field(default_factory=list)
@@ -146,3 +149,32 @@ class BatchRows:
             action_events=engaged.action_rows if engaged else [],
             webhooks=engaged.webhook_rows if engaged else [],
         )
+
+
+# Judgements of one batch: the first, and again after the database disagreed; past that
+# the batch fails (503: the client retries later).
+ATTEMPTS = 3
+
+
+@dataclass(slots=True)
+class Verdict:
+    """What the database said of a batch's earlier attempts: ids it holds (committed),
+    events it refuses (index -> reason).
+
+    >>> v = Verdict()
+    >>> v.learn(AlreadyStored({"e1"})), v.stored
+    (True, {'e1'})
+    """
+
+    stored: set[str] = field(default_factory=set)
+    refused: dict[int, str] = field(default_factory=dict)
+    attempts: int = 1
+
+    def learn(self, exc: Rejudge) -> bool:
+        """Take in what the database said; False once the batch has had its attempts."""
+        if isinstance(exc, AlreadyStored):
+            self.stored |= exc.ids
+        elif isinstance(exc, Unstorable):
+            self.refused.update(exc.refusals)
+        self.attempts += 1
+        return self.attempts <= ATTEMPTS

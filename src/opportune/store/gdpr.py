@@ -18,6 +18,7 @@ from opportune.store.schema import (
     customer_identifiers,
     customers,
     erasures,
+    event_ids,
     events,
     identity_log,
     interactions,
@@ -154,6 +155,17 @@ def erase_customer(conn: Connection, customer_id: str, *, now_ms: int) -> Erased
     )
     n_events = 0
     for s in sess:
+        # The events' exactly-once keys go with them (they name the visitor).
+        conn.execute(
+            delete(event_ids).where(
+                event_ids.c.visitor_id == s.visitor_id,
+                event_ids.c.event_id.in_(
+                    select(events.c.event_id).where(
+                        events.c.visitor_id == s.visitor_id, events.c.session_id == s.id
+                    )
+                ),
+            )
+        )
         n_events += conn.execute(
             delete(events).where(events.c.visitor_id == s.visitor_id, events.c.session_id == s.id)
         ).rowcount
@@ -218,6 +230,8 @@ def purge_older_than(conn: Connection, cutoff_ms: int) -> Purged:
         upper = min(cutoff_ms, oldest + 86_400_000)
         n_events += conn.execute(delete(events).where(events.c.ts < upper)).rowcount
         oldest = upper
+    # Keys older than the acceptance window can never be sent again (refused as too old).
+    conn.execute(delete(event_ids).where(event_ids.c.ts < cutoff_ms))
     conn.execute(delete(segment_changes).where(segment_changes.c.at < cutoff_ms))
     conn.execute(delete(outcome_achievements).where(outcome_achievements.c.achieved_at < cutoff_ms))
     conn.execute(delete(action_events).where(action_events.c.at < cutoff_ms))

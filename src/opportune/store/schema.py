@@ -4,7 +4,8 @@ Times are integer milliseconds since the epoch (UTC): the same on both databases
 index and to compare, and exactly what the snippet sends. ``events`` is the large table:
 its primary key starts with the visitor and the time, so per-visitor and per-session scans
 are one index range, and it carries ``ts`` in every unique key so PostgreSQL can
-range-partition it by time.
+range-partition it by time. Exactly-once is ``event_ids``' key, which does not contain the
+time (a resend may carry another one).
 """
 
 from __future__ import annotations
@@ -127,6 +128,22 @@ events = Table(
     # (its visitor, between its start and last event). Each index on this table costs
     # about a quarter of the insert rate.
     Index(None, "ts"),
+)
+
+# The database's exactly-once guard: one row per stored event, keyed by what identifies the
+# event to its client (site, visitor, the client's event id) and not by the server-corrected
+# time, which a resend with another ``sentAt`` changes. Written in the events' transaction
+# with ON CONFLICT DO NOTHING; ``events`` itself stays keyed by time, so it can still be
+# partitioned by ``ts``. ``ts`` here is the stored event's, for retention (no index: a
+# retention scan is rare; each index costs insert rate). SQLite: WITHOUT ROWID, one B-tree.
+event_ids = Table(
+    "event_ids",
+    metadata,
+    Column("site_id", String(64), primary_key=True),
+    Column("visitor_id", String(64), primary_key=True),
+    Column("event_id", String(64), primary_key=True),
+    Column("ts", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 identity_log = Table(

@@ -162,9 +162,7 @@ def earlier_visits(
     return found
 
 
-def visit_count(
-    conn: Connection, *, visitor_ids: Sequence[str], from_ms: int, to_ms: int
-) -> int:
+def visit_count(conn: Connection, *, visitor_ids: Sequence[str], from_ms: int, to_ms: int) -> int:
     """How many visits of these visitors started in ``[from_ms, to_ms]``."""
     if not visitor_ids:
         return 0

@@ -41,7 +41,6 @@ def _dummy_hash() -> str:
     return _hasher.hash(secrets.token_urlsafe(16))
 
 
-
 class UserError(ValueError):
     """A user that cannot be created or changed as asked; the message names the field."""
 

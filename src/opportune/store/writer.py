@@ -13,6 +13,11 @@ the GIL for driver calls cost about a third of the throughput (measured).
   during which the GIL is free — goes to a thread.
 - PostgreSQL: the asyncio driver (psycopg's, through SQLAlchemy's async engine), so waiting
   for the server costs the loop nothing; events go in with COPY.
+
+Exactly-once is the database's: each event's key (site, visitor, event id) is claimed in
+``event_ids`` in the same transaction; a group with a key already there is rolled back and
+its jobs written one by one, and a job that fails alone is told why (``store/verdicts``):
+events already stored, or events the database refuses — its batch is then judged again.
 """
 
 from __future__ import annotations
@@ -31,6 +36,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from opportune.settings import DEFAULT_COMMIT_MAX_BATCH
 from opportune.store.identify import IdentifyOutcome, apply_identify
 from opportune.store.schema import sessions
+from opportune.store.verdicts import (
+    AlreadyStored,
+    Conflict,
+    Unstorable,
+    claim_keys,
+    is_data_error,
+    stored_ids,
+    unstorable_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +161,7 @@ class GroupCommitWriter:
                 results = await self._commit_sqlite(group)
         except Exception as exc:
             if len(group) == 1:
-                log.exception("write failed")
-                _resolve(group[0], exc=exc)
+                _resolve(group[0], exc=await self._explain(group[0], exc))
                 return
             for job in group:  # one bad job must not fail the others
                 await self._commit([job])
@@ -158,6 +171,29 @@ class GroupCommitWriter:
         for job, result in zip(group, results, strict=True):
             _resolve(job, result=result)
 
+    async def _explain(self, job: WriteJob, exc: Exception) -> Exception:
+        """What a job that failed alone tells its batch: events already stored (judge it
+        again), events the database refuses (refuse them, store the rest), or the error
+        itself (an outage: nothing stored, the client retries)."""
+        try:
+            if isinstance(exc, Conflict):
+                return AlreadyStored(await self._run(stored_ids, job.events))
+            if job.events and is_data_error(exc):
+                bad = await self._run(unstorable_rows, job.events)
+                if bad:
+                    log.warning("events refused by the database: %s", bad)
+                    return Unstorable(bad)
+        except Exception:
+            log.exception("could not tell why a write failed")
+        log.error("write failed", exc_info=exc)
+        return exc
+
+    async def _run(self, fn: Callable[..., Any], rows: list[EventRow]) -> Any:
+        # The sync engine, off the loop on PostgreSQL (a rare path: no need for async SQL).
+        if self._sql.pg:
+            return await asyncio.to_thread(fn, self.engine, self._sql.events, rows)
+        return fn(self.engine, self._sql.events, rows)
+
     async def _commit_sqlite(self, group: list[WriteJob]) -> list[list[Any]]:
         with self.engine.connect() as conn:
             trans = conn.begin()
@@ -165,6 +201,9 @@ class GroupCommitWriter:
                 cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
                 try:
                     for sql, rows in _statements(self._sql, group):
+                        if sql is _COPY_EVENTS:
+                            claim_keys(cur, self._sql.event_ids, rows)
+                            sql = self._sql.events
                         cur.executemany(sql, rows)
                 finally:
                     cur.close()
@@ -230,7 +269,9 @@ def _statements(sql: _Sql, group: Sequence[WriteJob]) -> list[tuple[str, list[tu
     if session_rows:
         out.append((sql.sessions, [tuple(r[c] for c in SESSION_COLUMNS) for r in session_rows]))
     if event_rows:
-        out.append((_COPY_EVENTS if sql.pg else sql.events, event_rows))
+        # A marker, not SQL: each dialect claims the events' keys in event_ids first, then
+        # stores the rows (SQLite: claim_keys, executemany; PostgreSQL: _Sql.copy_events).
+        out.append((_COPY_EVENTS, event_rows))
     changes = [c for j in group for c in j.segment_changes]
     if changes:
         out.append((sql.segment_changes, changes))
@@ -377,6 +418,10 @@ class _Sql:
 
         self.pg = pg
         self.events = f"INSERT INTO events {values(EVENT_COLUMNS)} ON CONFLICT DO NOTHING"
+        self.event_ids = (
+            f"INSERT INTO event_ids {values(('site_id', 'visitor_id', 'event_id', 'ts'))} "
+            "ON CONFLICT DO NOTHING"
+        )
         self.segment_changes = f"INSERT INTO segment_changes {values(SEGMENT_CHANGE_COLUMNS)}"
         self.action_events = f"INSERT INTO action_events {values(ACTION_EVENT_COLUMNS)}"
         # One call per action instance: a retried batch must not call twice.
@@ -409,6 +454,13 @@ class _Sql:
         self._from_stage = (
             f"INSERT INTO events ({cols}) SELECT {cols} FROM events_in ON CONFLICT DO NOTHING"
         )
+        # In key order, so two processes' transactions claim overlapping keys in one order
+        # (a wait, not a deadlock).
+        self._claim_staged = (
+            "INSERT INTO event_ids (site_id, visitor_id, event_id, ts) "
+            "SELECT site_id, visitor_id, event_id, ts FROM events_in "
+            "ORDER BY site_id, visitor_id, event_id ON CONFLICT DO NOTHING"
+        )
 
     async def copy_events(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
         """PostgreSQL: COPY into a per-connection staging table, then one INSERT that skips
@@ -420,6 +472,10 @@ class _Sql:
         async with cur.copy(self._copy) as copy:
             for r in rows:
                 await copy.write_row(r)
+        # A key held by a transaction under way waits for it: skipped only once committed.
+        await cur.execute(self._claim_staged)
+        if cur.rowcount != len(rows):
+            raise Conflict
         await cur.execute(self._from_stage)
 
 
