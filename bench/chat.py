@@ -74,10 +74,11 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(p * len(s)))] * 1000 if s else float("nan")
 
 
-def cpu_ticks(pid: int) -> int:
-    """User + system CPU of a process (all its threads), in clock ticks."""
+def cpu_ticks(pid: int, part: slice = slice(11, 13)) -> int:
+    """User + system CPU of a process (all its threads), in clock ticks (``slice(12, 13)``:
+    system only)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
+    return sum(int(f) for f in fields[part])
 
 
 def bench_workspace(root: Path, agents: int, capacity: int) -> Path:
@@ -422,10 +423,12 @@ async def drive(base: str, pid: int, tokens: list[str], run: Run) -> dict[str, A
     idle_cpu_per_s = (cpu_ticks(pid) - c0) / TICK / (time.perf_counter() - w0)
     load_before = os.getloadavg()
     c1, r1, start = cpu_ticks(pid), resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    k1 = cpu_ticks(pid, slice(12, 13))
     until = start + run.seconds
     await asyncio.gather(*(v.talk(start, rng.random() * run.every, run.every, until) for v in live))
     window = time.perf_counter() - start
     cpu = (cpu_ticks(pid) - c1) / TICK
+    kernel = (cpu_ticks(pid, slice(12, 13)) - k1) / TICK
     r2 = resource.getrusage(resource.RUSAGE_SELF)
     client_cpu = (r2.ru_utime + r2.ru_stime) - (r1.ru_utime + r1.ru_stime)
     for _ in range(100):  # the last messages' deliveries
@@ -445,6 +448,7 @@ async def drive(base: str, pid: int, tokens: list[str], run: Run) -> dict[str, A
         "sent": sent,
         "rate": sent / window,
         "cpu_us": cpu / sent * 1e6 if sent else float("nan"),
+        "kernel_share": kernel / cpu if cpu else float("nan"),
         "marginal_us": (cpu - idle_cpu_per_s * window) / sent * 1e6 if sent else float("nan"),
         "idle_core": idle_cpu_per_s,
         "busy_core": cpu / window,
@@ -533,14 +537,14 @@ def measure(run: Run, *, pg: bool, use_redis: bool, pin: bool) -> dict[str, Any]
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def intents_report() -> Any:
+def intents_report(heldout: Path | None) -> Any:
     """``bench/intents.py``'s ``evaluate()`` on the demo flows' held-out utterances."""
     spec = importlib.util.spec_from_file_location("bench_intents", BENCH / "intents.py")
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     sys.modules["bench_intents"] = mod
     spec.loader.exec_module(mod)
-    return mod.evaluate()
+    return mod.evaluate(heldout=mod.load_heldout(heldout) if heldout else None)
 
 
 def report(run: Run, out: dict[str, Any], label: str) -> None:
@@ -570,7 +574,8 @@ def report(run: Run, out: dict[str, Any], label: str) -> None:
     )
     print(
         f"  server CPU: {out['cpu_us']:.0f} µs per message all included "
-        f"({out['busy_core']:.0%} of a core); {out['marginal_us']:.0f} µs above the idle "
+        f"({out['busy_core']:.0%} of a core, {out['kernel_share']:.0%} of it in the kernel); "
+        f"{out['marginal_us']:.0f} µs above the idle "
         f"cost of the open chats ({out['idle_core']:.1%} of a core idle); "
         f"this client {out['client_core']:.0%} of a core"
     )
@@ -583,7 +588,8 @@ def report(run: Run, out: dict[str, Any], label: str) -> None:
         f"  offers (alerts) to desks: {sum(s.offers.values())} for {len(s.offers)} chats; "
         f"{twice} chats alerted more than once"
     )
-    for e in s.errors[:5]:
+    errors = sorted(s.errors, key=lambda e: e.startswith("desk:"))  # the rarer kinds first
+    for e in errors[:5]:
         print(f"  error: {e[:300]}")
     if len(s.errors) > 5:
         print(f"  … {len(s.errors) - 5} more errors")
@@ -611,12 +617,13 @@ def main() -> None:
     ap.add_argument("--every", type=float, default=10.0, help="seconds between messages")
     ap.add_argument("--seconds", type=float, default=60.0, help="the steady phase")
     ap.add_argument("--idle-seconds", type=float, default=20.0)
-    ap.add_argument("--concurrency", type=int, default=4, help="conversations opened at once")
+    ap.add_argument("--concurrency", type=int, default=10, help="conversations opened at once")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--pg", action="store_true", help="PostgreSQL instead of SQLite")
     ap.add_argument("--redis", action="store_true", help="Redis for the bus and live state")
     ap.add_argument("--no-pin", action="store_true", help="do not pin server and client")
     ap.add_argument("--skip-intents", action="store_true")
+    ap.add_argument("--heldout", type=Path, help="held-out utterances (bench/data/…)")
     args = ap.parse_args()
     if args.quick:
         args.conversations, args.seconds, args.idle_seconds = 100, 20.0, 5.0
@@ -642,7 +649,7 @@ def main() -> None:
     out = measure(run, pg=args.pg, use_redis=args.redis, pin=pin)
     report(run, out, label)
     if not args.skip_intents:
-        intents = intents_report()
+        intents = intents_report(args.heldout)
         for lang, sc in sorted(intents.languages.items()):
             print(
                 f"intents {lang}: accuracy {sc.accuracy:.1%} ({sc.correct}/{sc.n}), macro F1 "
