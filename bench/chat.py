@@ -399,7 +399,9 @@ async def connect_desks(base: str, tokens: list[str], stats: Stats) -> list[Desk
         desk = Desk(ws, stats)
         desk.task = asyncio.create_task(desk.run())  # type: ignore[attr-defined]
         desks.append(desk)
-    await asyncio.wait_for(asyncio.gather(*(d.ready.wait() for d in desks)), 30)
+        # One after another: on PostgreSQL two agents made available at once can both
+        # insert the queue's staffing row (store.interactions.set_queue_presence).
+        await asyncio.wait_for(desk.ready.wait(), 30)
     return desks
 
 
