@@ -141,7 +141,7 @@ def agent_token(db_url: str) -> str:
 
 
 def recv(ws: ClientConnection, test: Callable[[Frame], bool], limit: int = 60) -> Frame:
-    """Frames until one passes ``test`` (each handed to ``seen`` on the way)."""
+    """Frames until one passes ``test``; fail after ``limit`` others."""
     for _ in range(limit):
         frame = json.loads(ws.recv(timeout=30))
         if test(frame):
@@ -329,7 +329,13 @@ def test_a_chat_survives_kill_9_of_either_process_with_nothing_lost_or_doubled(
     chat.close()
     desk.close()
 
-    eng = make_engine(pg_url)
+    check_store(pg_url, cid, visitor, agent)
+
+
+def check_store(db_url: str, cid: str, visitor: Party, agent: Party) -> None:
+    """Every acknowledged message in the database once, with the sequence it was
+    acknowledged as; the visitor and the agent saw exactly the stored transcript."""
+    eng = make_engine(db_url)
     with eng.connect() as conn:
         m = conversation_messages.c
         stored = conn.execute(
