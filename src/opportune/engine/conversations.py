@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
@@ -22,6 +23,7 @@ from opportune.store import conversations as store
 from opportune.store.conversations import Appended, Conversation, Message
 
 T = TypeVar("T")
+POOL_THREADS = 8
 
 Event = dict[str, Any]
 
@@ -51,12 +53,17 @@ class ConversationHub:
         self.bus = bus
         self.grace_ms = grace_ms
         self._inflight: set[asyncio.Future[Any]] = set()
+        # Threads of the chat's own, not the loop's default pool: the event writer holds
+        # SQLite's write lock while it waits for a default-pool thread to commit, so chat
+        # writes queued for that lock in every default thread would stall both for the
+        # 30 s busy timeout (seen with 1,000 chats' heartbeats; bench/chat.py).
+        self._pool = ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="opportune-chat")
 
     async def run(self, fn: Callable[[], T]) -> T:
         """``fn`` in a worker thread, kept track of: a socket that goes away cancels its
         waiter, not the database work, and :meth:`drain` waits for that work before the
         engine is disposed (a connection given back after would never be closed)."""
-        fut = asyncio.get_running_loop().run_in_executor(None, fn)
+        fut = asyncio.get_running_loop().run_in_executor(self._pool, fn)
         self._inflight.add(fut)
         fut.add_done_callback(self._inflight.discard)
         return await asyncio.shield(fut)
