@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from opportune.store import interactions as store
+from opportune.store.schema import queue_presence
 
 
 def new(iid: str, **kw: object) -> store.NewInteraction:
@@ -75,10 +76,47 @@ def test_an_assignment_never_takes_an_interaction_that_no_longer_waits(engine: E
     with engine.begin() as c:
         store.insert(c, new("i1"), now_ms=1_000)
         store.finish(c, "i1", status="abandoned", now_ms=1_100)
-        store.assign(c, store.Assignment("i1", "ana", "standard", 1.0, "", (), ()), now_ms=1_200)
+        made = store.assign(
+            c, store.Assignment("i1", "ana", "standard", 1.0, "", (), ()), now_ms=1_200
+        )
+        # Said, so a pass that lost the race to another does not announce it.
+        assert made is False
+        store.insert(c, new("i2"), now_ms=1_000)
+        first = store.Assignment("i2", "ana", "standard", 1.0, "", (), ())
+        second = store.Assignment("i2", "ben", "standard", 1.0, "", (), ())
+        assert store.assign(c, first, now_ms=1_300) is True
+        assert store.assign(c, second, now_ms=1_301) is False
     with engine.connect() as c:
         row = store.get(c, "i1")
         assert row is not None and (row.status, row.agent_id) == ("abandoned", None)
+        assert store.get(c, "i2").agent_id == "ana"  # type: ignore[union-attr]
+
+
+def test_queue_presence_written_at_once_by_two_processes_is_one_row(engine: Engine) -> None:
+    """An update-then-insert let two agents becoming available at once both insert (a
+    unique violation on PostgreSQL): one upsert statement now."""
+    import threading
+
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def write(n: int) -> None:
+        try:
+            start.wait()
+            with engine.begin() as c:
+                store.set_queue_presence(c, "loans", available=n, busy=0, waiting=0, now_ms=n)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(1, 5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with engine.connect() as c:
+        rows = c.execute(select(queue_presence)).all()
+    assert len(rows) == 1 and rows[0].agents_available in {1, 2, 3, 4}
 
 
 def test_presence_is_inserted_then_updated(engine: Engine) -> None:

@@ -417,8 +417,7 @@ class ChatService(DeskActions):
             done, posted = await self._tx(work)
         except ConversationError as exc:
             raise ChatError("not_allowed", str(exc)) from None
-        if not done.duplicate:
-            await self._publish(c.id, message_event(done.message))
+        await self._publish(c.id, message_event(done.message))  # a resend too: see hub.post
         for m in posted:
             await self._publish(c.id, message_event(m))
         if turn_box:

@@ -101,15 +101,15 @@ class ConversationHub:
         author: str | None = None,
         payload: Mapping[str, Any] | None = None,
     ) -> Appended:
-        """Store the message (once), then tell every follower. A resend is not re-published:
-        whoever follows already had it."""
+        """Store the message (once), then tell every follower. A resend is published again:
+        if the process that stored it died before publishing, this is the only time its
+        followers hear of it (followers drop what they already had, by sequence)."""
         done = await self._tx(
             lambda conn: store.append(
                 conn, conversation_id, message, now_ms=now_ms, author=author, payload=payload
             )
         )
-        if not done.duplicate:
-            await self._publish(conversation_id, message_event(done.message))
+        await self._publish(conversation_id, message_event(done.message))
         return done
 
     async def move(

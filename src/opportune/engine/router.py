@@ -454,7 +454,8 @@ class Router:
                     d.scores,
                     d.candidates,
                 )
-                store.assign(conn, assignment, now_ms=now_ms)
+                if not store.assign(conn, assignment, now_ms=now_ms):
+                    continue  # another pass assigned it first
                 conversations_store.route_in(conn, d.interaction_id, d.agent_id, now_ms=now_ms)
                 out.append(
                     Assigned(

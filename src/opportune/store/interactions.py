@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Row
 
 from opportune.store.schema import agent_state, interactions, queue_presence
@@ -176,9 +178,11 @@ def hold(conn: Connection, interaction_id: str, *, since_ms: int) -> None:
     )
 
 
-def assign(conn: Connection, a: Assignment, *, now_ms: int) -> None:
-    """Store the decision with the interaction (if it still waits) and the agent's turn."""
-    conn.execute(
+def assign(conn: Connection, a: Assignment, *, now_ms: int) -> bool:
+    """Store the decision with the interaction (if it still waits) and the agent's turn;
+    ``False`` when it no longer waited (another pass took it: on SQLite two passes are not
+    serialised by a lock, so the second must not announce what it did not do)."""
+    done = conn.execute(
         update(interactions)
         .where(interactions.c.id == a.interaction_id, interactions.c.status == "waiting")
         .values(
@@ -192,11 +196,14 @@ def assign(conn: Connection, a: Assignment, *, now_ms: int) -> None:
             candidates=json.dumps(list(a.candidates)),
         )
     )
+    if not done.rowcount:
+        return False
     conn.execute(
         update(agent_state)
         .where(agent_state.c.agent_id == a.agent_id)
         .values(last_assigned=now_ms, updated_at=now_ms)
     )
+    return True
 
 
 def since(conn: Connection, queue: str, since_ms: int) -> list[Row[Any]]:
@@ -242,11 +249,10 @@ def set_queue_presence(
         "waiting": waiting,
         "updated_at": now_ms,
     }
-    done = conn.execute(
-        update(queue_presence).where(queue_presence.c.queue == queue).values(**values)
-    )
-    if done.rowcount == 0:
-        conn.execute(queue_presence.insert().values(queue=queue, **values))
+    # One statement: two agents becoming available at once must not both insert the row.
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(queue_presence).values(queue=queue, **values)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["queue"], set_=values))
 
 
 def waiting_in(conn: Connection, queue: str) -> list[Row[Any]]:

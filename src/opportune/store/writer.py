@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -118,6 +119,10 @@ class GroupCommitWriter:
         self.commits = 0
         self.jobs_written = 0
         self._sql = _Sql(engine.dialect.name)
+        # SQLite's commits get a thread of their own: the write lock is held from the loop
+        # until the commit returns, so a commit waiting for a thread of the shared pool,
+        # whose threads may all be waiting for that lock, would stall every writer.
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="opportune-commit")
         self._pending: list[WriteJob] = []
         self._flushing = False
         self._flush_task: asyncio.Task[None] | None = None
@@ -209,7 +214,7 @@ class GroupCommitWriter:
                     cur.close()
                 results = self._identifies(conn, group)
                 # The commit is an fsync: off the loop, with the GIL free meanwhile.
-                await asyncio.to_thread(trans.commit)
+                await asyncio.get_running_loop().run_in_executor(self._committer, trans.commit)
                 return results
             except BaseException:
                 trans.rollback()
@@ -248,6 +253,7 @@ class GroupCommitWriter:
             await self._flush_task
         if self._aengine is not None:
             await self._aengine.dispose()
+        self._committer.shutdown(wait=True)
 
 
 _COPY_EVENTS = "COPY events"
