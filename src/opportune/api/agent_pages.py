@@ -59,7 +59,8 @@ def _env(templates: Path) -> Environment:
     )
 
 
-def _page(html: str, status: int = 200) -> HTMLResponse:
+def secure_page(html: str, status: int = 200) -> HTMLResponse:
+    """A signed-in page: the strict CSP (no inline script), never cached, no sniffing."""
     return HTMLResponse(
         html,
         status_code=status,
@@ -140,7 +141,7 @@ def _login_page(
     html = env.get_template("login.html").render(
         csrf=token, next=next_, email=email, errors=errors or {}
     )
-    resp = _page(html, status)
+    resp = secure_page(html, status)
     resp.set_cookie(
         LOGIN_CSRF_COOKIE,
         token,
@@ -238,7 +239,7 @@ def agent_pages_router(agent_dir: Path = AGENT_DIR) -> APIRouter:
             has_context=has_context,
             has_context_css=has_context_css,
         )
-        resp = _page(html)
+        resp = secure_page(html)
         set_session_cookie(request, resp, person.token)  # lasts as the session is renewed
         return resp
 

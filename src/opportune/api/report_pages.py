@@ -18,9 +18,9 @@ from zoneinfo import available_timezones
 from fastapi import APIRouter, Depends, HTTPException, Request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 
-from opportune.api.agent_pages import CSP
+from opportune.api.agent_pages import secure_page
 from opportune.api.people import Person, require_person
 from opportune.api.reports import (
     PARAMS,
@@ -60,19 +60,6 @@ def fmt(value: Any, column: str) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
-
-
-def _page(html: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(
-        html,
-        status_code=status,
-        headers={
-            "Content-Security-Policy": CSP,
-            "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "same-origin",
-        },
-    )
 
 
 def _col(t: Table, name: str) -> list[Any]:
@@ -216,6 +203,6 @@ def report_pages_router(reports_dir: Path = REPORTS_DIR) -> APIRouter:
             query=_query(w, site), charts=specs, table_titles=TABLE_TITLES,
             charts_json=json.dumps(specs).replace("<", "\\u003c"), problem=problem, values=values,
         )  # fmt: skip
-        return _page(html, 422 if problem else 200)
+        return secure_page(html, 422 if problem else 200)
 
     return api
