@@ -355,6 +355,10 @@ def _include_reports(app: FastAPI, require_api_key: Any) -> None:
     static = StaticFiles(directory=REPORTS_DIR / "static")
     app.mount("/reports/static", static, name="reports-static")
     app.include_router(report_pages_router())
+    from opportune.api.live_pages import LIVE_DIR, live_pages_router  # Live Now (issue 15)
+
+    app.mount("/live/static", StaticFiles(directory=LIVE_DIR / "static"), name="live-static")
+    app.include_router(live_pages_router())
 
 
 def _include_chat(app: FastAPI, runtime: Runtime) -> None:
