@@ -148,10 +148,16 @@ def live_pages_router(live_dir: Path = LIVE_DIR) -> APIRouter:
 
     @api.get("")
     async def page(request: Request, person: Reader) -> Response:
-        board: LiveBoard = request.app.state.runtime.ingestor.live_now
+        rt = request.app.state.runtime
+        board: LiveBoard = rt.ingestor.live_now
+        segments = {
+            d.name: {"colour": getattr(d, "colour", ""), "label": d.description or human(d.name)}
+            for d, _ in rt.rules.docs("segment")
+        }
         html = env.get_template("live.html").render(
             user=person.user, csrf=person.session.csrf, pid=os.getpid(),
             window_min=board.window_ms // 60_000, shared=False,
+            segments_json=json.dumps(segments).replace("<", "\\u003c"),
         )  # fmt: skip
         return HTMLResponse(html, headers=_HEADERS)
 

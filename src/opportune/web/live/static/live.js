@@ -8,6 +8,8 @@
   var $ = function (id) { return document.getElementById(id); };
   var viewport = $("viewport"), spacer = $("spacer"), rowsBox = $("rows");
   var seen = { segments: new Set(), devices: new Set(), outcomes: new Set() };
+  // The workspace's segments (name -> colour, label): chips in their colour, all filterable.
+  var docs = JSON.parse($("segment-docs").textContent || "{}");
 
   function pct(p) { return Math.round(p * 100) + "%"; }
   function duration(ms) {
@@ -32,6 +34,7 @@
     o.value = value; o.textContent = label || value;
     select.appendChild(o);
   }
+  Object.keys(docs).forEach(function (n) { addOption($("f-segment"), seen.segments, n, docs[n].label); });
   function learn(v) {
     v.segments.forEach(function (s) { addOption($("f-segment"), seen.segments, s); });
     addOption($("f-device"), seen.devices, v.device);
@@ -106,8 +109,13 @@
     v.segments.forEach(function (s) {
       var chip = cell("chip");
       chip.textContent = s;
-      chip.style.background = "hsl(" + hue(s) + ",70%,90%)";
-      chip.style.color = "hsl(" + hue(s) + ",60%,25%)";
+      chip.title = docs[s] ? docs[s].label : s;
+      if (docs[s] && /^#[0-9a-fA-F]{6}$/.test(docs[s].colour)) {
+        chip.style.background = docs[s].colour; chip.style.color = "#fff";
+      } else {
+        chip.style.background = "hsl(" + hue(s) + ",70%,90%)";
+        chip.style.color = "hsl(" + hue(s) + ",60%,25%)";
+      }
       segs.appendChild(chip);
     });
     c[7].textContent = Object.keys(v.scores || {}).map(function (o) { return o + " " + pct(v.scores[o]); }).join(", ");
@@ -131,6 +139,7 @@
     if (!pending) { pending = true; requestAnimationFrame(render); }
   }
 
+  $("filters").addEventListener("submit", function (e) { e.preventDefault(); });
   viewport.addEventListener("scroll", function () { schedule(false); }, { passive: true });
   window.addEventListener("resize", function () { schedule(false); });
   ["f-page", "f-segment", "f-device", "f-outcome", "f-min", "f-max"].forEach(function (id) {
