@@ -1,6 +1,6 @@
 """Live Now over HTTP on SQLite and PostgreSQL: who may open it, the stream's snapshot and
-deltas after real events through ``/v1/events``, and the journey map (visitor text
-escaped)."""
+deltas after real events through ``/v1/events`` (in memory, and shared by two app
+processes through real Redis), and the journey map (visitor text escaped)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -142,3 +143,35 @@ def test_the_journey_map_shows_the_visit_with_visitor_text_escaped(client: TestC
     assert HOSTILE not in r.text and "&lt;img src=x onerror=alert(1)&gt;" in r.text
     assert "/demo/search?q=personal+loan" in r.text and "Earlier visits" in r.text
     assert client.get("/live/visitors/nobody").status_code == 404
+
+
+def test_with_redis_one_process_streams_the_visitors_another_took_in(
+    db_url: str, tmp_path: Path
+) -> None:
+    ws = tmp_path / "ws"
+    shutil.copytree(EXAMPLE_WORKSPACE, ws)
+    shared = {
+        "database_url": db_url, "workspace": ws, "data_dir": tmp_path, "api_key": "k",
+        "redis_url": "redis://127.0.0.1:6379/15", "redis_prefix": f"t-{uuid.uuid4().hex[:8]}:",
+    }  # fmt: skip
+    first, second = create_app(Settings(**shared)), create_app(Settings(**shared))
+    with TestClient(first) as a, TestClient(second) as b:
+        with a.app.app.state.runtime.ingestor.engine.begin() as conn:
+            users.create_user(
+                conn, email="sue@bank.test", name="Sue", role="supervisor", password=PASSWORD,
+                now_ms=int(time.time() * 1000),
+            )  # fmt: skip
+        answer = send(a, "v-from-a", f"{ORIGIN}/demo/?utm_medium=cpc")
+        sign_in(b, "sue@bank.test")
+        assert "shared through Redis" in b.get("/live").text
+        with b.stream("GET", "/live/stream") as r:
+            lines = r.iter_lines()
+            seen: dict[str, Any] = {}
+            for _ in range(5):  # the snapshot, or a delta once A's flusher wrote it
+                [(kind, data)] = sse_events(lines, 1)
+                rows = data["visitors"] if kind == "snapshot" else data["changed"]
+                seen.update({v["visitorId"]: v for v in rows})
+                if "v-from-a" in seen:
+                    break
+        assert seen["v-from-a"]["segments"] == answer["segments"]
+        assert seen["v-from-a"]["sessionId"] == answer["sessionId"]

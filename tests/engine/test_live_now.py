@@ -1,7 +1,12 @@
 """Live Now's board: what a note keeps of a visitor, the idle window, the bound, and the
-deltas a stream reads (changed since a version, gone since a version)."""
+deltas a stream reads (changed since a version, gone since a version); in memory and
+shared by several processes through Redis (real Redis, db 15, a namespace per test)."""
 
 from __future__ import annotations
+
+import asyncio
+import time
+import uuid
 
 import msgspec
 import pytest
@@ -13,7 +18,7 @@ from opportune.core.scores import Scores
 from opportune.core.session import SessionTrack
 from opportune.engine.answer import IngestResult
 from opportune.engine.live import VisitorLive
-from opportune.engine.live_now import LiveBoard, Summary
+from opportune.engine.live_now import LiveBoard, RedisLiveNow, Summary
 
 MIN = 60_000
 T0 = 1_700_000_000_000
@@ -122,3 +127,90 @@ def test_a_batch_without_a_page_view_keeps_the_page_of_the_same_visit() -> None:
 def test_a_bad_size_is_refused() -> None:
     with pytest.raises(ValueError, match="positive"):
         LiveBoard(window_ms=0)
+
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+def two_processes(**kw: int) -> tuple[LiveBoard, RedisLiveNow, LiveBoard, RedisLiveNow]:
+    """Two server processes' boards sharing one Redis namespace."""
+    prefix = f"test-{uuid.uuid4().hex[:8]}:"
+    a, b = LiveBoard(**kw), LiveBoard(**kw)
+    return (
+        a,
+        RedisLiveNow(a, REDIS_URL, prefix=prefix),
+        b,
+        RedisLiveNow(b, REDIS_URL, prefix=prefix),
+    )
+
+
+def test_with_redis_every_process_reads_every_processs_visitors() -> None:
+    async def go() -> None:
+        a, ra, b, rb = two_processes(window_ms=10 * MIN)
+        try:
+            noted(a, "va", 100 * MIN)
+            noted(b, "vb", 100 * MIN + 1)
+            assert (await ra.read_snapshot(100 * MIN))[0] == []  # nothing flushed yet
+            assert await ra.flush(100 * MIN) == 1 and await rb.flush(100 * MIN) == 1
+            assert await ra.flush(100 * MIN) == 0  # only what is new is written
+            for reader in (ra, rb):
+                rows, _cursor = await reader.read_snapshot(100 * MIN + 5)
+                assert [r["visitorId"] for r in rows] == ["vb", "va"]
+                assert rows[1] == a.snapshot(100 * MIN)[0][0]  # the summary as noted
+            noted(a, "va", 104 * MIN, url="https://x.test/moved")
+            await ra.flush(104 * MIN)
+            changed, gone, _cursor2 = await rb.read_changes(104 * MIN - 500, 104 * MIN)  # type: ignore[misc]
+            assert [c["visitorId"] for c in changed] == ["va"] and gone == []
+            assert changed[0]["url"] == "https://x.test/moved"
+            assert (await rb.read_one("va"))["url"] == "https://x.test/moved"  # type: ignore[index]
+            # vb idle past the window: dropped by whichever process flushes next.
+            await ra.flush(110 * MIN + 2)
+            changed, gone, _ = await rb.read_changes(110 * MIN, 110 * MIN + 3)  # type: ignore[misc]
+            assert changed == [] and gone == ["vb"]
+            assert [r["visitorId"] for r in (await rb.read_snapshot(110 * MIN + 3))[0]] == ["va"]
+            assert await rb.read_changes(0, 110 * MIN) is None  # too far behind: snapshot
+        finally:
+            await ra.aclose()
+            await rb.aclose()
+
+    asyncio.run(go())
+
+
+def test_with_redis_the_bound_drops_the_least_recently_seen() -> None:
+    async def go() -> None:
+        a, ra, _b, rb = two_processes(max_visitors=2)
+        try:
+            for i in range(3):
+                a.put(Summary("s", f"v{i}", session_id="x", last_at=T0 + i))
+            await ra.flush(T0 + 10)
+            rows, _ = await rb.read_snapshot(T0 + 10)
+            assert [r["visitorId"] for r in rows] == ["v2", "v1"]
+        finally:
+            await ra.aclose()
+            await rb.aclose()
+
+    asyncio.run(go())
+
+
+def test_the_flusher_writes_until_stopped_and_once_more_then() -> None:
+    async def go() -> None:
+        a, ra, _b, rb = two_processes()
+        stop = asyncio.Event()
+        try:
+            task = asyncio.create_task(ra.run(stop))
+            now = int(time.time() * 1000)
+            a.put(Summary("s", "v1", session_id="x", last_at=now))
+            for _ in range(100):  # written within a few flushes
+                if (await rb.read_snapshot(now))[0]:
+                    break
+                await asyncio.sleep(0.05)
+            assert [r["visitorId"] for r in (await rb.read_snapshot(now))[0]] == ["v1"]
+            a.put(Summary("s", "v2", session_id="x", last_at=now))
+            stop.set()
+            await task
+            assert len((await rb.read_snapshot(now))[0]) == 2
+        finally:
+            await ra.aclose()
+            await rb.aclose()
+
+    asyncio.run(go())

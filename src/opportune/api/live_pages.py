@@ -9,7 +9,8 @@ to date over server-sent events, and each visitor's journey map.
 - ``GET /live/visitors/{id}``: the journey map: the visit's timeline (``engine/timeline``),
   the live scores with why in words (``engine/context``), earlier visits.
 
-The board is this process's (``engine/live_now.py``); the page says which process it is.
+The board (``engine/live_now.py``) is shared through Redis when ``OPPORTUNE_REDIS_URL`` is
+set, else this process's own; the page says which.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from opportune.api.agent_pages import CSP
 from opportune.api.people import Person, require_person
 from opportune.api.report_pages import REPORTS_DIR
 from opportune.engine.context import rule_words, scores_in_words, visit_events
-from opportune.engine.live_now import LiveBoard
+from opportune.engine.live_now import LiveBoard, RedisLiveNow
 from opportune.engine.timeline import timeline_items
 from opportune.ml.outcomes.reasons import human
 from opportune.store import timeline
@@ -72,24 +73,33 @@ def sse(event: str, data: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
+Board = LiveBoard | RedisLiveNow
+
+
+def board_of(request: Request) -> Board:
+    """The board the pages read: shared through Redis when configured, else this process's."""
+    rt = request.app.state.runtime
+    shared: RedisLiveNow | None = getattr(rt, "live_now", None)
+    return shared if shared is not None else rt.ingestor.live_now
+
+
 async def board_events(
-    board: LiveBoard, request: Request, *, tick_s: float = TICK_S
+    board: Board, request: Request, *, tick_s: float = TICK_S
 ) -> AsyncIterator[bytes]:
     """The stream of one page: a snapshot, then a delta each tick that has changes."""
-    rows, version = board.snapshot(_now_ms())
+    rows, version = await board.read_snapshot(_now_ms())
     yield sse("snapshot", {"visitors": rows, "version": version, "pid": os.getpid()})
     while not await request.is_disconnected():
         await asyncio.sleep(tick_s)
-        found = board.changes(version, _now_ms())
+        found = await board.read_changes(version, _now_ms())
         if found is None:  # fell too far behind the removals kept: start over
-            rows, version = board.snapshot(_now_ms())
+            rows, version = await board.read_snapshot(_now_ms())
             yield sse("snapshot", {"visitors": rows, "version": version, "pid": os.getpid()})
             continue
-        changed, gone, now_version = found
-        if now_version == version:
+        changed, gone, version = found
+        if not changed and not gone:
             yield b": idle\n\n"
             continue
-        version = now_version
         yield sse("delta", {"changed": changed, "gone": gone, "version": version})
 
 
@@ -149,23 +159,22 @@ def live_pages_router(live_dir: Path = LIVE_DIR) -> APIRouter:
     @api.get("")
     async def page(request: Request, person: Reader) -> Response:
         rt = request.app.state.runtime
-        board: LiveBoard = rt.ingestor.live_now
+        board = board_of(request)
         segments = {
             d.name: {"colour": getattr(d, "colour", ""), "label": d.description or human(d.name)}
             for d, _ in rt.rules.docs("segment")
         }
         html = env.get_template("live.html").render(
             user=person.user, csrf=person.session.csrf, pid=os.getpid(),
-            window_min=board.window_ms // 60_000, shared=False,
+            window_min=board.window_ms // 60_000, shared=board.shared,
             segments_json=json.dumps(segments).replace("<", "\\u003c"),
         )  # fmt: skip
         return HTMLResponse(html, headers=_HEADERS)
 
     @api.get("/stream")
     async def stream(request: Request, person: Reader) -> Response:
-        board: LiveBoard = request.app.state.runtime.ingestor.live_now
         return StreamingResponse(
-            board_events(board, request),
+            board_events(board_of(request), request),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -180,12 +189,11 @@ def live_pages_router(live_dir: Path = LIVE_DIR) -> APIRouter:
                 404, detail={"code": "not_found", "message": f"no visitor {visitor_id!r}"}
             )
         scores = await _scores(request, visitor_id, found["visit"]["id"])
-        board: LiveBoard = request.app.state.runtime.ingestor.live_now
-        now = board.get(visitor_id)
+        now = await board_of(request).read_one(visitor_id)
         html = env.get_template("visitor.html").render(
             user=person.user, csrf=person.session.csrf, visitor_id=visitor_id,
             visit=found["visit"], items=found["items"], past=found["past"], scores=scores,
-            segments=list(now.segments) if now is not None else [], human=human,
+            segments=now["segments"] if now is not None else [], human=human,
             scores_json=json.dumps(
                 [{"label": human(s["outcome"]), "p": s["probability"]} for s in scores]
             ).replace("<", "\\u003c"),

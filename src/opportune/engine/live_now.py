@@ -19,6 +19,11 @@ visitors (docs/live-now.md).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
+import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +34,13 @@ if TYPE_CHECKING:
     from opportune.engine.answer import IngestResult
     from opportune.engine.live import VisitorLive
 
+log = logging.getLogger(__name__)
 DEFAULT_WINDOW_MS: Final = 10 * 60_000
+FLUSH_S: Final = 0.25
+# A Redis reader asks for what was written from this long before its last read: a flush of
+# another process landing meanwhile is not missed (the page upserts a row sent twice).
+MARGIN_MS: Final = 2_000
+GONE_KEPT_MS: Final = 60_000
 DEFAULT_MAX_VISITORS: Final = 100_000
 # The facts of the visit (core/journey.py ``facts``) a row shows, under the same names.
 FACTS: Final = (
@@ -70,6 +81,8 @@ class Summary:
 
 class LiveBoard:
     """The visitors seen in the last ``window_ms``, at most ``max_visitors`` of them."""
+
+    shared: Final = False  # this process's visitors only
 
     def __init__(
         self, *, window_ms: int = DEFAULT_WINDOW_MS, max_visitors: int = DEFAULT_MAX_VISITORS
@@ -169,3 +182,116 @@ class LiveBoard:
             changed.append(s.to_json())
         gone = [vid for v, vid in self._gone if v > since and vid not in self._rows]
         return changed, gone, self._version
+
+    async def read_snapshot(self, now_ms: int) -> tuple[list[dict[str, Any]], int]:
+        """:meth:`snapshot`, as a reader of the Redis board calls it."""
+        return self.snapshot(now_ms)
+
+    async def read_changes(
+        self, since: int, now_ms: int
+    ) -> tuple[list[dict[str, Any]], list[str], int] | None:
+        return self.changes(since, now_ms)
+
+    async def read_one(self, visitor_id: str) -> dict[str, Any] | None:
+        found = self._rows.get(visitor_id)
+        return found.to_json() if found is not None else None
+
+
+class RedisLiveNow:
+    """The board shared by every process through Redis: a hash of summaries, a sorted set
+    by last event (expiry, the bound), one by write time (deltas) and one of removals.
+    This process's notes go to its in-memory ``board`` (the hot path never waits on Redis)
+    and a flusher (:meth:`run`) writes them every ``flush_s``; the cursor is a time."""
+
+    shared: Final = True
+
+    def __init__(
+        self, board: LiveBoard, url: str, *, prefix: str, flush_s: float = FLUSH_S
+    ) -> None:
+        import redis.asyncio as aioredis
+
+        self.board = board
+        self.window_ms = board.window_ms
+        self.flush_s = flush_s
+        self._redis = aioredis.from_url(url)
+        self._rows = f"{prefix}live-now:rows"
+        self._seen = f"{prefix}live-now:seen"
+        self._written = f"{prefix}live-now:written"
+        self._gone = f"{prefix}live-now:gone"
+        self._flushed = 0  # the local board's version written so far
+
+    async def flush(self, now_ms: int) -> int:
+        """Write what this process noted since the last flush; drop the idle and the
+        least recently seen over the bound. The number of summaries written."""
+        found = self.board.changes(self._flushed, now_ms)
+        if found is None:  # the local board dropped more than it remembers: write it all
+            changed, version = self.board.snapshot(now_ms)
+        else:
+            changed, _, version = found  # a local drop is not a global one
+        if changed:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hset(self._rows, mapping={r["visitorId"]: json.dumps(r) for r in changed})
+            pipe.zadd(self._seen, {r["visitorId"]: r["lastAt"] for r in changed}, gt=True)
+            pipe.zadd(self._written, {r["visitorId"]: now_ms for r in changed})
+            await pipe.execute()
+        self._flushed = version
+        await self._expire(now_ms)
+        return len(changed)
+
+    async def _expire(self, now_ms: int) -> None:
+        r = self._redis
+        ids = await r.zrangebyscore(self._seen, "-inf", f"({now_ms - self.window_ms}")
+        over = await r.zcard(self._seen) - len(ids) - self.board.max_visitors
+        if over > 0:
+            ids += await r.zrange(self._seen, len(ids), len(ids) + over - 1)
+        pipe = r.pipeline(transaction=False)
+        if ids:
+            pipe.zrem(self._seen, *ids)
+            pipe.zrem(self._written, *ids)
+            pipe.hdel(self._rows, *ids)
+            pipe.zadd(self._gone, dict.fromkeys(ids, now_ms))
+        pipe.zremrangebyscore(self._gone, "-inf", f"({now_ms - GONE_KEPT_MS}")
+        await pipe.execute()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Flush every ``flush_s`` until ``stop`` (and once more then)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.flush_s)
+            try:
+                await self.flush(int(time.time() * 1000))
+            except Exception:  # Redis away: the notes wait in the local board
+                log.exception("could not write Live Now to Redis")
+            if stop.is_set():
+                return
+
+    async def _rows_of(self, ids: list[Any]) -> list[dict[str, Any]]:
+        if not ids:
+            return []
+        return [json.loads(raw) for raw in await self._redis.hmget(self._rows, ids) if raw]
+
+    async def read_snapshot(self, now_ms: int) -> tuple[list[dict[str, Any]], int]:
+        ids = await self._redis.zrevrangebyscore(self._seen, "+inf", now_ms - self.window_ms)
+        return await self._rows_of(ids), now_ms
+
+    async def read_changes(
+        self, since: int, now_ms: int
+    ) -> tuple[list[dict[str, Any]], list[str], int] | None:
+        """Summaries written from shortly before ``since``, ids gone since; None when
+        ``since`` is older than the removals kept."""
+        if since < now_ms - GONE_KEPT_MS + MARGIN_MS:
+            return None
+        start = f"({since - MARGIN_MS}"
+        ids = await self._redis.zrangebyscore(self._written, start, "+inf")
+        removed = await self._redis.zrangebyscore(self._gone, start, "+inf")
+        horizon = now_ms - self.window_ms
+        changed = [row for row in await self._rows_of(ids) if row["lastAt"] >= horizon]
+        back = {row["visitorId"] for row in changed}  # gone, then seen again
+        return changed, [g.decode() for g in removed if g.decode() not in back], now_ms
+
+    async def read_one(self, visitor_id: str) -> dict[str, Any] | None:
+        raw = await self._redis.hget(self._rows, visitor_id)
+        return json.loads(raw) if raw else None
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
