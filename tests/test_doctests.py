@@ -19,7 +19,6 @@ import opportune.workspace
 PACKAGES = (opportune.core, opportune.ml, opportune.engine, opportune.workspace)
 
 
-
 def _modules() -> list[str]:
     names = [p.__name__ for p in PACKAGES]
     for package in PACKAGES:

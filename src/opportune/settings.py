@@ -66,6 +66,15 @@ class Settings(BaseSettings):
         le=24 * 3600,
         description="A chatting visitor silent this long has left (abandoned before an agent)",
     )
+    live_window_s: int = Field(
+        default=600,
+        ge=10,
+        le=24 * 3600,
+        description="Live Now forgets a visitor idle this long (seconds)",
+    )
+    live_max_visitors: int = Field(
+        default=100_000, ge=1, description="Live Now keeps at most this many visitors"
+    )
     rules_poll_s: float = Field(
         default=1.0,
         gt=0,

@@ -74,12 +74,14 @@ def secure_page(html: str, status: int = 200) -> HTMLResponse:
 
 
 def safe_next(target: str | None) -> str:
-    """Where to go after signing in: only a path of the workspace or the reports (never
+    """Where to go after signing in: only a path of the workspace, reports or Live Now (never
     another site, never ``//host``), else the desk."""
     if not target:
         return "/agent"
     parts = urlsplit(target)
-    inside = parts.path in ("/agent", "/reports") or parts.path.startswith(("/agent/", "/reports/"))
+    inside = parts.path in ("/agent", "/reports", "/live") or parts.path.startswith(
+        ("/agent/", "/reports/", "/live/")
+    )
     if parts.scheme or parts.netloc or not inside:
         return "/agent"
     if target.startswith("//") or "\\" in target or parts.path.startswith("/agent/logout"):

@@ -27,6 +27,7 @@ from opportune.api.widget_config import widget_config_router
 from opportune.engine.enrichment import GeoResolver
 from opportune.engine.ingest import Ingestor
 from opportune.engine.live import LiveStore, Loader, RedisLiveStore
+from opportune.engine.live_now import RedisLiveNow
 from opportune.engine.rules import RuleBook
 from opportune.engine.scoring import OutcomeScorer
 from opportune.engine.webhooks import WebhookWorker
@@ -58,6 +59,7 @@ class Runtime:
     webhooks: WebhookWorker | None = None
     router: Router | None = None  # built with the admin API
     chat: ChatService | None = None  # built with the routing engine
+    live_now: RedisLiveNow | None = None  # Live Now shared through Redis (else in memory)
 
     async def route_ticks(self, stop: asyncio.Event, every_s: float = 1.0) -> None:
         """Until ``stop``: route again whatever waits, so a held interaction falls back when
@@ -107,6 +109,8 @@ class Runtime:
             await self.chat.hub.drain()
             await self.chat.bus.aclose()
         await self.writer.aclose()
+        if self.live_now is not None:
+            await self.live_now.aclose()
         await self.ingestor.live.aclose()
         if self.checkpointer is not None:
             self.checkpointer.close()
@@ -151,6 +155,9 @@ def build_runtime(settings: Settings, *, auto_migrate: bool = True) -> Runtime:
         rules,
         Checkpointer(engine) if sqlite else None,
         WebhookWorker(engine, secrets=settings.webhook_secrets),
+        live_now=RedisLiveNow(ingestor.live_now, settings.redis_url, prefix=settings.redis_prefix)
+        if settings.redis_url
+        else None,
     )
 
 
@@ -233,6 +240,7 @@ class _Tasks:
         self.ticks = loop.create_task(rt.route_ticks(self.stop)) if rt.workspace.queues else None
         self.sender = loop.create_task(rt.webhooks.run()) if rt.webhooks else None
         self.chat = loop.create_task(rt.chat.run(self.stop)) if rt.chat else None
+        self.live_now = loop.create_task(rt.live_now.run(self.stop)) if rt.live_now else None
         self.retrain = self.routing_retrain = None
         if rt.settings.retrain_interval_h > 0:
             self._start_retraining(loop)
@@ -273,6 +281,8 @@ class _Tasks:
             await self.ticks
         if self.chat is not None:
             await self.chat
+        if self.live_now is not None:
+            await self.live_now
         await _cancel(self.retrain)
         if self.sender is not None and self.runtime.webhooks is not None:
             self.runtime.webhooks.stop()  # let a pass in progress finish its database work
@@ -355,6 +365,10 @@ def _include_reports(app: FastAPI, require_api_key: Any) -> None:
     static = StaticFiles(directory=REPORTS_DIR / "static")
     app.mount("/reports/static", static, name="reports-static")
     app.include_router(report_pages_router())
+    from opportune.api.live_pages import LIVE_DIR, live_pages_router  # Live Now (issue 15)
+
+    app.mount("/live/static", StaticFiles(directory=LIVE_DIR / "static"), name="live-static")
+    app.include_router(live_pages_router())
 
 
 def _include_chat(app: FastAPI, runtime: Runtime) -> None:

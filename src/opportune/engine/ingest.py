@@ -35,6 +35,7 @@ from opportune.engine.enrichment import GeoResolver
 from opportune.engine.history import StoredHistory
 from opportune.engine.identify import Linked, identify_indexes, linked_customers
 from opportune.engine.live import LiveStore, Loader, MemoryLiveStore, Slot, VisitorLive
+from opportune.engine.live_now import LiveBoard
 from opportune.engine.placement import Arrival, count_event, start_visit
 from opportune.engine.rows import BatchRows, Verdict
 from opportune.engine.rules import RuleBook
@@ -95,6 +96,9 @@ class Ingestor:
         self.engager = Engager(ws.engagement, ws.queues)
         self._rule_errors: set[str] = set()
         self.live: LiveStore = (live or MemoryLiveStore)(self.load)
+        self.live_now = LiveBoard(
+            window_ms=settings.live_window_s * 1000, max_visitors=settings.live_max_visitors
+        )
         self._max_age_ms = settings.max_event_age_s * 1000
         self._max_future_ms = settings.max_future_skew_s * 1000
         # Event ids older than this (before now) cannot come back: refused as too old.
@@ -195,7 +199,9 @@ class Ingestor:
             state.recent_ids[row.event_id] = row.ts
         await self._settle_identity(batch, state, work, outcomes, customer_before, now_ms)
         state.prune(now_ms - self._id_horizon_ms)
-        return await self._result(batch.visitor_id, state, work, engaged, now_ms)
+        result = await self._result(batch.visitor_id, state, work, engaged, now_ms)
+        self.live_now.note(site.name, batch, state, result, now_ms)  # Live Now: memory only
+        return result
 
     def _admit(self, batch: Batch, site: Site, slot: Slot, now_ms: int) -> VisitorLive:
         """The visitor's live state (a new one for a visitor never seen), of this site."""
