@@ -26,9 +26,9 @@ from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
-from opportune.api.agent_pages import CSP
+from opportune.api.agent_pages import secure_page
 from opportune.api.people import Person, require_person
 from opportune.api.report_pages import REPORTS_DIR
 from opportune.engine.context import rule_words, scores_in_words, visit_events
@@ -40,12 +40,6 @@ from opportune.store import timeline
 LIVE_DIR: Final = Path(__file__).resolve().parent.parent / "web" / "live"
 TICK_S: Final = 1.0
 Reader = Annotated[Person, Depends(require_person("admin", "supervisor"))]
-_HEADERS: Final = {
-    "Content-Security-Policy": CSP,
-    "Cache-Control": "no-store",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-}
 
 
 def _now_ms() -> int:
@@ -169,7 +163,7 @@ def live_pages_router(live_dir: Path = LIVE_DIR) -> APIRouter:
             window_min=board.window_ms // 60_000, shared=board.shared,
             segments_json=json.dumps(segments).replace("<", "\\u003c"),
         )  # fmt: skip
-        return HTMLResponse(html, headers=_HEADERS)
+        return secure_page(html)
 
     @api.get("/stream")
     async def stream(request: Request, person: Reader) -> Response:
@@ -198,6 +192,6 @@ def live_pages_router(live_dir: Path = LIVE_DIR) -> APIRouter:
                 [{"label": human(s["outcome"]), "p": s["probability"]} for s in scores]
             ).replace("<", "\\u003c"),
         )  # fmt: skip
-        return HTMLResponse(html, headers=_HEADERS)
+        return secure_page(html)
 
     return api
