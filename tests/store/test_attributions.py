@@ -74,3 +74,39 @@ def test_conversations_are_matched_to_the_agent_that_handled_them(engine: Engine
     with engine.connect() as c:
         assert store.handled_by(c, ["i1", "i2", "nope", "i1"]) == {"i1": "ana", "i2": None}
         assert store.handled_by(c, []) == {}
+
+
+def test_a_record_stored_by_another_request_meanwhile_is_a_duplicate_not_an_error(
+    engine: Engine,
+) -> None:
+    """Two requests check, find nothing, and insert the same record at once: the database's
+    key decides; the second stores nothing and says so (it used to fail with a 5xx)."""
+    import threading
+
+    rec = record("r-race")
+    inserted = threading.Event()
+    results: dict[str, object] = {}
+
+    def first() -> None:
+        with engine.begin() as c:
+            results["first"] = store.insert(c, [rec], received_ms=1)
+            inserted.set()
+            threading.Event().wait(0.3)  # still uncommitted while the second tries
+
+    def second() -> None:
+        inserted.wait(5)
+        try:
+            with engine.begin() as c:
+                results["second"] = store.insert(c, [rec], received_ms=2)
+        except Exception as exc:
+            results["second"] = exc
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {"first": {"r-race"}, "second": set()}
+    with engine.connect() as c:
+        assert len(c.execute(select(outcome_attributions)).all()) == 1
+        assert len(c.execute(select(attribution_touchpoints)).all()) == len(rec.touchpoints)

@@ -134,7 +134,10 @@ def attributions_router(*, router: Router, require_api_key: Callable[..., None])
                 accepted.append(_record(rid, rec))
             if len(unmatched) / len(body.records) > body.failure_threshold:
                 raise _refused(unmatched, body)
-            store.insert(conn, accepted, received_ms=received)
+            stored = store.insert(conn, accepted, received_ms=received)
+        # Stored by another request between this one's check and its insert: a duplicate.
+        duplicates += [r.id for r in accepted if r.id not in stored]
+        accepted = [r for r in accepted if r.id in stored]
         return {
             "accepted": len(accepted),
             "ids": [r.id for r in accepted],

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from opportune.core.kpis import Touchpoint
@@ -61,10 +63,18 @@ def handled_by(conn: Connection, conversation_ids: Sequence[str]) -> dict[str, s
     return out
 
 
-def insert(conn: Connection, records: Iterable[AttributionRecord], *, received_ms: int) -> None:
+def insert(
+    conn: Connection, records: Iterable[AttributionRecord], *, received_ms: int
+) -> set[str]:
+    """Store the records the database does not hold yet; the ids it stored. A record
+    another process stored meanwhile (after this request checked) is skipped by the
+    database's key, not answered with an error: it is a duplicate like any other."""
+    stored: set[str] = set()
+    upsert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     for rec in records:
-        conn.execute(
-            outcome_attributions.insert().values(
+        done = conn.execute(
+            upsert(outcome_attributions)
+            .values(
                 id=rec.id,
                 outcome_id=rec.outcome_id,
                 customer_id=rec.customer_id,
@@ -73,7 +83,12 @@ def insert(conn: Connection, records: Iterable[AttributionRecord], *, received_m
                 created_at=rec.created_ms,
                 received_at=received_ms,
             )
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(outcome_attributions.c.id)  # rowcount is -1 here on psycopg 3
         )
+        if done.first() is None:
+            continue
+        stored.add(rec.id)
         for t in rec.touchpoints:
             conn.execute(
                 attribution_touchpoints.insert().values(
@@ -85,3 +100,4 @@ def insert(conn: Connection, records: Iterable[AttributionRecord], *, received_m
                     at=t.at_ms,
                 )
             )
+    return stored
