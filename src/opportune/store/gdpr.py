@@ -3,7 +3,7 @@ a customer irreversibly, and purge what is older than the retention period."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,28 +153,7 @@ def erase_customer(conn: Connection, customer_id: str, *, now_ms: int) -> Erased
         .where(or_(interactions.c.customer_id.in_(ids), interactions.c.visitor_id.in_(vis)))
         .values(customer_id=None, visitor_id=None)
     )
-    n_events = 0
-    for s in sess:
-        # The events' exactly-once keys go with them (they name the visitor).
-        conn.execute(
-            delete(event_ids).where(
-                event_ids.c.visitor_id == s.visitor_id,
-                event_ids.c.event_id.in_(
-                    select(events.c.event_id).where(
-                        events.c.visitor_id == s.visitor_id, events.c.session_id == s.id
-                    )
-                ),
-            )
-        )
-        n_events += conn.execute(
-            delete(events).where(events.c.visitor_id == s.visitor_id, events.c.session_id == s.id)
-        ).rowcount
-    n_sessions = 0
-    for chunk in chunks([s.id for s in sess]):
-        # What the rules and action maps recorded of these visits goes with them.
-        for table in FACT_TABLES:
-            conn.execute(delete(table).where(table.c.session_id.in_(chunk)))
-        n_sessions += conn.execute(delete(sessions).where(sessions.c.id.in_(chunk))).rowcount
+    n_sessions, n_events = _erase_visits(conn, sess)
     # A shared device keeps the visits of its other people; an emptied one goes.
     n_visitors = 0
     for vid in vis:
@@ -211,6 +190,34 @@ def erase_customer(conn: Connection, customer_id: str, *, now_ms: int) -> Erased
         )
     )
     return counts
+
+
+def _erase_visits(conn: Connection, sess: Sequence[Any]) -> tuple[int, int]:
+    """Delete these visits (``(id, visitor_id)`` rows), their events with their exactly-once
+    keys, and what the rules and action maps recorded of them; ``(sessions, events)``."""
+    n_events = 0
+    for s in sess:
+        # The events' exactly-once keys go with them (they name the visitor).
+        conn.execute(
+            delete(event_ids).where(
+                event_ids.c.visitor_id == s.visitor_id,
+                event_ids.c.event_id.in_(
+                    select(events.c.event_id).where(
+                        events.c.visitor_id == s.visitor_id, events.c.session_id == s.id
+                    )
+                ),
+            )
+        )
+        n_events += conn.execute(
+            delete(events).where(events.c.visitor_id == s.visitor_id, events.c.session_id == s.id)
+        ).rowcount
+    n_sessions = 0
+    for chunk in chunks([s.id for s in sess]):
+        # What the rules and action maps recorded of these visits goes with them.
+        for table in FACT_TABLES:
+            conn.execute(delete(table).where(table.c.session_id.in_(chunk)))
+        n_sessions += conn.execute(delete(sessions).where(sessions.c.id.in_(chunk))).rowcount
+    return n_sessions, n_events
 
 
 @dataclass(frozen=True, slots=True)
