@@ -357,7 +357,8 @@ class ChatService(DeskActions):
         place = await self.hub.run(partial(self.router.place, c.id, c.queue))
         if place is None:
             return None
-        await self._staffing(now_ms)
+        # A read: the board is kept current by every change of staffing (``_staffing``) and
+        # by the rules poll, not rewritten here every few seconds for every waiting visitor.
         board = self.board
         outlook = board.outlook(c.queue, now_ms) if board is not None else None
         wait = expected_wait_s(outlook, place) if outlook is not None else None
