@@ -5,11 +5,10 @@ processes through real Redis), and the journey map (visitor text escaped)."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,6 @@ from opportune.settings import Settings
 from opportune.store import users
 
 ORIGIN = "http://127.0.0.1:8000"
-PASSWORD = "correct horse battery"
-PEOPLE = {
-    "ana@bank.test": ("agent", "ana"),
-    "sue@bank.test": ("supervisor", None),
-    "root@bank.test": ("admin", None),
-}
 HOSTILE = "<img src=x onerror=alert(1)>"
 
 
@@ -42,38 +35,13 @@ def send(c: TestClient, vid: str, url: str, title: str | None = None) -> dict[st
 
 
 @pytest.fixture
-def client(db_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    ws = tmp_path / "ws"
-    shutil.copytree(EXAMPLE_WORKSPACE, ws)
-    settings = Settings(database_url=db_url, workspace=ws, data_dir=tmp_path, api_key="k")
-    app = create_app(settings)
-    with TestClient(app) as c:
-        engine = app.app.state.runtime.ingestor.engine
-        with engine.begin() as conn:
-            for email, (role, agent) in PEOPLE.items():
-                users.create_user(
-                    conn,
-                    email=email,
-                    name=email.split("@")[0].title(),
-                    role=role,  # type: ignore[arg-type]
-                    password=PASSWORD,
-                    now_ms=int(time.time() * 1000),
-                    agent_id=agent,
-                )
-        yield c
+def client(staffed: TestClient) -> TestClient:
+    return staffed
 
 
-def sign_in(c: TestClient, email: str, next_: str = "") -> str:
-    c.cookies.clear()  # signed out first: a signed-in browser is not shown the form
-    page = c.get("/agent/login")
-    token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
-    form = {"csrf": token, "email": email, "password": PASSWORD, "next": next_}
-    r = c.post("/agent/login", data=form, follow_redirects=False)
-    assert r.status_code == 303
-    return str(r.headers["location"])
-
-
-def test_anonymous_is_sent_to_sign_in_and_back(client: TestClient) -> None:
+def test_anonymous_is_sent_to_sign_in_and_back(
+    client: TestClient, sign_in: Callable[..., str]
+) -> None:
     for path in ("/live", "/live/stream", "/live/visitors/v1"):
         r = client.get(path, follow_redirects=False)
         assert r.status_code == 303, path
@@ -81,7 +49,9 @@ def test_anonymous_is_sent_to_sign_in_and_back(client: TestClient) -> None:
     assert sign_in(client, "sue@bank.test", "/live") == "/live"
 
 
-def test_an_agent_is_refused_a_supervisor_and_an_admin_are_not(client: TestClient) -> None:
+def test_an_agent_is_refused_a_supervisor_and_an_admin_are_not(
+    client: TestClient, sign_in: Callable[..., str]
+) -> None:
     sign_in(client, "ana@bank.test")
     for path in ("/live", "/live/stream", "/live/visitors/v1"):
         assert client.get(path, follow_redirects=False).status_code == 403, path
@@ -108,7 +78,9 @@ def sse_events(lines: Iterator[str], wanted: int) -> list[tuple[str, Any]]:
     return out
 
 
-def test_the_stream_opens_with_a_snapshot_then_sends_deltas(client: TestClient) -> None:
+def test_the_stream_opens_with_a_snapshot_then_sends_deltas(
+    client: TestClient, sign_in: Callable[..., str]
+) -> None:
     answer = send(client, "v1", f"{ORIGIN}/demo/?utm_campaign=spring&utm_medium=cpc", HOSTILE)
     send(client, "v2", f"{ORIGIN}/demo/help")
     sign_in(client, "sue@bank.test")
@@ -134,7 +106,9 @@ def test_the_stream_opens_with_a_snapshot_then_sends_deltas(client: TestClient) 
         assert delta["version"] > snap["version"]
 
 
-def test_the_journey_map_shows_the_visit_with_visitor_text_escaped(client: TestClient) -> None:
+def test_the_journey_map_shows_the_visit_with_visitor_text_escaped(
+    client: TestClient, sign_in: Callable[..., str]
+) -> None:
     send(client, "v1", f"{ORIGIN}/demo/", HOSTILE)
     send(client, "v1", f"{ORIGIN}/demo/search?q=personal+loan")
     sign_in(client, "sue@bank.test")
@@ -146,7 +120,7 @@ def test_the_journey_map_shows_the_visit_with_visitor_text_escaped(client: TestC
 
 
 def test_with_redis_one_process_streams_the_visitors_another_took_in(
-    db_url: str, tmp_path: Path
+    db_url: str, tmp_path: Path, sign_in: Callable[..., str]
 ) -> None:
     ws = tmp_path / "ws"
     shutil.copytree(EXAMPLE_WORKSPACE, ws)
@@ -158,9 +132,13 @@ def test_with_redis_one_process_streams_the_visitors_another_took_in(
     with TestClient(first) as a, TestClient(second) as b:
         with a.app.app.state.runtime.ingestor.engine.begin() as conn:
             users.create_user(
-                conn, email="sue@bank.test", name="Sue", role="supervisor", password=PASSWORD,
+                conn,
+                email="sue@bank.test",
+                name="Sue",
+                role="supervisor",
+                password="correct horse battery",  # sign_in's (tests/api/conftest.py)
                 now_ms=int(time.time() * 1000),
-            )  # fmt: skip
+            )
         answer = send(a, "v-from-a", f"{ORIGIN}/demo/?utm_medium=cpc")
         sign_in(b, "sue@bank.test")
         assert "shared through Redis" in b.get("/live").text

@@ -6,75 +6,38 @@ from __future__ import annotations
 import csv
 import io
 import re
-import shutil
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
 
-from opportune.api.app import EXAMPLE_WORKSPACE, create_app
 from opportune.api.reports import TITLES
-from opportune.settings import Settings
-from opportune.store import users
 
 KEY = {"X-API-Key": "k"}
 ORIGIN = "http://127.0.0.1:8000"
-PASSWORD = "correct horse battery"
-PEOPLE = {
-    "ana@bank.test": ("agent", "ana"),
-    "sue@bank.test": ("supervisor", None),
-    "root@bank.test": ("admin", None),
-}
 HOSTILE = "=cmd|' /C calc'!A0<script>alert(1)</script>"
 
 
 @pytest.fixture
-def client(db_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    ws = tmp_path / "ws"
-    shutil.copytree(EXAMPLE_WORKSPACE, ws)
-    settings = Settings(database_url=db_url, workspace=ws, data_dir=tmp_path, api_key="k")
-    app = create_app(settings)
-    with TestClient(app) as c:
-        engine = app.app.state.runtime.ingestor.engine
-        with engine.begin() as conn:
-            for email, (role, agent) in PEOPLE.items():
-                users.create_user(
-                    conn,
-                    email=email,
-                    name=email.split("@")[0].title(),
-                    role=role,  # type: ignore[arg-type]
-                    password=PASSWORD,
-                    now_ms=int(time.time() * 1000),
-                    agent_id=agent,
-                )
-        t = int(time.time() * 1000)
-        body = {
-            "siteKey": "demo-site-key",
-            "visitorId": "v1",
-            "sentAt": t,
-            "events": [
-                {
-                    "id": "e1",
-                    "ts": t,
-                    "type": "page_view",
-                    "url": f"{ORIGIN}/demo/?utm_campaign={HOSTILE}&utm_medium=cpc",
-                }
-            ],
-        }
-        assert c.post("/v1/events", json=body, headers={"origin": ORIGIN}).status_code == 200
-        yield c
-
-
-def sign_in(c: TestClient, email: str, next_: str = "") -> str:
-    """Sign in; where the sign-in sends the browser."""
-    page = c.get("/agent/login")
-    token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
-    form = {"csrf": token, "email": email, "password": PASSWORD, "next": next_}
-    r = c.post("/agent/login", data=form, follow_redirects=False)
-    assert r.status_code == 303
-    return str(r.headers["location"])
+def client(staffed: TestClient) -> TestClient:
+    c = staffed
+    t = int(time.time() * 1000)
+    body = {
+        "siteKey": "demo-site-key",
+        "visitorId": "v1",
+        "sentAt": t,
+        "events": [
+            {
+                "id": "e1",
+                "ts": t,
+                "type": "page_view",
+                "url": f"{ORIGIN}/demo/?utm_campaign={HOSTILE}&utm_medium=cpc",
+            }
+        ],
+    }
+    assert c.post("/v1/events", json=body, headers={"origin": ORIGIN}).status_code == 200
+    return c
 
 
 def test_every_report_answers_json_with_its_window(client: TestClient) -> None:
@@ -137,7 +100,9 @@ def test_unknown_reports_and_missing_keys(client: TestClient) -> None:
     assert client.get("/v1/reports/visitors", headers={"X-API-Key": "x"}).status_code == 401
 
 
-def test_pages_are_for_supervisors_and_admins(client: TestClient) -> None:
+def test_pages_are_for_supervisors_and_admins(
+    client: TestClient, sign_in: Callable[..., str]
+) -> None:
     r = client.get("/reports/visitors", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"].startswith("/agent/login")
     assert client.get("/reports/visitors.csv", follow_redirects=False).status_code == 303
