@@ -150,10 +150,10 @@ class ChatService(DeskActions):
         self._loop = loop
 
     async def _tx(self, fn: Callable[[Connection], Any]) -> Any:
-        return await self.hub._tx(fn)
+        return await self.hub.tx(fn)
 
     async def _publish(self, conversation_id: str, event: dict[str, Any]) -> None:
-        await self.hub._publish(conversation_id, event)
+        await self.hub.publish(conversation_id, event)
 
     async def _tell_agent(self, agent_id: str, event: dict[str, Any]) -> None:
         await self.bus.publish(agent_channel(agent_id), json.dumps(event).encode())

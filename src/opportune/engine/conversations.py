@@ -73,24 +73,27 @@ class ConversationHub:
         while self._inflight:
             await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
-    async def _tx(self, fn: Callable[[Connection], T]) -> T:
+    async def tx(self, fn: Callable[[Connection], T]) -> T:
+        """``fn`` in one transaction, in a tracked worker thread (:meth:`run`)."""
+
         def run() -> T:
             with self.engine.begin() as conn:
                 return fn(conn)
 
         return await self.run(run)
 
-    async def _publish(self, conversation_id: str, event: Event) -> None:
+    async def publish(self, conversation_id: str, event: Event) -> None:
+        """``event`` to every follower of the conversation (after its change committed)."""
         await self.bus.publish(channel(conversation_id), json.dumps(event).encode())
 
     async def open(self, **fields: Any) -> Conversation:
         """A new conversation (``store.open_conversation``'s fields), announced."""
-        conv = await self._tx(lambda conn: store.open_conversation(conn, **fields))
-        await self._publish(conv.id, state_event(conv))
+        conv = await self.tx(lambda conn: store.open_conversation(conn, **fields))
+        await self.publish(conv.id, state_event(conv))
         return conv
 
     async def get(self, conversation_id: str, *, site_id: str | None = None) -> Conversation:
-        return await self._tx(lambda conn: store.get(conn, conversation_id, site_id=site_id))
+        return await self.tx(lambda conn: store.get(conn, conversation_id, site_id=site_id))
 
     async def post(
         self,
@@ -104,12 +107,12 @@ class ConversationHub:
         """Store the message (once), then tell every follower. A resend is published again:
         if the process that stored it died before publishing, this is the only time its
         followers hear of it (followers drop what they already had, by sequence)."""
-        done = await self._tx(
+        done = await self.tx(
             lambda conn: store.append(
                 conn, conversation_id, message, now_ms=now_ms, author=author, payload=payload
             )
         )
-        await self._publish(conversation_id, message_event(done.message))
+        await self.publish(conversation_id, message_event(done.message))
         return done
 
     async def move(
@@ -123,7 +126,7 @@ class ConversationHub:
         **changes: Any,
     ) -> Conversation:
         """Move the state (``core.conversations.move``), then tell every follower."""
-        conv = await self._tx(
+        conv = await self.tx(
             lambda conn: store.transition(
                 conn,
                 conversation_id,
@@ -134,22 +137,22 @@ class ConversationHub:
                 **changes,
             )
         )
-        await self._publish(conversation_id, state_event(conv))
+        await self.publish(conversation_id, state_event(conv))
         return conv
 
     async def typing(self, conversation_id: str, sender: Sender, *, now_ms: int) -> None:
         """Typing is not stored: losing one indicator harms nobody."""
-        await self._publish(conversation_id, {"type": "typing", "sender": sender, "at": now_ms})
+        await self.publish(conversation_id, {"type": "typing", "sender": sender, "at": now_ms})
 
     async def read(self, conversation_id: str, *, reader: str, seq: int) -> None:
-        await self._tx(lambda conn: store.read(conn, conversation_id, reader=reader, seq=seq))
-        await self._publish(conversation_id, {"type": "read", "reader": reader, "seq": seq})
+        await self.tx(lambda conn: store.read(conn, conversation_id, reader=reader, seq=seq))
+        await self.publish(conversation_id, {"type": "read", "reader": reader, "seq": seq})
 
     async def seen(self, conversation_id: str, *, now_ms: int) -> None:
-        await self._tx(lambda conn: store.seen(conn, conversation_id, now_ms=now_ms))
+        await self.tx(lambda conn: store.seen(conn, conversation_id, now_ms=now_ms))
 
     async def history(self, conversation_id: str, after_seq: int = 0) -> list[Message]:
-        return await self._tx(lambda conn: store.after(conn, conversation_id, after_seq))
+        return await self.tx(lambda conn: store.after(conn, conversation_id, after_seq))
 
     async def follow(
         self, conversation_id: str, after_seq: int = 0, *, with_state: bool = False
@@ -193,7 +196,7 @@ class ConversationHub:
         """Conversations whose visitor was silent past the grace, moved with ``leave``
         (abandoned, or to wrap-up when an agent was in it). A conversation another process
         moved meanwhile is skipped, not moved twice."""
-        gone = await self._tx(
+        gone = await self.tx(
             lambda conn: store.gone_visitors(conn, now_ms=now_ms, grace_ms=self.grace_ms)
         )
         moved = []
