@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -34,6 +34,7 @@ from opportune.core.actionmaps import instance_id
 from opportune.core.bot import BotContext, BotState, BotTurn
 from opportune.core.conversations import ConversationError, Draft, check_text, draft
 from opportune.core.pacing import expected_wait_s
+from opportune.engine.bots import BotRunner
 from opportune.engine.bus import Bus
 from opportune.engine.conversations import ConversationHub, message_event, state_event
 from opportune.engine.desk import ChatError, DeskActions
@@ -47,25 +48,6 @@ log = logging.getLogger(__name__)
 JourneyFn = Callable[[str, int], Awaitable[dict[str, float]]]
 MAX_FORM_FIELDS = 20
 MAX_FORM_VALUE = 500
-
-
-class BotEngine(Protocol):
-    """What the chat needs of the bot (``engine/bots.BotRunner``)."""
-
-    def has(self, flow: str) -> bool: ...
-    def begin(self, flow: str, *, locale: str, context: BotContext | None = None) -> BotTurn: ...
-    def respond(
-        self,
-        flow: str,
-        state: BotState,
-        *,
-        text: str,
-        choice: str | None = None,
-        locale: str,
-        context: BotContext | None = None,
-    ) -> BotTurn: ...
-    def escalate(self, flow: str, state: BotState, *, locale: str) -> BotTurn: ...
-    def intent_features(self, state: BotState) -> dict[str, float]: ...
 
 
 def bot_state(data: Mapping[str, Any] | None) -> BotState:
@@ -123,7 +105,7 @@ class ChatService(DeskActions):
         maps: Callable[[], Mapping[str, Any]],
         live: Any,
         journey: JourneyFn | None = None,
-        bots: BotEngine | None = None,
+        bots: BotRunner | None = None,
         board: QueueBoard | None = None,
         agent_names: Mapping[str, str] | None = None,
     ) -> None:
