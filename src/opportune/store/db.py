@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from pathlib import Path
 
 from alembic import command
@@ -109,3 +110,23 @@ class Checkpointer:
         self._thread.join(timeout=10)
         # Leave a small WAL behind: fold everything in while nothing else writes.
         self.checkpoint("TRUNCATE")
+
+
+def schema_revisions(engine: Engine) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The database's Alembic revision(s) and the migrations' head(s): equal when the
+    schema is current. Raises what the database raises when it cannot be reached."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_heads()
+    return tuple(sorted(current)), _heads()
+
+
+@functools.cache
+def _heads() -> tuple[str, ...]:
+    """The migrations' head revision(s), read from the scripts once per process."""
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return tuple(sorted(ScriptDirectory.from_config(cfg).get_heads()))
