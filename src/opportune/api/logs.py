@@ -60,6 +60,7 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,
             "msg": self._mask(record.getMessage()),
         }
         rid = getattr(record, "request_id", None) or request_id.get()
