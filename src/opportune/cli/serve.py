@@ -106,9 +106,7 @@ def _run_workers(settings: Settings) -> None:
     settings = settings.model_copy(update={"metrics_dir": metrics_dir})
     os.environ.update(settings_environment(settings))
     try:
-        uvicorn.run(
-            WORKER_APP, factory=True, workers=settings.workers, **uvicorn_options(settings)
-        )
+        uvicorn.run(WORKER_APP, factory=True, workers=settings.workers, **uvicorn_options(settings))
     finally:
         if made:
             shutil.rmtree(metrics_dir, ignore_errors=True)
