@@ -210,6 +210,13 @@ def test_two_workers_share_the_work_the_metrics_and_the_log(served: Served) -> N
         assert metric(s.base, "opportune_event_batches_total", status="200") == 48
         assert metric(s.base, "opportune_event_batch_seconds_count") == 48
 
+    # Live Now's count is the deployment's, read from Redis: every visitor of both
+    # processes, once each has flushed its notes (every 0.25 s).
+    deadline = time.monotonic() + 30
+    while metric(s.base, "opportune_live_visitors") != 12 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert metric(s.base, "opportune_live_visitors") == 12
+
     # Both processes took batches: the JSON log's request lines name two pids.
     requests = [x for x in s.lines() if x.get("logger") == "opportune.access"]
     posted = [x for x in requests if x["path"] == "/v1/events"]
