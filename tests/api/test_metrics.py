@@ -98,3 +98,24 @@ def test_metrics_move_with_the_events_posted(client: TestClient) -> None:
 def test_metrics_are_not_in_the_api_document(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert "/metrics" not in paths and "/readyz" not in paths
+
+
+def test_a_database_away_is_counted_and_its_gauges_left_out(tmp_path: Path) -> None:
+    db = tmp_path / "opportune.db"
+    settings = Settings(data_dir=tmp_path)
+    with TestClient(create_app(settings)) as c:
+        before = scrape(c)
+        assert ("opportune_queue_waiting", (("queue", "loans"),)) in before
+        c.app.ingestor.engine.dispose()
+        db.rename(tmp_path / "elsewhere.db")
+        db.mkdir()  # SQLite can no longer open it
+        try:
+            during = scrape(c)
+        finally:
+            db.rmdir()
+            (tmp_path / "elsewhere.db").rename(db)
+    labels = {"backend": "database", "where": "metrics"}
+    errors = "opportune_storage_errors_total"
+    assert value(during, errors, **labels) - value(before, errors, **labels) == 1
+    assert not any(name == "opportune_queue_waiting" for name, _ in during)
+    assert ("opportune_live_visitors", ()) in during  # the board is in memory: still there
