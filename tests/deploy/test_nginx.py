@@ -196,7 +196,8 @@ def test_a_browser_works_through_the_proxy(proxied: Proxied) -> None:
     assert "start or resume" in closed.value.rcvd.reason
 
     # Live Now's stream: signed in, its first event arrives while the stream stays open
-    # (a buffering proxy would hold it back).
+    # (a buffering proxy would hold it back). Two safeguards make it so, the config's
+    # `proxy_buffering off` and Opportune's `X-Accel-Buffering: no`: either one suffices.
     with httpx.Client(base_url=base, timeout=10) as c:
         page = c.get("/agent/login")
         csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
