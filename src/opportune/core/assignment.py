@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from opportune.core.predictive import (
     UNSEEN_WINS,
@@ -180,6 +179,8 @@ def _perturbed(
 
 def _solve(util: np.ndarray, valid: np.ndarray) -> list[tuple[int, int]]:
     """Max-cardinality, then max-utility matching over the valid (row, column) pairs."""
+    from scipy.optimize import linear_sum_assignment  # only when a pass needs matching
+
     if not valid.any():
         return []
     lo, hi = float(util[valid].min()), float(util[valid].max())

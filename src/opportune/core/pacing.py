@@ -16,7 +16,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import expm
 
 from opportune.core.action_types import OFFER_LIFETIME_MS
 
@@ -98,6 +97,8 @@ def erlang_a(
     ``short_abandon_s`` leaves out of the service level those who abandon sooner than that
     (they left before anyone could have helped; contact centres exclude them).
     """
+    from scipy.linalg import expm  # here: a server without chat pacing never loads SciPy
+
     mu = 1.0 / handle_time_s
     theta = 1.0 / patience_s
     lam = arrival_rate
@@ -162,6 +163,8 @@ def erlang_a(
 
 def _integral_waiting(start: np.ndarray, q: np.ndarray, t: float) -> float:
     """∫₀ᵗ start·exp(Qs)·1 ds, through the augmented-matrix exponential (Van Loan)."""
+    from scipy.linalg import expm
+
     n = q.shape[0]
     aug = np.zeros((n + 1, n + 1))
     aug[:n, :n] = q

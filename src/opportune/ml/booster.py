@@ -14,28 +14,48 @@ the trees are cold); copying the row into C doubles cost more than that (~3 µs 
 ctypes' slice assignment, ~1.3 µs with ``struct``). A :class:`PackedRow`
 carries its C doubles with it, so the several models of one feature layout read one
 copy (the live scorer packs each event's vector once).
+
+Serving loads LightGBM's shared library itself, not the ``lightgbm`` package: importing
+that imports scikit-learn and SciPy with it (~90 MB of a server's resident memory), which
+only training and explanations need; they import it when they run.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import importlib.util
 import logging
 import struct
 import threading
 import weakref
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import lightgbm as lgb
 import numpy as np
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
 
 log = logging.getLogger(__name__)
 _RAW_SCORE = 1  # C_API_PREDICT_RAW_SCORE
 _FLOAT64 = 1  # C_API_DTYPE_FLOAT64
 
 
+@functools.cache
 def _lib() -> Any:
-    from lightgbm import basic
+    """LightGBM's C library, loaded from the installed package's folder without running
+    the package (the same file ``lightgbm`` loads: the process shares one copy)."""
+    spec = importlib.util.find_spec("lightgbm")
+    folders = spec.submodule_search_locations if spec is not None else None
+    for folder in folders or ():
+        for name in ("lib/lib_lightgbm.so", "lib/lib_lightgbm.dylib", "bin/lib_lightgbm.dll"):
+            path = Path(folder) / name
+            if path.is_file():
+                lib = ctypes.cdll.LoadLibrary(str(path))
+                lib.LGBM_GetLastError.restype = ctypes.c_char_p
+                return lib
+    from lightgbm import basic  # another layout: let the package find it
 
     return basic._LIB  # type: ignore[attr-defined]
 
@@ -85,12 +105,13 @@ class RowPredictor:
         try:
             self._init_fast(model_text)
         except (AttributeError, OSError, RuntimeError) as exc:
+            import lightgbm as lgb
+
             log.warning("LightGBM single-row entry point unavailable (%s): using predict()", exc)
             self._fallback = lgb.Booster(model_str=model_text)
 
     def _init_fast(self, model_text: str) -> None:
         lib = _lib()
-        lib.LGBM_GetLastError.restype = ctypes.c_char_p
         booster = ctypes.c_void_p()
         iterations = ctypes.c_int()
         _check(
@@ -159,6 +180,7 @@ class RowPredictor:
 def raw_scores(booster: lgb.Booster, X: np.ndarray, num_threads: int = 0) -> np.ndarray:
     """Raw scores (log-odds) of many rows; ``num_threads`` 0 is LightGBM's default.
 
+    >>> import lightgbm as lgb
     >>> X = np.array([[0.0], [1.0]] * 20); y = np.array([0, 1] * 20)
     >>> params = {"objective": "binary", "verbose": -1, "min_data_in_leaf": 1}
     >>> b = lgb.train(params, lgb.Dataset(X, y), num_boost_round=2)

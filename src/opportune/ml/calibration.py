@@ -17,9 +17,6 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 import numpy as np
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 ECE_BINS = 20
 PREFIX_LENGTHS = (1, 3, 5, 10)
@@ -105,6 +102,8 @@ def fit_isotonic(raw: np.ndarray, y: np.ndarray) -> Isotonic:
     >>> [round(cal(v), 3) for v in (0.0, 1.0, 2.5, 4.0, 5.0)]
     [0.0, 0.2, 0.5, 0.8, 1.0]
     """
+    from sklearn.isotonic import IsotonicRegression  # fitting only: serving needs none
+
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
     iso.fit(raw, y)
     xs, ys = iso.X_thresholds_, iso.y_thresholds_
@@ -124,6 +123,8 @@ def fit_isotonic(raw: np.ndarray, y: np.ndarray) -> Isotonic:
 
 
 def fit_platt(raw: np.ndarray, y: np.ndarray) -> Platt:
+    from sklearn.linear_model import LogisticRegression
+
     lr = LogisticRegression(C=1e6, max_iter=1000)
     lr.fit(np.asarray(raw, dtype=np.float64).reshape(-1, 1), y)
     return Platt(float(lr.coef_[0, 0]), float(lr.intercept_[0]))
@@ -237,6 +238,8 @@ def safe_auc(y: np.ndarray, p: np.ndarray) -> float | None:
     """ROC AUC, or None when only one class is present (it is undefined then)."""
     if len(y) == 0 or np.all(y == y[0]):
         return None
+    from sklearn.metrics import roc_auc_score
+
     return float(roc_auc_score(y, p))
 
 
@@ -249,6 +252,8 @@ def auc_by_prefix(
 
 def summary(p: np.ndarray, y: np.ndarray, prefix: np.ndarray | None = None) -> dict[str, Any]:
     """The headline figures of probabilities ``p`` against labels ``y``."""
+    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
     p = np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0)
     y = np.asarray(y, dtype=np.float64)
     two = len(np.unique(y)) == 2

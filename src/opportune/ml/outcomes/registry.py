@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import lightgbm as lgb
 import numpy as np
 
 from opportune.ml.booster import RowPredictor, raw_scores
@@ -27,6 +26,8 @@ from opportune.ml.outcomes.linear import LinearScorer
 from opportune.ml.registry import VersionRegistry
 
 if TYPE_CHECKING:
+    import lightgbm as lgb
+
     from opportune.ml.outcomes.model import TrainedModel
 
 # "Not worse": ROC AUC at most this much lower, and Brier at most this share higher.
@@ -111,6 +112,8 @@ class LoadedModel:
     @property
     def booster(self) -> lgb.Booster:
         if self._booster is None:
+            import lightgbm as lgb  # explanations and evaluation only: serving needs none
+
             self._booster = lgb.Booster(model_str=self._model_text)
         return self._booster
 

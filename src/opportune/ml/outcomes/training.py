@@ -15,22 +15,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opportune.core.rules import Ruleset
 from opportune.ml.calibration import summary
 from opportune.ml.outcomes.examples import build_examples
 from opportune.ml.outcomes.features import spec_for
-from opportune.ml.outcomes.model import (
-    TrainedModel,
-    TrainingConfig,
-    TrainingError,
-    train_outcome_model,
-)
 from opportune.ml.outcomes.readiness import Readiness, readiness
 from opportune.ml.outcomes.registry import LoadedModel, ModelRegistry, not_worse
 from opportune.ml.outcomes.visits import VisitHistory
 from opportune.workspace.documents import OutcomeDoc, ScoringDoc
+
+if TYPE_CHECKING:  # the model module loads LightGBM and scikit-learn: only training needs them
+    from opportune.ml.outcomes.model import TrainedModel, TrainingConfig
 
 DAY_MS = 86_400_000
 DEFAULT_DAYS = 90
@@ -66,6 +63,8 @@ def _scoring(docs: Iterable[object], outcome: str) -> ScoringDoc:
     for doc in docs:
         if isinstance(doc, OutcomeDoc) and doc.name == outcome:
             return doc.scoring
+    from opportune.ml.outcomes.model import TrainingError
+
     raise TrainingError(f"no outcome named {outcome!r} in the rules")
 
 
@@ -140,6 +139,8 @@ def train_outcomes(
     """Train ``outcomes`` (default: every scoring-enabled one of the outcome documents
     ``docs``) on the last ``days`` days of finished visits through ``ruleset``; readiness is
     required unless ``force``. ``workers`` processes replay the visits (one per core)."""
+    from opportune.ml.outcomes.model import TrainingError, train_outcome_model
+
     names = list(outcomes) if outcomes is not None else scoring_enabled(docs)
     since = now_ms - days * DAY_MS
     until = now_ms - session_timeout_ms  # a visit still open may yet achieve an outcome
