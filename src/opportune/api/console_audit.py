@@ -34,8 +34,11 @@ def _flat(value: Any, path: str, out: dict[str, Any]) -> dict[str, Any]:
 def diff(before: Any, after: Any) -> list[dict[str, Any]]:
     """The leaves that differ, by path (``None`` on the side where a leaf is absent).
 
-    >>> diff({"a": 1, "c": {"d": [1, 2]}}, {"a": 2, "c": {"d": [1]}, "e": "x"})
-    [{'path': 'a', 'before': 1, 'after': 2}, {'path': 'c.d[1]', 'before': 2, 'after': None}, {'path': 'e', 'before': None, 'after': 'x'}]
+    >>> for row in diff({"a": 1, "c": {"d": [1, 2]}}, {"a": 2, "c": {"d": [1]}, "e": "x"}):
+    ...     print(row)
+    {'path': 'a', 'before': 1, 'after': 2}
+    {'path': 'c.d[1]', 'before': 2, 'after': None}
+    {'path': 'e', 'before': None, 'after': 'x'}
     """
     old = _flat(before, "", {}) if before is not None else {}
     new = _flat(after, "", {}) if after is not None else {}
@@ -76,7 +79,15 @@ def console_audit_router(e: Environment) -> APIRouter:
             for c in found[:PAGE]
         ]
         older = found[PAGE - 1].id if len(found) > PAGE else None
-        return render(e, request, person, "audit.html", section="audit", rows=rows,
-                      older=older, first=before is None)  # fmt: skip
+        return render(
+            e,
+            request,
+            person,
+            "audit.html",
+            section="audit",
+            rows=rows,
+            older=older,
+            first=before is None,
+        )
 
     return api

@@ -92,7 +92,9 @@ def actor_of(person: Any) -> Actor:
 def _problems(exc: HTTPException) -> tuple[str, list[dict[str, str]]]:
     """An API error as the form shows it: its message, and each problem with its path."""
     detail = exc.detail if isinstance(exc.detail, dict) else {"message": str(exc.detail)}
-    errors = detail.get("errors") or [{"path": detail.get("path", ""), "message": detail["message"]}]
+    errors = detail.get("errors") or [
+        {"path": detail.get("path", ""), "message": detail["message"]}
+    ]
     return str(detail["message"]), [{"path": e["path"], "message": e["message"]} for e in errors]
 
 
@@ -105,9 +107,9 @@ def _body(text: str) -> dict[str, Any]:
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise HTTPException(
-            422, detail={"message": f"document: not valid YAML: {where}{problem}",
-                         "path": "document"},
-        ) from None  # fmt: skip
+            422,
+            detail={"message": f"document: not valid YAML: {where}{problem}", "path": "document"},
+        ) from None
     if not isinstance(value, dict):
         raise HTTPException(
             422,
@@ -127,9 +129,7 @@ def read_doc(kind: Kind, form: dict[str, str], name: str | None) -> Doc:
         if typed:
             body.setdefault("name", typed)
         elif "name" not in body:
-            raise HTTPException(
-                422, detail={"message": "name: Field required", "path": "name"}
-            )
+            raise HTTPException(422, detail={"message": "name: Field required", "path": "name"})
     if kind.kind == "queueKpi":  # the REST API takes it as {"kpi": ...} on the queue
         body = {**body}
         body.setdefault("kind", "queueKpi")
@@ -208,7 +208,7 @@ def _found(request: Request, kind: Kind, name: str) -> tuple[Doc | None, str]:
         return found
     if kind.kind == "queueKpi" and name in rt.workspace.queues:
         return QueueKpiDoc(name=name, kpi=rt.workspace.queues[name].kpi), "workspace"
-    raise HTTPException(404, detail={"code": "not_found", "message": f"no {kind.singular} {name!r}"})
+    raise HTTPException(404, detail={"message": f"no {kind.singular} {name!r}"})
 
 
 async def _explain(request: Request, map_name: str, visitor: str) -> dict[str, Any]:
@@ -223,10 +223,12 @@ async def _explain(request: Request, map_name: str, visitor: str) -> dict[str, A
         return {"visitor": visitor, "error": "the visitor has no visit in progress"}
     why = str(mine["now"])
     gate = (
-        "not qualified" if why.startswith("not qualified")
-        else "blocked" if why.startswith("blocked")
+        "not qualified"
+        if why.startswith("not qualified")
+        else "blocked"
+        if why.startswith("blocked")
         else "passes"
-    )  # fmt: skip
+    )
     return {"visitor": visitor, "gate": gate, "why": why, "history": mine["history"]}
 
 
@@ -242,8 +244,17 @@ def _page_routes(api: APIRouter, e: Environment, kind: Kind) -> None:
 
     @api.get(f"/{slug}/_new")
     async def new(request: Request, person: Admin) -> Response:
-        return page(request, person, "doc.html", is_new=True, name="", source="api",
-                    document=kind.skeleton, errors=[], message="")  # fmt: skip
+        return page(
+            request,
+            person,
+            "doc.html",
+            is_new=True,
+            name="",
+            source="api",
+            document=kind.skeleton,
+            errors=[],
+            message="",
+        )
 
     @api.post(f"/{slug}/_new")
     async def create(request: Request, person: Admin) -> Response:
@@ -251,15 +262,28 @@ def _page_routes(api: APIRouter, e: Environment, kind: Kind) -> None:
         try:
             doc = read_doc(kind, form, None)
             if runtime(request).rules.get(kind.kind, doc.name) is not None:
-                raise HTTPException(409, detail={
-                    "message": f"name: {kind.kind} {doc.name!r} exists; edit it instead",
-                    "path": "name"})  # fmt: skip
+                raise HTTPException(
+                    409,
+                    detail={
+                        "message": f"name: {kind.kind} {doc.name!r} exists; edit it instead",
+                        "path": "name",
+                    },
+                )
             await run_in_threadpool(_save, request, kind, doc, actor_of(person))
         except HTTPException as exc:
             message, errors = _problems(exc)
-            return page(request, person, "doc.html", exc.status_code, is_new=True,
-                        name=form.get("name", ""), source="api",
-                        document=form.get("document", ""), errors=errors, message=message)  # fmt: skip
+            return page(
+                request,
+                person,
+                "doc.html",
+                exc.status_code,
+                is_new=True,
+                name=form.get("name", ""),
+                source="api",
+                document=form.get("document", ""),
+                errors=errors,
+                message=message,
+            )
         return RedirectResponse(f"/console/{slug}/{doc.name}?saved=1", status_code=303)
 
     @api.get(f"/{slug}/{{name}}")
@@ -276,22 +300,41 @@ def _page_routes(api: APIRouter, e: Environment, kind: Kind) -> None:
             extra["model"] = await run_in_threadpool(model_summary, request, name)
         if kind.kind == "actionMap" and visitor:
             extra["test"] = await _explain(request, name, visitor.strip()[:128])
-        return page(request, person, "doc.html", is_new=False, name=name, source=source,
-                    document=body_of(doc) if doc else "", errors=[], message="",
-                    saved=bool(saved), **extra)  # fmt: skip
+        return page(
+            request,
+            person,
+            "doc.html",
+            is_new=False,
+            name=name,
+            source=source,
+            document=body_of(doc) if doc else "",
+            errors=[],
+            message="",
+            saved=bool(saved),
+            **extra,
+        )
 
     @api.post(f"/{slug}/{{name}}")
     async def update(request: Request, name: str, person: Admin) -> Response:
-        _found(request, kind, name)
+        _, source = _found(request, kind, name)
         form = await form_fields(request)
         try:
             doc = read_doc(kind, form, name)
             await run_in_threadpool(_save, request, kind, doc, actor_of(person))
         except HTTPException as exc:
             message, errors = _problems(exc)
-            return page(request, person, "doc.html", exc.status_code, is_new=False, name=name,
-                        source="api", document=form.get("document", ""), errors=errors,
-                        message=message)  # fmt: skip
+            return page(
+                request,
+                person,
+                "doc.html",
+                exc.status_code,
+                is_new=False,
+                name=name,
+                source=source,
+                document=form.get("document", ""),
+                errors=errors,
+                message=message,
+            )
         return RedirectResponse(f"/console/{slug}/{name}?saved=1", status_code=303)
 
     @api.post(f"/{slug}/{{name}}/delete")
@@ -301,9 +344,18 @@ def _page_routes(api: APIRouter, e: Environment, kind: Kind) -> None:
             await run_in_threadpool(_delete, request, kind, name, actor_of(person))
         except HTTPException as exc:
             message, errors = _problems(exc)
-            return page(request, person, "doc.html", exc.status_code, is_new=False, name=name,
-                        source=source, document=body_of(doc) if doc else "", errors=errors,
-                        message=message)  # fmt: skip
+            return page(
+                request,
+                person,
+                "doc.html",
+                exc.status_code,
+                is_new=False,
+                name=name,
+                source=source,
+                document=body_of(doc) if doc else "",
+                errors=errors,
+                message=message,
+            )
         return RedirectResponse(f"/console/{slug}", status_code=303)
 
 

@@ -141,7 +141,7 @@ def console_models_router(e: Environment) -> APIRouter:
     async def retrain(request: Request, name: str, person: Admin) -> Response:
         """Start ``opportune train`` for this outcome; the page shows how it went."""
         if runtime(request).rules.get("outcome", name) is None:
-            raise HTTPException(404, detail={"code": "not_found", "message": f"no outcome {name!r}"})
+            raise HTTPException(404, detail={"message": f"no outcome {name!r}"})
         run = _trainings(request).get(name)
         if run is None or run["state"] != "running":
             # Held until done: the loop keeps only weak references to its tasks.

@@ -46,11 +46,19 @@ YAML_TYPES: Final = ("application/x-yaml", "application/yaml", "text/yaml", "tex
 
 def _file_docs(ws: Workspace) -> list[Any]:
     return [
-        *ws.sites.values(), *ws.page_groups.values(), *ws.segments.values(),
-        *ws.outcomes.values(), *ws.templates.values(), *ws.action_maps.values(),
-        ws.engagement, *ws.queues.values(), *ws.agents.values(), *ws.kpis.values(),
-        *ws.crms.values(), *ws.bot_flows.values(),
-    ]  # fmt: skip
+        *ws.sites.values(),
+        *ws.page_groups.values(),
+        *ws.segments.values(),
+        *ws.outcomes.values(),
+        *ws.templates.values(),
+        *ws.action_maps.values(),
+        ws.engagement,
+        *ws.queues.values(),
+        *ws.agents.values(),
+        *ws.kpis.values(),
+        *ws.crms.values(),
+        *ws.bot_flows.values(),
+    ]
 
 
 def doc_json(doc: Any) -> dict[str, Any]:
@@ -61,8 +69,10 @@ def doc_json(doc: Any) -> dict[str, Any]:
 
 def export_yaml(request: Request) -> str:
     rt = runtime(request)
-    parts = ["# Opportune workspace export: every document, from the workspace files and the\n"
-             "# database. Importing it changes only the database's documents.\n"]  # fmt: skip
+    parts = [
+        "# Opportune workspace export: every document, from the workspace files and the\n"
+        "# database. Importing it changes only the database's documents.\n"
+    ]
     for doc, source in [(d, "workspace") for d in _file_docs(rt.workspace)] + [
         (d, "database") for d in sorted(rt.rules.api.values(), key=lambda d: (d.kind, d.name))
     ]:
@@ -139,9 +149,13 @@ def _read(plan: Plan, rt: Any, index: int, value: Any) -> Doc | None:
         else:
             why = "differs from" if twin is not None else "is not in"
             plan.not_applied.append(
-                {"index": index, "kind": kind, "name": name,
-                 "message": f"{why} the workspace files; not applied: edit the files"}
-            )  # fmt: skip
+                {
+                    "index": index,
+                    "kind": kind,
+                    "name": name,
+                    "message": f"{why} the workspace files; not applied: edit the files",
+                }
+            )
         return None
     return doc
 
@@ -183,7 +197,7 @@ def plan_import(rt: Any, text: str) -> Plan:
             plan.errors.append(_problem(index, doc.kind, doc.name, "name", "twice in the file"))
         docs[(doc.kind, doc.name)] = (index, doc)
     _check_kpis(plan, rt, docs)
-    for index, doc in docs.values():
+    for _index, doc in docs.values():
         stored = rt.rules.api.get((doc.kind, doc.name))
         if stored is not None and stored.model_dump(mode="json") == doc.model_dump(mode="json"):
             plan.unchanged.append(f"{doc.kind} {doc.name}")
@@ -251,7 +265,15 @@ def console_transfer_router(e: Environment) -> APIRouter:
             return JSONResponse(plan.to_json(), status_code=422 if plan.errors else 200)
         text = (await form_fields(request)).get("yaml", "")
         plan = await run_in_threadpool(run_import, request, text, actor_of(person))
-        return render(e, request, person, "transfer.html", status=422 if plan.errors else 200,
-                      section="transfer", plan=plan.to_json(), text=text)  # fmt: skip
+        return render(
+            e,
+            request,
+            person,
+            "transfer.html",
+            status=422 if plan.errors else 200,
+            section="transfer",
+            plan=plan.to_json(),
+            text=text,
+        )
 
     return api

@@ -30,9 +30,13 @@ def _now_ms() -> int:
 def user_json(u: users.User) -> dict[str, Any]:
     """A user as the audit log keeps it: no password, no session."""
     return {
-        "email": u.email, "name": u.name, "role": u.role, "agentId": u.agent_id,
-        "queues": list(u.queues), "disabled": u.disabled,
-    }  # fmt: skip
+        "email": u.email,
+        "name": u.name,
+        "role": u.role,
+        "agentId": u.agent_id,
+        "queues": list(u.queues),
+        "disabled": u.disabled,
+    }
 
 
 def _split(text: str) -> list[str]:
@@ -52,9 +56,20 @@ def _page(e: Environment, request: Request, person: Person, **ctx: Any) -> Respo
     ctx.setdefault("errors", {})
     ctx.setdefault("values", {"role": "agent"})
     status = ctx.pop("status", 200)
-    return render(e, request, person, "users.html", status=status, section="users",
-                  people=people, roles=ROLES, agents=sorted(rt.workspace.agents),
-                  queues=sorted(rt.workspace.queues), me=person.user.id, **ctx)  # fmt: skip
+    return render(
+        e,
+        request,
+        person,
+        "users.html",
+        status=status,
+        section="users",
+        people=people,
+        roles=ROLES,
+        agents=sorted(rt.workspace.agents),
+        queues=sorted(rt.workspace.queues),
+        me=person.user.id,
+        **ctx,
+    )
 
 
 def _change(
@@ -67,11 +82,19 @@ def _change(
         try:
             before = users.get_user(conn, user_id)
         except LookupError:
-            raise HTTPException(404, detail={"code": "not_found", "message": "no such user"}) from None
+            raise HTTPException(404, detail={"message": "no such user"}) from None
         change(conn, before)
         after = None if action == "delete" else user_json(users.get_user(conn, user_id))
-        audit.record(conn, at=_now_ms(), actor=actor_of(person), action=action, kind="user",
-                     name=before.email, before=user_json(before), after=after)  # fmt: skip
+        audit.record(
+            conn,
+            at=_now_ms(),
+            actor=actor_of(person),
+            action=action,
+            kind="user",
+            name=before.email,
+            before=user_json(before),
+            after=after,
+        )
 
 
 def console_users_router(e: Environment) -> APIRouter:
@@ -89,20 +112,32 @@ def console_users_router(e: Environment) -> APIRouter:
         def add() -> None:
             with runtime(request).ingestor.engine.begin() as conn:
                 made = users.create_user(
-                    conn, email=values["email"], name=values["name"],
+                    conn,
+                    email=values["email"],
+                    name=values["name"],
                     role=values["role"],  # type: ignore[arg-type]  # checked by create_user
-                    password=form.get("password", ""), now_ms=_now_ms(),
-                    agent_id=values["agent_id"].strip() or None, queues=_split(values["queues"]),
-                )  # fmt: skip
-                audit.record(conn, at=_now_ms(), actor=actor_of(person), action="create",
-                             kind="user", name=made.email, before=None, after=user_json(made))  # fmt: skip
+                    password=form.get("password", ""),
+                    now_ms=_now_ms(),
+                    agent_id=values["agent_id"].strip() or None,
+                    queues=_split(values["queues"]),
+                )
+                audit.record(
+                    conn,
+                    at=_now_ms(),
+                    actor=actor_of(person),
+                    action="create",
+                    kind="user",
+                    name=made.email,
+                    before=None,
+                    after=user_json(made),
+                )
 
         try:
             await run_in_threadpool(add)
         except users.UserError as exc:
+            errors = _field_error(exc)
             return await run_in_threadpool(
-                lambda: _page(e, request, person, errors=_field_error(exc), values=values,
-                              status=422)  # fmt: skip
+                lambda: _page(e, request, person, errors=errors, values=values, status=422)
             )
         return RedirectResponse("/console/users", status_code=303)
 
@@ -113,10 +148,12 @@ def console_users_router(e: Environment) -> APIRouter:
 
             def apply(conn: Connection, u: users.User) -> None:
                 users.change_role(
-                    conn, u.id, role=form.get("role", ""),  # type: ignore[arg-type]
+                    conn,
+                    u.id,
+                    role=form.get("role", ""),  # type: ignore[arg-type]
                     agent_id=form.get("agent_id", "").strip() or None,
                     queues=_split(form.get("queues", "")),
-                )  # fmt: skip
+                )
 
             action: audit.Action = "update"
         elif what == "disable":
@@ -142,7 +179,9 @@ def console_users_router(e: Environment) -> APIRouter:
         try:
             await run_in_threadpool(_change, request, person, user_id, apply, action)
         except users.UserError as exc:
-            errors = {f"{user_id}:{k}": v for k, v in _field_error(exc).items()}
+            errors = {
+                k if k == "form" else f"{user_id}:{k}": v for k, v in _field_error(exc).items()
+            }
             return await run_in_threadpool(
                 lambda: _page(e, request, person, errors=errors, status=422)
             )

@@ -59,12 +59,8 @@ def _skills(ws: Workspace) -> list[dict[str, str]]:
     for s in sorted(names):
         agents = [f"{a.name} ({a.skills[s]})" for a in ws.agents.values() if s in a.skills]
         queues = [q.name for q in ws.queues.values() if any(n.skill == s for n in q.skills)]
-        rows.append(
-            {
-                "name": s,
-                "summary": f"agents: {', '.join(agents) or '–'}; queues: {', '.join(queues) or '–'}",
-            }
-        )
+        summary = f"agents: {', '.join(agents) or '–'}; queues: {', '.join(queues) or '–'}"
+        rows.append({"name": s, "summary": summary})
     return rows
 
 
@@ -134,8 +130,9 @@ def console_workspace_router(e: Environment) -> APIRouter:
     @api.get("/routing")
     async def routing(request: Request, person: Reader) -> Response:
         queues = await run_in_threadpool(_routing, request)
-        return render(e, request, person, "routing.html", section="routing", queues=queues,
-                      note=FILE_NOTE)  # fmt: skip
+        return render(
+            e, request, person, "routing.html", section="routing", queues=queues, note=FILE_NOTE
+        )
 
     return api
 
@@ -151,16 +148,36 @@ def _doc_routes(
     async def listing(request: Request, person: Reader) -> Response:
         found = sorted(docs(runtime(request).workspace).items())
         rows = [{"name": n, "summary": line(d)} for n, d in found]
-        return render(e, request, person, "readonly_list.html", section=slug, title=title,
-                      slug=slug, rows=rows, detail=True, note=FILE_NOTE)  # fmt: skip
+        return render(
+            e,
+            request,
+            person,
+            "readonly_list.html",
+            section=slug,
+            title=title,
+            slug=slug,
+            rows=rows,
+            detail=True,
+            note=FILE_NOTE,
+        )
 
     async def one(request: Request, name: str, person: Reader) -> Response:
         found = docs(runtime(request).workspace).get(name)
         if found is None:
             raise HTTPException(404, detail={"code": "not_found", "message": f"no {slug} {name!r}"})
         body = found.model_dump(mode="json", by_alias=True, exclude_defaults=True)
-        return render(e, request, person, "readonly_doc.html", section=slug, title=title,
-                      slug=slug, name=name, body=body, note=FILE_NOTE)  # fmt: skip
+        return render(
+            e,
+            request,
+            person,
+            "readonly_doc.html",
+            section=slug,
+            title=title,
+            slug=slug,
+            name=name,
+            body=body,
+            note=FILE_NOTE,
+        )
 
     api.add_api_route(f"/{slug}", listing, methods=["GET"])
     api.add_api_route(f"/{slug}/{{name}}", one, methods=["GET"])
@@ -176,8 +193,17 @@ def _derived_route(
     note = "Follows from the queues and agents of the workspace file; edit the file to change it."
 
     async def derived(request: Request, person: Reader) -> Response:
-        return render(e, request, person, "readonly_list.html", section=slug, title=title,
-                      slug=slug, rows=rows(runtime(request).workspace), detail=False,
-                      note=note)  # fmt: skip
+        return render(
+            e,
+            request,
+            person,
+            "readonly_list.html",
+            section=slug,
+            title=title,
+            slug=slug,
+            rows=rows(runtime(request).workspace),
+            detail=False,
+            note=note,
+        )
 
     api.add_api_route(f"/{slug}", derived, methods=["GET"])

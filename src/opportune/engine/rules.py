@@ -167,7 +167,8 @@ class RuleBook:
             ).all()
         api: dict[tuple[str, str], Doc] = {}
         for kind, name, body in rows:
-            if (kind, name) in self.files or kind not in MODELS:
+            # A deleted definition's body is JSON null, which the SQL filter does not see.
+            if body is None or (kind, name) in self.files or kind not in MODELS:
                 continue
             try:
                 api[(kind, name)] = MODELS[kind].model_validate(body)
