@@ -68,9 +68,7 @@ def field_errors(page: str) -> dict[str, str]:
     return {html.unescape(p): html.unescape(re.sub(r"<code>.*?</code> ", "", m)) for p, m in found}
 
 
-def test_signed_out_is_sent_to_sign_in_and_back(
-    c: TestClient, sign_in: Callable[..., str]
-) -> None:
+def test_signed_out_is_sent_to_sign_in_and_back(c: TestClient, sign_in: Callable[..., str]) -> None:
     r = c.get("/console/segments", follow_redirects=False)
     assert r.status_code == 303
     assert r.headers["location"] == "/agent/login?next=%2Fconsole%2Fsegments"
@@ -131,7 +129,8 @@ def test_every_write_needs_the_csrf_token(c: TestClient, sign_in: Callable[..., 
 
 
 BAD = [
-    ("condition:\n  attribute: nope\n  equals: x\n", {"condition": {"attribute": "nope", "equals": "x"}}),
+    ("condition:\n  attribute: nope\n  equals: x\n",
+     {"condition": {"attribute": "nope", "equals": "x"}}),
     ("condition:\n  attribute: device\n  equals: mobile\ncolour: red\nshape: 3\n",
      {"condition": {"attribute": "device", "equals": "mobile"}, "colour": "red", "shape": 3}),
     ("condition:\n  all:\n  - attribute: device\n    equals: mobile\n  - event: {type: nope}\n",
@@ -158,7 +157,8 @@ def test_errors_are_the_rest_apis_shown_at_their_path(
 
 def test_name_yaml_and_together_errors(c: TestClient, sign_in: Callable[..., str]) -> None:
     token = admin(c, sign_in)
-    r = c.post("/console/segments/_new", data={"csrf": token, "name": "Bad Name", "document": PHONES})
+    form = {"csrf": token, "name": "Bad Name", "document": PHONES}
+    r = c.post("/console/segments/_new", data=form)
     rest = c.post("/v1/segments", json={**yaml.safe_load(PHONES), "name": "Bad Name"}, headers=KEY)
     assert field_errors(r.text) == {"name": rest.json()["error"]["errors"][0]["message"]}
     r = c.post("/console/segments/_new", data={"csrf": token, "name": "x", "document": "a: [1"})
@@ -169,9 +169,7 @@ def test_name_yaml_and_together_errors(c: TestClient, sign_in: Callable[..., str
     rest = c.post("/v1/action-maps", json={"name": "m", **yaml.safe_load(doc)}, headers=KEY)
     r = c.post("/console/action-maps/_new", data={"csrf": token, "name": "m", "document": doc})
     assert r.status_code == rest.status_code == 422
-    assert field_errors(r.text) == {
-        e["path"]: e["message"] for e in rest.json()["error"]["errors"]
-    }
+    assert field_errors(r.text) == {e["path"]: e["message"] for e in rest.json()["error"]["errors"]}
     # The name taken by a workspace file's document.
     r = c.post(
         "/console/segments/_new",
@@ -219,7 +217,7 @@ def test_create_edit_delete_are_audited_with_before_and_after(
     page = c.get("/console/audit").text
     entries = re.findall(r'data-kind="segment" data-name="phones" data-action="(\w+)"', page)
     assert entries == ["delete", "update", "update", "create"]
-    assert "<td class=\"before wrap\">#4c78a8</td><td class=\"after wrap\">#112233</td>" in page
+    assert '<td class="before wrap">#4c78a8</td><td class="after wrap">#112233</td>' in page
 
 
 def test_audit_pages_newest_first(c: TestClient, sign_in: Callable[..., str]) -> None:
@@ -309,9 +307,7 @@ def test_an_action_map_is_tested_against_a_visitor(
     assert 'id="test-error"' in page and "not found" in page
 
 
-def test_visitor_and_document_text_is_escaped(
-    c: TestClient, sign_in: Callable[..., str]
-) -> None:
+def test_visitor_and_document_text_is_escaped(c: TestClient, sign_in: Callable[..., str]) -> None:
     body = {**yaml.safe_load(PHONES), "description": HOSTILE}
     assert c.put("/v1/segments/hostile", json=body, headers=KEY).status_code == 200
     sign_in(c, "root@bank.test")
