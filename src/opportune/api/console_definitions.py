@@ -222,14 +222,25 @@ async def _explain(request: Request, map_name: str, visitor: str) -> dict[str, A
     if mine is None:
         return {"visitor": visitor, "error": "the visitor has no visit in progress"}
     why = str(mine["now"])
-    gate = (
-        "not qualified"
-        if why.startswith("not qualified")
-        else "blocked"
-        if why.startswith("blocked")
-        else "passes"
-    )
-    return {"visitor": visitor, "gate": gate, "why": why, "history": mine["history"]}
+    return {"visitor": visitor, "gate": gate_of(why), "why": why, "history": mine["history"]}
+
+
+def gate_of(why: str) -> str:
+    """Where a map stands for a visitor, from the decision's words (``core/actionmaps``).
+
+    >>> gate_of("blocked: chat queue closed"), gate_of("qualified, held out (holdout group)")
+    ('blocked', 'qualified')
+    """
+    for prefix, gate in (
+        ("not qualified", "not qualified"),
+        ("blocked", "blocked"),
+        ("disabled", "disabled"),
+        ("already", "already engaged"),
+        ("qualified", "qualified"),
+    ):
+        if why.startswith(prefix):
+            return gate
+    return "offers now"
 
 
 def _page_routes(api: APIRouter, e: Environment, kind: Kind) -> None:
@@ -362,7 +373,8 @@ def _page_routes(api: APIRouter, e: Environment, kind: Kind) -> None:
 def _estimate_route(api: APIRouter, kind: Kind) -> None:
     @api.post(f"/{kind.slug}/_estimate")
     async def draft_estimate(request: Request, person: Reader) -> Response:
-        """The audience of the document being edited (JSON: ``name``, ``document``)."""
+        """The audience of the document being edited (JSON: ``name``, ``document``), or
+        ``valid: false`` with the REST API's errors."""
         try:
             payload = await request.json()
         except ValueError:
@@ -384,7 +396,9 @@ def _estimate_route(api: APIRouter, kind: Kind) -> None:
             return JSONResponse(await run_in_threadpool(run))
         except HTTPException as exc:
             message, errors = _problems(exc)
-            return JSONResponse({"error": message, "errors": errors}, status_code=422)
+            # 200: a draft that does not validate yet is the usual case while typing, not a
+            # failed request (the browser would log each one as an error).
+            return JSONResponse({"valid": False, "error": message, "errors": errors})
 
 
 def console_definitions_router(e: Environment) -> APIRouter:

@@ -42,8 +42,9 @@
         .then(function (r) { return r.json().then(function (j) { return { ok: r.ok, j: j }; }); })
         .then(function (res) {
           if (mine !== asked) return; // a newer edit's estimate is on its way
-          out.classList.toggle("field-error", !res.ok);
-          if (!res.ok) {
+          var bad = !res.ok || res.j.valid === false;
+          out.classList.toggle("field-error", bad);
+          if (bad) {
             out.textContent = "Cannot estimate: " + (res.j.error || "the document is not valid");
             return;
           }
