@@ -24,6 +24,7 @@ pytestmark = pytest.mark.e2e
 
 PASSWORD = "console e2e password"
 HOSTILE = "<img src=x onerror=alert(1)>"
+PHONES = "description: Phones\ncondition:\n  attribute: device\n  equals: mobile\n"
 PHONE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1"
