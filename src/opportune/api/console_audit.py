@@ -4,6 +4,7 @@ differs between the document before and after, by path."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
@@ -31,28 +32,32 @@ def _flat(value: Any, path: str, out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def diff(before: Any, after: Any) -> list[dict[str, Any]]:
-    """The leaves that differ, by path (``None`` on the side where a leaf is absent).
+def _shown(value: Any) -> str | None:
+    """A leaf as the page shows it: text as it is, anything else as JSON."""
+    if value is _MISSING or value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value)
 
-    >>> for row in diff({"a": 1, "c": {"d": [1, 2]}}, {"a": 2, "c": {"d": [1]}, "e": "x"}):
+
+def diff(before: Any, after: Any) -> list[dict[str, Any]]:
+    """The leaves that differ, by path (``None`` on the side where a leaf is absent or
+    null; values other than text as JSON).
+
+    >>> for row in diff({"a": 1, "c": {"d": [1, 2]}, "n": None}, {"a": 2, "c": {"d": [1]},
+    ...                 "e": "x", "f": True}):
     ...     print(row)
-    {'path': 'a', 'before': 1, 'after': 2}
-    {'path': 'c.d[1]', 'before': 2, 'after': None}
+    {'path': 'a', 'before': '1', 'after': '2'}
+    {'path': 'c.d[1]', 'before': '2', 'after': None}
     {'path': 'e', 'before': None, 'after': 'x'}
+    {'path': 'f', 'before': None, 'after': 'true'}
     """
     old = _flat(before, "", {}) if before is not None else {}
     new = _flat(after, "", {}) if after is not None else {}
     rows = []
     for path in sorted(old.keys() | new.keys()):
-        a, b = old.get(path, _MISSING), new.get(path, _MISSING)
+        a, b = _shown(old.get(path, _MISSING)), _shown(new.get(path, _MISSING))
         if a != b:
-            rows.append(
-                {
-                    "path": path or "(document)",
-                    "before": None if a is _MISSING else a,
-                    "after": None if b is _MISSING else b,
-                }
-            )
+            rows.append({"path": path or "(document)", "before": a, "after": b})
     return rows
 
 
