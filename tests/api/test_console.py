@@ -431,3 +431,22 @@ def test_an_import_with_a_problem_changes_nothing(
     assert r.status_code == 200 and "create segment fine" in r.text
     assert "Document 2 (queue loans)" in r.text
     assert [(x.action, x.name) for x in changes(c)] == [("import", "fine")]
+
+
+def test_retrain_runs_opportune_train_and_shows_how_it_went(
+    c: TestClient, sign_in: Callable[..., str]
+) -> None:
+    token = admin(c, sign_in)
+    r = c.post("/console/outcomes/loan_submitted/retrain", data={"csrf": token},
+               follow_redirects=False)  # fmt: skip
+    assert r.status_code == 303
+    deadline = time.monotonic() + 120  # a child Python process on a loaded machine
+    page = c.get("/console/outcomes/loan_submitted").text
+    while "Retraining running." in page and time.monotonic() < deadline:
+        time.sleep(0.5)
+        page = c.get("/console/outcomes/loan_submitted").text
+    # No history yet: `opportune train` refuses, and the page says why in its words.
+    assert "Retraining failed." in page
+    assert "not trained: collecting data: 0 of 1000 sessions" in page
+    assert 'id="model-active">none<' in page
+    assert c.post("/console/outcomes/nothing/retrain", data={"csrf": token}).status_code == 404
