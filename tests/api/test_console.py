@@ -450,3 +450,21 @@ def test_retrain_runs_opportune_train_and_shows_how_it_went(
     assert "not trained: collecting data: 0 of 1000 sessions" in page
     assert 'id="model-active">none<' in page
     assert c.post("/console/outcomes/nothing/retrain", data={"csrf": token}).status_code == 404
+
+
+def test_content_offers_are_previewed_with_their_template(
+    c: TestClient, sign_in: Callable[..., str]
+) -> None:
+    body = {
+        "trigger": {"segment": "mobile-visitors"},
+        "action": {"type": "content", "content": {"title": HOSTILE, "template": "bank-slide-in"}},
+    }
+    assert c.put("/v1/action-maps/hostile-offer", json=body, headers=KEY).status_code == 200
+    sign_in(c, "sue@bank.test")
+    page = c.get("/console/content-offers").text
+    cards = re.findall(r'<figure class="offer-card" data-map="([^"]+)"', page)
+    maps = c.get("/v1/action-maps", headers=KEY).json()["items"]
+    assert sorted(cards) == sorted(m["name"] for m in maps if m["action"]["type"] == "content")
+    assert "Activate your device in three steps" in page
+    assert HOSTILE not in page and html.escape(HOSTILE) in page
+    assert 'href="/console/content-offers/bank-slide-in"' in page

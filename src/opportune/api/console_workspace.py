@@ -20,6 +20,7 @@ from opportune.api.kpis import kpi_readiness
 from opportune.ml.registry import RegistryError
 from opportune.ml.routing.registry import RoutingRegistry
 from opportune.workspace import Workspace
+from opportune.workspace.engagement import Style
 
 FILE_NOTE: Final = "Defined in the workspace file; edit the file to change it."
 
@@ -80,6 +81,32 @@ def _codes(ws: Workspace) -> list[dict[str, str]]:
     ]
 
 
+def content_offers(request: Request) -> list[dict[str, Any]]:
+    """Every content offer an action map makes (workspace files and database), with the
+    look its template gives it: what the offers page previews."""
+    rt = runtime(request)
+    out = []
+    for doc, source in rt.rules.docs("actionMap"):
+        content = doc.action.content if doc.action.type == "content" else None
+        if content is None:
+            continue
+        template = rt.workspace.templates.get(content.template or "")
+        style = template.style if template is not None else Style()
+        out.append(
+            {
+                "map": doc.name,
+                "source": source,
+                "template": content.template,
+                "layout": content.layout or (template.layout if template else "slide-in"),
+                "title": content.title,
+                "body": content.body,
+                "cta": content.cta,
+                "style": style,
+            }
+        )
+    return out
+
+
 def _routing(request: Request) -> list[dict[str, Any]]:
     """Each queue's predictive routing: settings, readiness, model, comparison test."""
     rt = runtime(request)
@@ -118,8 +145,27 @@ def _routing(request: Request) -> list[dict[str, Any]]:
 def console_workspace_router(e: Environment) -> APIRouter:
     api = APIRouter(prefix="/console", include_in_schema=False)
 
+    @api.get("/content-offers")
+    async def offers(request: Request, person: Reader) -> Response:
+        ws = runtime(request).workspace
+        rows = [
+            {"name": n, "summary": f"{d.layout} template"} for n, d in sorted(ws.templates.items())
+        ]
+        return render(
+            e,
+            request,
+            person,
+            "offers.html",
+            section="content-offers",
+            title="Content offers",
+            slug="content-offers",
+            rows=rows,
+            offers=content_offers(request),
+            note=FILE_NOTE,
+        )
+
     for slug, (title, docs, line) in DOCS.items():
-        _doc_routes(api, e, slug, title, docs, line)
+        _doc_routes(api, e, slug, title, docs, line, listed=slug != "content-offers")
 
     for slug, title, rows in (
         ("skills", "Skills", _skills),
@@ -144,6 +190,8 @@ def _doc_routes(
     title: str,
     docs: Callable[[Workspace], dict[str, Any]],
     line: Callable[[Any], str],
+    *,
+    listed: bool = True,
 ) -> None:
     async def listing(request: Request, person: Reader) -> Response:
         found = sorted(docs(runtime(request).workspace).items())
@@ -179,7 +227,8 @@ def _doc_routes(
             note=FILE_NOTE,
         )
 
-    api.add_api_route(f"/{slug}", listing, methods=["GET"])
+    if listed:
+        api.add_api_route(f"/{slug}", listing, methods=["GET"])
     api.add_api_route(f"/{slug}/{{name}}", one, methods=["GET"])
 
 
