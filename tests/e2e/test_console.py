@@ -180,8 +180,14 @@ def test_an_admin_creates_a_segment_and_an_action_map(
         )
         assert names[:2] == [f"create {action_map}", f"create {segment}"]
         page.screenshot(path=str(tmp_path / "console-audit.png"), full_page=True)
-        for path in ("/console/outcomes/loan_submitted", "/console/routing", "/console/users",
-                     "/console/transfer", "/console/queues", "/console/content-offers"):  # fmt: skip
+        for path in (
+            "/console/outcomes/loan_submitted",
+            "/console/routing",
+            "/console/users",
+            "/console/transfer",
+            "/console/queues",
+            "/console/content-offers",
+        ):
             page.goto(f"{server.base}{path}")
             page.screenshot(path=str(tmp_path / f"console{path.replace('/', '-')}.png"))
         # The two refused forms answered 422 (the page again, with the errors); nothing else.
