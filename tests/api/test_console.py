@@ -276,6 +276,17 @@ def test_kpis_and_queue_kpis_follow_the_rest_rules(
     assert [(x.action, x.kind) for x in changes(c)] == [
         ("delete", "kpi"), ("delete", "queueKpi"), ("create", "queueKpi"), ("create", "kpi"),
     ]  # fmt: skip
+    # A queue's own KPI is edited on its page; the errors are the REST API's.
+    page = c.get("/console/queue-kpis/support").text
+    assert 'id="queue-note"' in page and 'id="doc-form"' in page and 'id="delete"' not in page
+    rest = c.put("/v1/queues/support/kpi", json={"kpi": "nope"}, headers=KEY)
+    r = c.post("/console/queue-kpis/support", data={"csrf": token, "document": "kpi: nope"})
+    assert r.status_code == rest.status_code == 422
+    assert field_errors(r.text) == {"kpi": rest.json()["error"]["message"]}
+    r = c.post("/console/queue-kpis/support", data={"csrf": token, "document": "kpi: [1"})
+    assert field_errors(r.text)["document"].startswith("document: not valid YAML")
+    r = c.post("/console/queue-kpis/support", data={"csrf": token, "document": "kpi: 3\nx: 1"})
+    assert set(field_errors(r.text)) == {"kpi", "x"}
 
 
 def _visit(c: TestClient, vid: str) -> None:

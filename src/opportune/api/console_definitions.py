@@ -22,6 +22,7 @@ from typing import Any, Final
 import yaml
 from fastapi import APIRouter, HTTPException, Request
 from jinja2 import Environment
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
@@ -37,6 +38,7 @@ from opportune.api.definitions import (
 from opportune.api.engagement import explain_visitor
 from opportune.api.kpis import delete_kpi, save_kpi, set_queue_kpi
 from opportune.api.people import form_fields
+from opportune.core.conditions import format_path
 from opportune.engine.audience import estimate
 from opportune.engine.rules import Doc
 from opportune.store.audit import Actor
@@ -136,8 +138,17 @@ def read_doc(kind: Kind, form: dict[str, str], name: str | None) -> Doc:
         body.setdefault("name", name)
         try:
             return QueueKpiDoc.model_validate(body)
-        except Exception as exc:
-            raise HTTPException(422, detail={"message": f"document: {exc}", "path": ""}) from None
+        except ValidationError as exc:
+            errors = [
+                {
+                    "path": format_path([p for p in e["loc"] if isinstance(p, str | int)]),
+                    "message": "unknown field" if e["type"] == "extra_forbidden" else e["msg"],
+                }
+                for e in exc.errors()
+            ]
+            first = errors[0]
+            message = f"{first['path']}: {first['message']}" if first["path"] else first["message"]
+            raise HTTPException(422, detail={"message": message, "errors": errors}) from None
     return parse_definition(kind.kind, body, name)
 
 
@@ -187,7 +198,7 @@ def _rows(request: Request, kind: Kind) -> list[dict[str, Any]]:
         set_here = {r["name"] for r in rows}
         for name, q in sorted(rt.rules.queues().items()):
             if name not in set_here:
-                rows.append({"name": name, "source": "workspace", "summary": f"kpi: {q.kpi}"})
+                rows.append({"name": name, "source": "queue", "summary": f"kpi: {q.kpi}"})
         rows.sort(key=lambda r: r["name"])
     return rows
 
@@ -207,7 +218,8 @@ def _found(request: Request, kind: Kind, name: str) -> tuple[Doc | None, str]:
     if found is not None:
         return found
     if kind.kind == "queueKpi" and name in rt.workspace.queues:
-        return QueueKpiDoc(name=name, kpi=rt.workspace.queues[name].kpi), "workspace"
+        # The KPI of the queue's own document: saving here sets one over it.
+        return QueueKpiDoc(name=name, kpi=rt.workspace.queues[name].kpi), "queue"
     raise HTTPException(404, detail={"message": f"no {kind.singular} {name!r}"})
 
 
