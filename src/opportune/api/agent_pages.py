@@ -74,13 +74,13 @@ def secure_page(html: str, status: int = 200) -> HTMLResponse:
 
 
 def safe_next(target: str | None) -> str:
-    """Where to go after signing in: only a path of the workspace, reports or Live Now (never
-    another site, never ``//host``), else the desk."""
+    """Where to go after signing in: only a path of the workspace, reports, Live Now or the
+    console (never another site, never ``//host``), else the desk."""
     if not target:
         return "/agent"
     parts = urlsplit(target)
-    inside = parts.path in ("/agent", "/reports", "/live") or parts.path.startswith(
-        ("/agent/", "/reports/", "/live/")
+    inside = parts.path in ("/agent", "/reports", "/live", "/console") or parts.path.startswith(
+        ("/agent/", "/reports/", "/live/", "/console/")
     )
     if parts.scheme or parts.netloc or not inside:
         return "/agent"

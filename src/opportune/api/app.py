@@ -461,6 +461,9 @@ def _agent_workspace(app: FastAPI, runtime: Runtime) -> None:
         )
     )
     app.mount("/agent/static", StaticFiles(directory=AGENT_DIR / "static"), name="agent-static")
+    from opportune.api.console import install_console  # the admin console (issue 15)
+
+    install_console(app)
 
 
 def _sdk_routes(app: FastAPI) -> None:

@@ -24,6 +24,7 @@ from opportune.engine.audience import estimate
 from opportune.engine.context import rule_words, scores_in_words, visit_events
 from opportune.engine.ingest import Ingestor
 from opportune.engine.rules import MODELS, Doc, ReadOnlyDefinition, RuleBook
+from opportune.store.audit import API_KEY, Actor
 from opportune.workspace.documents import SegmentDoc
 
 PLURAL = {"segments": "segment", "outcomes": "outcome", "action-maps": "actionMap"}
@@ -66,7 +67,8 @@ def parse_definition(kind: str, body: Any, name: str | None = None) -> Doc:
     return doc
 
 
-def _check_together(rules: RuleBook, doc: Doc | None, remove: tuple[str, str] | None) -> None:
+def check_together(rules: RuleBook, doc: Doc | None, remove: tuple[str, str] | None) -> None:
+    """422 unless the rules still compile with ``doc`` added (``remove`` removed)."""
     try:
         rules.candidate(doc, remove=remove)
     except RulesError as exc:
@@ -119,7 +121,7 @@ def _reads(router: APIRouter, rules: RuleBook, kind: str, collection: str) -> No
     @router.post(f"/{collection}/validate", name=f"validate_{kind}")
     def validate(body: Annotated[Any, Body()]) -> dict[str, Any]:
         doc = parse_definition(kind, body)
-        _check_together(rules, doc, None)
+        check_together(rules, doc, None)
         return {"valid": True, "definition": _json(doc, "draft")}
 
 
@@ -131,7 +133,7 @@ def _estimates(
         body: Annotated[Any, Body()], days: Annotated[int, Query(ge=1, le=400)] = 7
     ) -> dict[str, Any]:
         doc = parse_definition(kind, body)
-        _check_together(rules, doc, None)
+        check_together(rules, doc, None)
         rs = rules.candidate(doc)
         return estimate(
             ingestor.engine, rs, kind=kind, name=doc.name, days=days, now_ms=now_ms()
@@ -159,16 +161,22 @@ def _writes(router: APIRouter, rules: RuleBook, kind: str, collection: str) -> N
 
     @router.delete(f"/{collection}/{{name}}", name=f"delete_{kind}")
     def delete(name: str) -> dict[str, Any]:
-        _editable(_found(rules, kind, name))
-        _check_together(rules, None, (kind, name))
-        try:
-            rules.delete(kind, name, now_ms=now_ms())
-        except ReadOnlyDefinition as exc:
-            raise read_only(exc) from None
+        delete_definition(rules, kind, name, actor=API_KEY)
         return {"deleted": {"kind": kind, "name": name}}
 
 
-def _editable(found: tuple[Doc, str] | None) -> None:
+def delete_definition(rules: RuleBook, kind: str, name: str, *, actor: Actor) -> None:
+    """Delete a database definition (404 unknown, 409 a workspace file's, 422 others need
+    it), audited as ``actor``'s: the REST API's rule and the console's."""
+    editable(_found(rules, kind, name))
+    check_together(rules, None, (kind, name))
+    try:
+        rules.delete(kind, name, now_ms=now_ms(), actor=actor)
+    except ReadOnlyDefinition as exc:
+        raise read_only(exc) from None
+
+
+def editable(found: tuple[Doc, str] | None) -> None:
     """Refuse to change a definition the workspace files hold."""
     if found is not None and found[1] == "workspace":
         doc = found[0]
@@ -178,13 +186,19 @@ def _editable(found: tuple[Doc, str] | None) -> None:
 
 
 def _save(rules: RuleBook, doc: Doc) -> dict[str, Any]:
-    _editable(rules.get(doc.kind, doc.name))
-    _check_together(rules, doc, None)
+    save_definition(rules, doc, actor=API_KEY)
+    return _json(doc, "api")
+
+
+def save_definition(rules: RuleBook, doc: Doc, *, actor: Actor) -> None:
+    """Create or replace a database definition (409 a workspace file's, 422 it would not
+    work with the others), audited as ``actor``'s: the REST API's rule and the console's."""
+    editable(rules.get(doc.kind, doc.name))
+    check_together(rules, doc, None)
     try:
-        rules.put(doc, now_ms=now_ms())
+        rules.put(doc, now_ms=now_ms(), actor=actor)
     except ReadOnlyDefinition as exc:
         raise read_only(exc) from None
-    return _json(doc, "api")
 
 
 def _segment_json(rules: RuleBook, state: Any, name: str, since: int) -> dict[str, Any]:

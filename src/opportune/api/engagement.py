@@ -62,7 +62,7 @@ def engagement_router(*, ingestor: Ingestor, require_api_key: Callable[..., None
     @router.get("/visitors/{visitor_id}/explain")
     async def explain(visitor_id: str) -> dict[str, Any]:
         """Why each action map did or did not fire for this visitor, as of now."""
-        return await _explain(ingestor, visitor_id, now_ms())
+        return await explain_visitor(ingestor, visitor_id, now_ms())
 
     @router.get("/action-maps/{name}/uplift")
     def uplift(
@@ -135,7 +135,9 @@ def _store_presence(engine: Engine, name: str, body: PresenceIn, now: int) -> No
         )
 
 
-async def _explain(ingestor: Ingestor, visitor_id: str, now: int) -> dict[str, Any]:
+async def explain_visitor(ingestor: Ingestor, visitor_id: str, now: int) -> dict[str, Any]:
+    """Why each action map would or would not fire for ``visitor_id`` now (a dry run), with
+    each map's actions in the current visit: the REST explain's and the console's."""
     rules = ingestor.rules
     state = await ingestor.live.peek(visitor_id, now)
     if state is None:

@@ -15,6 +15,7 @@ from opportune.api.inputs import CamelIn, now_ms
 from opportune.core.kpis import ReadinessThresholds, history_stats, readiness
 from opportune.engine.router import Router
 from opportune.engine.rules import ReadOnlyDefinition, RuleBook
+from opportune.store.audit import API_KEY, Actor
 from opportune.store.routing_history import load_history
 from opportune.workspace.engagement import KpiDoc, QueueKpiDoc, kpi_fits_queue
 
@@ -50,7 +51,9 @@ def _known(router: Router, name: str) -> None:
         raise not_found(f"kpi {name!r}")
 
 
-def _save(router: Router, doc: KpiDoc) -> dict[str, Any]:
+def save_kpi(router: Router, doc: KpiDoc, *, actor: Actor) -> dict[str, Any]:
+    """Create or replace a database KPI (409 a workspace file's, 422 it no longer fits a
+    queue using it), audited as ``actor``'s: the REST API's rule and the console's."""
     found = _rules(router).get("kpi", doc.name)
     if found is not None and found[1] == "workspace":
         raise read_only(ReadOnlyDefinition(f"kpi {doc.name!r} is defined in the workspace"))
@@ -59,10 +62,40 @@ def _save(router: Router, doc: KpiDoc) -> dict[str, Any]:
         if problem:
             raise error(422, "invalid", problem, path="successCodes")
     try:
-        _rules(router).put(doc, now_ms=now_ms())
+        _rules(router).put(doc, now_ms=now_ms(), actor=actor)
     except ReadOnlyDefinition as exc:
         raise read_only(exc) from None
     return _kpi_json(router, doc.name)
+
+
+def delete_kpi(router: Router, name: str, *, actor: Actor) -> None:
+    """Delete a database KPI no queue uses (404, 409 in use or a workspace file's)."""
+    _known(router, name)
+    users = _users(router, name)
+    if users:
+        raise error(
+            409,
+            "in_use",
+            f"kpi {name!r} is the KPI of queue(s) {users}; "
+            "give them another first (PUT /v1/queues/{name}/kpi)",
+        )
+    try:
+        _rules(router).delete("kpi", name, now_ms=now_ms(), actor=actor)
+    except ReadOnlyDefinition as exc:
+        raise read_only(exc) from None
+
+
+def set_queue_kpi(router: Router, name: str, kpi: str | None, *, actor: Actor) -> None:
+    """The KPI queue ``name`` optimises (``None``: none), checked as the REST API does."""
+    if name not in router.docs:
+        raise not_found(f"queue {name!r}")
+    if kpi is not None:
+        if kpi not in router.kpis:
+            raise error(422, "invalid", f"unknown kpi {kpi!r}", path="kpi")
+        problem = kpi_fits_queue(router.kpis[kpi], router.docs[name])
+        if problem:
+            raise error(422, "invalid", problem, path="kpi")
+    _rules(router).put(QueueKpiDoc(name=name, kpi=kpi), now_ms=now_ms(), actor=actor)
 
 
 def _parse(body: Any, name: str | None = None) -> KpiDoc:
@@ -71,7 +104,7 @@ def _parse(body: Any, name: str | None = None) -> KpiDoc:
     return doc
 
 
-def _readiness(router: Router, name: str, queue: str) -> dict[str, Any]:
+def kpi_readiness(router: Router, name: str, queue: str) -> dict[str, Any]:
     kpi = router.kpis[name].to_core()
     with router.engine.connect() as conn:
         rows = load_history(conn, queue, kpi, now_ms=now_ms())
@@ -113,50 +146,30 @@ def kpis_router(*, router: Router, require_api_key: Callable[..., None]) -> APIR
         doc = _parse(body)
         if doc.name in router.kpis:
             raise error(409, "already_exists", f"kpi {doc.name!r} exists; PUT it")
-        return _save(router, doc)
+        return save_kpi(router, doc, actor=API_KEY)
 
     @api.put("/kpis/{name}")
     def put_kpi(name: str, body: Annotated[Any, Body()]) -> dict[str, Any]:
-        return _save(router, _parse(body, name))
+        return save_kpi(router, _parse(body, name), actor=API_KEY)
 
     @api.delete("/kpis/{name}")
-    def delete_kpi(name: str) -> dict[str, Any]:
-        _known(router, name)
-        users = _users(router, name)
-        if users:
-            raise error(
-                409,
-                "in_use",
-                f"kpi {name!r} is the KPI of queue(s) {users}; "
-                "give them another first (PUT /v1/queues/{name}/kpi)",
-            )
-        try:
-            _rules(router).delete("kpi", name, now_ms=now_ms())
-        except ReadOnlyDefinition as exc:
-            raise read_only(exc) from None
+    def remove_kpi(name: str) -> dict[str, Any]:
+        delete_kpi(router, name, actor=API_KEY)
         return {"deleted": {"kind": "kpi", "name": name}}
 
     @api.put("/queues/{name}/kpi")
-    def set_queue_kpi(name: str, body: QueueKpiIn) -> dict[str, Any]:
+    def put_queue_kpi(name: str, body: QueueKpiIn) -> dict[str, Any]:
         """The KPI the queue's predictive routing optimises (null: none), replacing its
         document's. A model trained for another KPI is not used until retrained."""
-        if name not in router.docs:
-            raise not_found(f"queue {name!r}")
-        if body.kpi is not None:
-            if body.kpi not in router.kpis:
-                raise error(422, "invalid", f"unknown kpi {body.kpi!r}", path="kpi")
-            problem = kpi_fits_queue(router.kpis[body.kpi], router.docs[name])
-            if problem:
-                raise error(422, "invalid", problem, path="kpi")
-        _rules(router).put(QueueKpiDoc(name=name, kpi=body.kpi), now_ms=now_ms())
+        set_queue_kpi(router, name, body.kpi, actor=API_KEY)
         return {"queue": name, "kpi": router.docs[name].kpi}
 
     @api.get("/kpis/{name}/readiness")
-    def kpi_readiness(name: str, queue: str) -> dict[str, Any]:
+    def readiness_of(name: str, queue: str) -> dict[str, Any]:
         """Whether the queue's history can train the KPI's model, and what is missing."""
         _known(router, name)
         if queue not in router.queues:
             raise not_found(f"queue {queue!r}")
-        return _readiness(router, name, queue)
+        return kpi_readiness(router, name, queue)
 
     return api

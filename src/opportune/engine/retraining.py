@@ -256,7 +256,16 @@ async def _in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         raise
 
 
-async def _run_training(cmd: list[str]) -> None:
+async def train_now(
+    settings: Settings, outcomes: Sequence[str], days: int = DEFAULT_DAYS, threads: int = 2
+) -> tuple[int, str]:
+    """Train ``outcomes`` now, as the loop does when they are due: ``opportune train`` in a
+    child process (its readiness check, activation rule and registry lock included). The
+    exit status and the end of its output (the console's retrain button shows them)."""
+    return await _run_training(train_command(settings, outcomes, days, threads))
+
+
+async def _run_training(cmd: list[str]) -> tuple[int, str]:
     log.info("retraining: %s", " ".join(cmd))
     proc = await asyncio.create_subprocess_exec(
         *cmd,
@@ -275,3 +284,4 @@ async def _run_training(cmd: list[str]) -> None:
         log.error("opportune train exited with %s:\n%s", proc.returncode, text[-4000:])
     else:
         log.info("opportune train:\n%s", text[-4000:])
+    return int(proc.returncode or 0), text[-4000:]

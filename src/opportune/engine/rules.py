@@ -4,7 +4,8 @@ admin API, compiled into one :class:`Ruleset`.
 Workspace documents are owned by their files: the API reads them but refuses to change
 them (edit the file). API documents live in the ``definitions`` table; every change takes
 a new ``version``, and each process polls ``max(version)`` (``refresh``) so a change made
-on one process reaches the others within the poll interval.
+on one process reaches the others within the poll interval. Every change is recorded in
+the audit log (``store/audit.py``) in its own transaction, with who made it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from sqlalchemy import Engine, func, select
@@ -19,6 +21,8 @@ from sqlalchemy.engine import Connection
 
 from opportune.core.actionmaps import ActionMap
 from opportune.core.rules import Ruleset
+from opportune.store import audit
+from opportune.store.audit import UNKNOWN, Action, Actor
 from opportune.store.schema import definitions
 from opportune.workspace import Workspace
 from opportune.workspace.documents import OutcomeDoc, SegmentDoc
@@ -117,6 +121,11 @@ class RuleBook:
             merged[(doc.kind, doc.name)] = doc
         return self._compile(merged)[0]
 
+    def candidates(self, docs: Sequence[Doc]) -> Ruleset:
+        """The ruleset with every one of ``docs`` added or replaced (an import); raises
+        as :meth:`candidate` does."""
+        return self._compile({**self.files, **self.api, **{(d.kind, d.name): d for d in docs}})
+
     def _compile(self, docs: dict[tuple[str, str], Doc]) -> tuple[Ruleset, list[ActionMap]]:
         values = list(docs.values())
         segments = {d.name: d for d in values if isinstance(d, SegmentDoc)}
@@ -158,7 +167,8 @@ class RuleBook:
             ).all()
         api: dict[tuple[str, str], Doc] = {}
         for kind, name, body in rows:
-            if (kind, name) in self.files or kind not in MODELS:
+            # A deleted definition's body is JSON null, which the SQL filter does not see.
+            if body is None or (kind, name) in self.files or kind not in MODELS:
                 continue
             try:
                 api[(kind, name)] = MODELS[kind].model_validate(body)
@@ -173,37 +183,66 @@ class RuleBook:
         self.api, self.ruleset, self.maps, self.version = api, ruleset, maps, version
         return True
 
-    def put(self, doc: Doc, *, now_ms: int) -> Ruleset:
-        """Create or replace an API definition (validated against all the others)."""
-        key = (doc.kind, doc.name)
-        if key in self.files:
-            raise ReadOnlyDefinition(f"{doc.kind} {doc.name!r} is defined in the workspace files")
-        self.candidate(doc)
-        assert self.engine is not None
-        with self.engine.begin() as conn:
-            self._write(
-                conn, doc.kind, doc.name, doc.model_dump(mode="json", by_alias=True), now_ms
-            )
-        self.refresh()
-        return self.ruleset
+    def put(self, doc: Doc, *, now_ms: int, actor: Actor = UNKNOWN) -> Ruleset:
+        """Create or replace an API definition (validated against all the others); the
+        change and ``actor`` go to the audit log in the same transaction."""
+        return self.apply([doc], now_ms=now_ms, actor=actor)
 
-    def delete(self, kind: str, name: str, *, now_ms: int) -> None:
+    def delete(self, kind: str, name: str, *, now_ms: int, actor: Actor = UNKNOWN) -> None:
+        """Delete an API definition (the others must still work without it), audited."""
         if (kind, name) in self.files:
             raise ReadOnlyDefinition(f"{kind} {name!r} is defined in the workspace files")
         self.candidate(None, remove=(kind, name))
         assert self.engine is not None
         with self.engine.begin() as conn:
-            self._write(conn, kind, name, None, now_ms)
+            self._write(conn, kind, name, None, now_ms, actor, "delete")
         self.refresh()
 
+    def apply(
+        self,
+        docs: Sequence[Doc],
+        *,
+        now_ms: int,
+        actor: Actor = UNKNOWN,
+        action: Action | None = None,
+    ) -> Ruleset:
+        """Create or replace several API definitions at once: checked together against all
+        the others, written in one transaction with an audit row each (``action``: the
+        row's action, e.g. ``import``; else ``create`` or ``update``). A document equal to
+        the stored one is not written again."""
+        for doc in docs:
+            if (doc.kind, doc.name) in self.files:
+                raise ReadOnlyDefinition(
+                    f"{doc.kind} {doc.name!r} is defined in the workspace files"
+                )
+        self.candidates(docs)
+        assert self.engine is not None
+        with self.engine.begin() as conn:
+            for doc in docs:
+                body = doc.model_dump(mode="json", by_alias=True)
+                self._write(conn, doc.kind, doc.name, body, now_ms, actor, action)
+        self.refresh()
+        return self.ruleset
+
     @staticmethod
-    def _write(conn: Connection, kind: str, name: str, body: Any, now_ms: int) -> None:
-        version = (conn.execute(select(func.max(definitions.c.version))).scalar() or 0) + 1
-        exists = conn.execute(
-            select(definitions.c.name).where(definitions.c.kind == kind, definitions.c.name == name)
+    def _write(
+        conn: Connection,
+        kind: str,
+        name: str,
+        body: Any,
+        now_ms: int,
+        actor: Actor,
+        action: Action | None,
+    ) -> None:
+        found = conn.execute(
+            select(definitions.c.body).where(definitions.c.kind == kind, definitions.c.name == name)
         ).first()
+        before = found[0] if found is not None else None
+        if before == body:
+            return  # nothing changes: no new version, nothing to audit
+        version = (conn.execute(select(func.max(definitions.c.version))).scalar() or 0) + 1
         values = {"body": body, "version": version, "updated_at": now_ms}
-        if exists:
+        if found is not None:
             conn.execute(
                 definitions.update()
                 .where(definitions.c.kind == kind, definitions.c.name == name)
@@ -211,3 +250,15 @@ class RuleBook:
             )
         else:
             conn.execute(definitions.insert().values(kind=kind, name=name, **values))
+        if action is None:
+            action = "delete" if body is None else "create" if before is None else "update"
+        audit.record(
+            conn,
+            at=now_ms,
+            actor=actor,
+            action=action,
+            kind=kind,
+            name=name,
+            before=before,
+            after=body,
+        )

@@ -428,3 +428,21 @@ user_sessions = Table(
     Column("expires_at", BigInteger, nullable=False),
     Index(None, "user_id"),
 )
+
+# Every change to the workspace made through the console or the admin API, append-only:
+# who (a user, or the API key), when, what, and the document before and after (no body:
+# it did not exist / was deleted). The console's audit page reads it newest first.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+    Column("actor_id", String(32), nullable=True),  # a user's id; none for the API key
+    Column("actor_name", String(128), nullable=False),
+    Column("action", String(10), nullable=False),  # create | update | delete | import
+    Column("kind", String(16), nullable=False),
+    Column("name", String(254), nullable=False),
+    Column("before", JSON, nullable=True),
+    Column("after", JSON, nullable=True),
+    Index(None, "kind", "name"),
+)

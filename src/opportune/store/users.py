@@ -146,6 +146,47 @@ def disable(conn: Connection, user_id: str, *, now_ms: int) -> None:
     conn.execute(delete(user_sessions).where(user_sessions.c.user_id == user_id))
 
 
+def enable(conn: Connection, user_id: str) -> None:
+    conn.execute(update(users).where(users.c.id == user_id).values(disabled_at=None))
+
+
+def change_role(
+    conn: Connection,
+    user_id: str,
+    *,
+    role: Role,
+    agent_id: str | None = None,
+    queues: Iterable[str] = (),
+) -> User:
+    """A new role (an agent's routing agent, a supervisor's queues); every session of the
+    user ends, so no page keeps the old role's rights. :class:`UserError` names the field."""
+    if role not in ROLES:
+        raise UserError(f"role: one of {', '.join(ROLES)}, not {role!r}")
+    if role == "agent" and not agent_id:
+        raise UserError("agent_id: an agent user names the routing agent they are")
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                update(users)
+                .where(users.c.id == user_id)
+                .values(
+                    role=role,
+                    agent_id=agent_id if role == "agent" else None,
+                    queues=json.dumps(sorted(set(queues)) if role == "supervisor" else []),
+                )
+            )
+    except IntegrityError as exc:
+        raise UserError("agent_id: already taken by another user") from exc
+    conn.execute(delete(user_sessions).where(user_sessions.c.user_id == user_id))
+    return get_user(conn, user_id)
+
+
+def delete_user(conn: Connection, user_id: str) -> None:
+    """Forget the user and their sessions (what they did stays in the audit log by name)."""
+    conn.execute(delete(user_sessions).where(user_sessions.c.user_id == user_id))
+    conn.execute(delete(users).where(users.c.id == user_id))
+
+
 def authenticate(conn: Connection, email: str, password: str) -> User | None:
     """The user with this email and password, or ``None`` (unknown, wrong or disabled)."""
     row = conn.execute(select(users).where(users.c.email == email.strip().lower())).first()
