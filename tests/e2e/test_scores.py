@@ -90,7 +90,15 @@ def _start_demo(workspace: Path, data: Path, log: Path) -> tuple[subprocess.Pope
     site["origins"] = [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
     (workspace / "sites.yaml").write_text(yaml.safe_dump(site))
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPPORTUNE_")}
-    cmd = [sys.executable, "-m", "opportune.cli", "demo", "--workspace", str(workspace)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "opportune.cli",
+        "demo",
+        "--workspace",
+        str(workspace),
+        "--no-traffic",
+    ]
     cmd += ["--data-dir", str(data), "--port", str(port), "--agents", "0", "--api-key", API_KEY]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)

@@ -49,9 +49,10 @@ DEMO_SEED = 1
     help="Simulated visits per day of that history",
 )
 @click.option(
-    "--traffic",
-    is_flag=True,
-    help="Also send live simulated visitors (chat offers, segments and reports fill up)",
+    "--traffic/--no-traffic",
+    default=True,
+    show_default=True,
+    help="Send live simulated visitors, so Live Now, chat offers and reports fill up",
 )
 @shown(
     "--traffic-rate",
@@ -93,6 +94,10 @@ def demo(
     click.echo(f"Agent workspace: {base}/agent  sign in as")
     for email, role, password in people:
         click.echo(f"  {role:<6} {email}  password {password}")
+    click.echo(
+        f"Console: {base}/console  Live Now: {base}/live  Reports: {base}/reports"
+        "  (sign in as the admin)"
+    )
     run_server(settings)
 
 
