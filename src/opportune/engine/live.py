@@ -262,6 +262,13 @@ def _decode(raw: bytes) -> VisitorLive | None:
         return None
 
 
+# A visitor's Redis lock lives this long unless released: how long a killed process's
+# visitors wait. Safety does not depend on it (the database refuses a superseded write),
+# so it is short; a commit slower than this only lets the next batch of the visitor start
+# and wait for the database's row.
+LOCK_MS = 3_000
+
+
 class LockTimeout(RuntimeError):
     """Another process held a visitor's lock for too long; the batch should be retried."""
 
@@ -276,7 +283,7 @@ class RedisLiveStore:
         *,
         prefix: str = DEFAULT_REDIS_PREFIX,
         ttl_s: int = 2 * 86_400,
-        lock_ms: int = 10_000,
+        lock_ms: int = LOCK_MS,
         wait_ms: int = 5_000,
     ) -> None:
         import redis
