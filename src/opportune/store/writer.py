@@ -355,8 +355,13 @@ class _Fence:
                 rows[vid] = (*(job.visitor[c] for c in VISITOR_COLUMNS), job.version + 1)
         self._rows = [rows[k] for k in sorted(rows)]
 
-    def statements(self, sql: _Sql) -> list[tuple[str, list[Any]]]:
+    def statements(self, sql: _Sql) -> list[tuple[str, Any]]:
         """The upserts to run, each returning the ids of the visitors it bumped."""
+        if not self._rows:
+            return []
+        if sql.pg:
+            # One statement text whatever the group's size (prepared once), columns as arrays.
+            return [(sql.fenced_visitors_pg, [list(col) for col in zip(*self._rows, strict=True)])]
         out = []
         for at in range(0, len(self._rows), _FENCE_CHUNK):
             chunk = self._rows[at : at + _FENCE_CHUNK]
@@ -545,6 +550,11 @@ class _Sql:
             + visitor_update
             + ", version = excluded.version WHERE visitors.version = excluded.version - 1"
             " RETURNING id"
+        )
+        self.fenced_visitors_pg = (
+            self._fenced_head.removesuffix(" VALUES ")
+            + " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], "
+            "%s::bigint[], %s::int[], %s::bigint[]) ORDER BY 1" + self._fenced_tail
         )
         first = ", ".join(f"{c} = COALESCE(sessions.{c}, excluded.{c})" for c in _FIRST_WINS)
         self.sessions = (
