@@ -256,7 +256,7 @@ class Load:
     batches: int = 10
     per: int = 10
     timeout_s: float = 5.0
-    deadline_s: float = 60.0
+    deadline_s: float = 120.0  # a restarted process may take long to start on a loaded machine
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     acked: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     attempts: list[Attempt] = field(default_factory=list)
