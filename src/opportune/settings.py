@@ -6,7 +6,7 @@ No other module reads the environment; everything receives a ``Settings``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -74,6 +74,23 @@ class Settings(BaseSettings):
     )
     live_max_visitors: int = Field(
         default=100_000, ge=1, description="Live Now keeps at most this many visitors"
+    )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Server processes of `opportune serve` on one port; above 1 needs "
+        "PostgreSQL and Redis",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="json: every log record one JSON line, and one line per request with "
+        "its X-Request-Id (docs/deployment.md)",
+    )
+    metrics_dir: Path | None = Field(
+        default=None,
+        description="Folder where the processes of `serve --workers N` share their metrics; "
+        "empty: `serve` makes a temporary one",
     )
     rules_poll_s: float = Field(
         default=1.0,

@@ -22,8 +22,10 @@ from opportune.api.apidocs import install_api_docs
 from opportune.api.assets import assets_router
 from opportune.api.auth import api_key_dependency
 from opportune.api.demo import demo_site
+from opportune.api.health import health_router
 from opportune.api.tracking import TrackingEndpoint
 from opportune.api.widget_config import widget_config_router
+from opportune.engine import metrics
 from opportune.engine.enrichment import GeoResolver
 from opportune.engine.ingest import Ingestor
 from opportune.engine.live import LiveStore, Loader, RedisLiveStore
@@ -74,8 +76,9 @@ class Runtime:
                 if await asyncio.to_thread(self.router.waiting_count):
                     # Assignments are announced by the chat service, which listens.
                     await asyncio.to_thread(self.router.dispatch, int(time.time() * 1000))
-            except Exception:  # the database is away: try again on the next tick
+            except Exception as exc:  # the database is away: try again on the next tick
                 log.exception("could not route the waiting interactions")
+                metrics.storage_error(exc, "routing")
 
     async def watch_rules(self, stop: asyncio.Event) -> None:
         """Until ``stop``: poll for definitions changed by any process (the admin API writes
@@ -99,8 +102,19 @@ class Runtime:
                 await asyncio.to_thread(self.ingestor.scorer.refresh)
                 if self.router is not None and self.router.score is not None:
                     await asyncio.to_thread(self.router.score.refresh)
-            except Exception:  # the database is away: keep the rules, try again
+            except Exception as exc:  # the database is away: keep the rules, try again
                 log.exception("could not refresh the rules")
+                metrics.storage_error(exc, "rules")
+
+    async def sample_metrics(self, stop: asyncio.Event, every_s: float = 1.0) -> None:
+        """Until ``stop``: set this process's gauges (engine/metrics.py) every ``every_s``."""
+        metrics.forget_dead_processes(
+            str(self.settings.metrics_dir) if self.settings.metrics_dir else None
+        )
+        while not stop.is_set():
+            metrics.WRITER_BACKLOG.set(self.writer.backlog())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
 
     async def aclose(self) -> None:
         if self.webhooks is not None:
@@ -211,6 +225,7 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
     # and bypass this app anyway.
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     _include_admin(app, runtime)
+    app.include_router(health_router(runtime))
     errors.install(app)
     _sdk_routes(app)
     app.include_router(widget_config_router(runtime.workspace.sites_by_key))
@@ -237,6 +252,7 @@ class _Tasks:
     def start(self) -> None:
         rt, loop = self.runtime, asyncio.get_running_loop()
         self.watcher = loop.create_task(rt.watch_rules(self.stop))
+        self.sampler = loop.create_task(rt.sample_metrics(self.stop))
         self.ticks = loop.create_task(rt.route_ticks(self.stop)) if rt.workspace.queues else None
         self.sender = loop.create_task(rt.webhooks.run()) if rt.webhooks else None
         self.chat = loop.create_task(rt.chat.run(self.stop)) if rt.chat else None
@@ -277,6 +293,7 @@ class _Tasks:
         self.stop.set()
         await _cancel(self.routing_retrain)
         await self.watcher
+        await self.sampler
         if self.ticks is not None:
             await self.ticks
         if self.chat is not None:

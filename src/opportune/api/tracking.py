@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from opportune.core.events import BATCH_DECODER, RECHECK_DECODER, REPORTS_DECODER
+from opportune.engine import metrics
 from opportune.engine.ingest import IngestError, Ingestor
 from opportune.store.writer import WriterClosed
 from opportune.workspace import Site
@@ -65,6 +66,7 @@ class TrackingEndpoint:
         if scope["type"] != "http" or scope["path"] not in _DECODERS:
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         origin = headers.get("origin")
         own = f"{scope.get('scheme', 'http')}://{headers.get('host', '')}"
@@ -84,6 +86,8 @@ class TrackingEndpoint:
             }
         )
         await send({"type": "http.response.body", "body": body})
+        if scope["path"] == PATH:
+            metrics.answered(status, time.perf_counter() - started)
 
     def _cors(
         self, origin: str | None, site: Site | None, own: str | None = None
@@ -198,13 +202,20 @@ class TrackingEndpoint:
                 "server is shutting down; retry",
                 cors=[*cors, (b"retry-after", b"1")],
             )
-        except Exception:  # the database failed: nothing was accepted, the client retries
+        except Exception as exc:  # the database failed: nothing was accepted, the client retries
             log.exception("ingest failed")
+            metrics.storage_error(exc, "ingest")
             return _error(
                 503,
                 "storage_unavailable",
                 "events not stored; retry later",
                 cors=[*cors, (b"retry-after", b"2")],
+            )
+        if path == PATH:
+            metrics.counted(
+                accepted=result.accepted,
+                duplicates=result.duplicates,
+                refusals=[r.reason for r in result.refused],
             )
         return 200, _ENCODE.encode(result.to_json()), cors
 

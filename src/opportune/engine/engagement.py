@@ -23,6 +23,7 @@ from opportune.core.actionmaps import ActionMap, Decision, Engagement, Fired, Pa
 from opportune.core.conditions import parse_duration
 from opportune.core.journey import Journey
 from opportune.core.pacing import PacingTarget, QueueOutlook
+from opportune.engine import metrics
 from opportune.store.schema import customer_identifiers, queue_presence
 from opportune.workspace.engagement import EngagementSettings, QueueDoc
 
@@ -221,6 +222,7 @@ class Engager:
             assignments=assignments,
             pace_memo=self.pace_memo,
         )
+        metrics.decided((r.map, r.state) for r in decision.records)
         visit = Visit(site_id, visitor_id, customer_id, journey.session_id)
         rows = [
             visit.action_row(r.map, r.instance, r.state, r.at, r.reason or None)

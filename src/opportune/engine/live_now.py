@@ -192,6 +192,11 @@ class LiveBoard:
     ) -> tuple[list[dict[str, Any]], list[str], int] | None:
         return self.changes(since, now_ms)
 
+    async def visitors(self, now_ms: int) -> int:
+        """How many visitors are on the board now (``/metrics``)."""
+        self.expire(now_ms)
+        return len(self._rows)
+
     async def read_one(self, visitor_id: str) -> dict[str, Any] | None:
         found = self._rows.get(visitor_id)
         return found.to_json() if found is not None else None
@@ -288,6 +293,10 @@ class RedisLiveNow:
         changed = [row for row in await self._rows_of(ids) if row["lastAt"] >= horizon]
         back = {row["visitorId"] for row in changed}  # gone, then seen again
         return changed, [g.decode() for g in removed if g.decode() not in back], now_ms
+
+    async def visitors(self, now_ms: int) -> int:
+        """How many visitors of every process were seen within the window."""
+        return int(await self._redis.zcount(self._seen, now_ms - self.window_ms, "+inf"))
 
     async def read_one(self, visitor_id: str) -> dict[str, Any] | None:
         raw = await self._redis.hget(self._rows, visitor_id)

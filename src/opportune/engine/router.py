@@ -37,6 +37,7 @@ from opportune.core.routing import (
     staffing,
 )
 from opportune.core.valuation import assign_arm
+from opportune.engine import metrics
 from opportune.engine.routing_scorer import KpiScorer
 from opportune.engine.rules import RuleBook
 from opportune.ml.routing.features import decode_features
@@ -334,6 +335,7 @@ class Router:
 
     def _tell(self, made: list[Assigned]) -> None:
         if made:
+            metrics.routed(a.method for a in made)
             for listener in self.listeners:
                 listener(made)
 

@@ -10,11 +10,13 @@ activated (``refresh``), without a restart.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from opportune.core.journey import Journey
 from opportune.core.scores import rescored
+from opportune.engine.metrics import SCORING_SECONDS
 from opportune.ml.booster import PackedRow
 from opportune.ml.outcomes.features import FeatureSpec, vector
 
@@ -96,6 +98,7 @@ class OutcomeScorer:
         self._models, self._plan, self._specs = models, plan, specs
 
     def __call__(self, journey: Journey, members: Mapping[str, int], now: int) -> None:
+        started = time.perf_counter()
         specs = self._specs
         vectors: list[PackedRow | None] = [None] * len(specs)
         achieved = journey.outcomes
@@ -114,6 +117,7 @@ class OutcomeScorer:
                     log.exception("scoring %s failed", outcome)
                 continue
             scores[outcome] = rescored(scores.get(outcome), p, model.quantile(p))
+        SCORING_SECONDS.observe(time.perf_counter() - started)
 
     def explain(
         self, journey: Journey, members: Mapping[str, int], now: int, top: int = 5

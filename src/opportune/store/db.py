@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -109,3 +110,25 @@ class Checkpointer:
         self._thread.join(timeout=10)
         # Leave a small WAL behind: fold everything in while nothing else writes.
         self.checkpoint("TRUNCATE")
+
+
+def schema_revisions(engine: Engine) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The database's Alembic revision(s) and the migrations' head(s): equal when the
+    schema is current. Raises what the database raises when it cannot be reached."""
+    # Read directly, not through Alembic's MigrationContext, which logs two lines at every
+    # look (a readiness probe looks every few seconds).
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return (), _heads()
+        current = conn.execute(text("SELECT version_num FROM alembic_version")).scalars()
+        return tuple(sorted(current)), _heads()
+
+
+@functools.cache
+def _heads() -> tuple[str, ...]:
+    """The migrations' head revision(s), read from the scripts once per process."""
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return tuple(sorted(ScriptDirectory.from_config(cfg).get_heads()))

@@ -143,6 +143,9 @@ class GroupCommitWriter:
         if self._sql.pg:
             self._aengine = create_async_engine(engine.url, pool_size=2, max_overflow=2)
 
+    def backlog(self) -> int:  # jobs waiting for a commit (engine/metrics.py samples it)
+        return len(self._pending)
+
     async def submit(self, job: WriteJob) -> list[Any]:
         """Queue ``job`` and wait until it is committed; returns identify outcomes."""
         if self._closed:

@@ -10,6 +10,10 @@ card records the data window, counts, the test figures beside two baselines (the
 a logistic regression on standardised features, calibrated the same way), and the sorted
 distribution of the test visits' maximum probabilities that serving turns into quantiles.
 
+The trees' shape and features are chosen on held-out visits (``selection``); when the
+logistic regression ranks the calibration slice better than the chosen trees, it is the
+model served (``linear``), and the card's figures are its own, the trees' beside them.
+
 The outcomes of one replay share its feature matrix, so LightGBM bins it once for all of
 them, and the logistic regression is fitted in a thread beside the boosting.
 """
@@ -26,6 +30,7 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
+import sklearn
 from rich.progress import Progress
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -42,8 +47,11 @@ from opportune.ml.calibration import (
 )
 from opportune.ml.outcomes.examples import OutcomeExamples
 from opportune.ml.outcomes.features import FeatureSpec
+from opportune.ml.outcomes.linear import LinearScorer
+from opportune.ml.outcomes.selection import auc, select
 
 SPLITS = ("train", "validation", "calibration", "test")
+LATEST_SHARE = 0.25  # of the test visits, the newest: the card's calibration of late
 SHARES = (0.6, 0.1, 0.1, 0.2)  # of the visits, oldest to newest, in SPLITS order
 BIN_SAMPLE_ROWS = 200_000  # rows LightGBM bins from (its bin_construct_sample_cnt)
 
@@ -102,10 +110,14 @@ class TrainedModel:
     card: dict[str, Any]
     test: OutcomeExamples
     test_p: np.ndarray
-    booster: lgb.Booster = field(repr=False)
+    booster: lgb.Booster | None = field(repr=False)
+    linear: LinearScorer | None = field(default=None, repr=False)
 
     def predict_many(self, X: np.ndarray) -> np.ndarray:
         """Calibrated probabilities of the rows of ``X`` (this model's layout)."""
+        if self.linear is not None:
+            return self.calibrator.many(self.linear.raw_many(X))
+        assert self.booster is not None
         return self.calibrator.many(raw_scores(self.booster, X, 2))
 
 
@@ -226,9 +238,20 @@ def _check_slices(outcome: str, parts: dict[str, OutcomeExamples]) -> None:
             )
 
 
-def _logistic_baseline(
-    parts: dict[str, OutcomeExamples], config: TrainingConfig
-) -> tuple[dict[str, Any], float]:
+@dataclass(slots=True)
+class _Logistic:
+    """The logistic regression fitted beside the trees: its test figures, its ROC AUC on
+    the choice (calibration) slice, and what serving it takes."""
+
+    figures: dict[str, Any]
+    choice_auc: float
+    scorer: LinearScorer
+    calibrator: Calibrator
+    test_p: np.ndarray
+    seconds: float
+
+
+def _logistic_baseline(parts: dict[str, OutcomeExamples], config: TrainingConfig) -> _Logistic:
     t = time.perf_counter()
     lr = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=300))
     tr = parts["train"]
@@ -242,14 +265,15 @@ def _logistic_baseline(
     # One BLAS thread: the boosting running beside it has the cores.
     with threadpool_limits(limits=1, user_api="blas"):
         lr.fit(tr.X.astype(np.float32), tr.y, logisticregression__sample_weight=tr.weight)
-        raw_cal = lr.decision_function(cal.X.astype(np.float32)).astype(np.float64)
-        raw_te = lr.decision_function(te.X.astype(np.float32)).astype(np.float64)
+    # Served in double precision from the folded weights: what is evaluated is what serves.
+    scorer = LinearScorer.from_pipeline(lr)
+    raw_cal = scorer.raw_many(cal.X)
     calibrator, _ = choose_calibrator(raw_cal, cal.y, cal.visit, seed=config.seed)
-    p = calibrator.many(raw_te)
+    p = calibrator.many(scorer.raw_many(te.X))
     out = summary(p, te.y, te.prefix)
     out["calibration"] = type(calibrator).__name__.lower()
     out["trainedOnExamples"] = len(tr)
-    return out, time.perf_counter() - t
+    return _Logistic(out, auc(raw_cal, cal.y), scorer, calibrator, p, time.perf_counter() - t)
 
 
 def _fit(
@@ -259,9 +283,11 @@ def _fit(
     va: OutcomeExamples,
     cfg: TrainingConfig,
     progress: bool,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[str, int]:
     """The model early-stopped on ``va`` and cut at its best round (LightGBM's text
-    format), and that round."""
+    format), and that round; ``extra`` parameters on top of the configuration's (those
+    that do not change the binning)."""
     callbacks: list[Callable[..., None]] = [
         lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)
     ]
@@ -273,7 +299,7 @@ def _fit(
 
         callbacks.append(advance)
         booster = lgb.train(
-            cfg.params(),
+            {**cfg.params(), **(extra or {})},
             _rows_of(binned, tr),
             num_boost_round=cfg.max_rounds,
             valid_sets=[_rows_of(binned, va)],
@@ -314,7 +340,19 @@ def train_outcome_model(
         # rounds (LightGBM's C++) release the GIL, so a core idle between LightGBM's
         # parallel sections fits the logistic regression meanwhile.
         logistic = pool.submit(_logistic_baseline, parts, cfg) if cfg.baselines else None
-        model_text, best = _fit(ex.outcome, _binned(ex, cfg), tr, va, cfg, progress)
+        binned = _binned(ex, cfg)
+        chosen = select(
+            lambda extra: _fit(ex.outcome, binned, tr, va, cfg, progress, extra),
+            va.X,
+            va.y,
+            ca.X,
+            ca.y,
+            names,
+            train_rows=len(tr),
+            seed=cfg.seed,
+            threads=cfg.num_threads,
+        )
+        model_text, best = chosen.model_text, chosen.rounds
         final = lgb.Booster(model_str=model_text)
         t_fit = time.perf_counter() - t0
 
@@ -327,50 +365,125 @@ def train_outcome_model(
         )
         t_cal = time.perf_counter() - t1
 
-        p = calibrator.many(raw_scores(final, te.X, cfg.num_threads))
-        test = summary(p, te.y, te.prefix)
-        test["reliability"] = reliability(p, te.y)
-        test["liftByDecile"] = lift_by_decile(p, te.y)
-        maxima = visit_maxima(p, te.visit)
-        baselines: dict[str, Any] = {}
-        t_base = 0.0
-        if logistic is not None:
-            base = float(tr.y.mean())
-            baselines["baseRate"] = summary(np.full(len(te), base), te.y)
-            baselines["baseRate"]["rate"] = base
-            baselines["logisticRegression"], t_base = logistic.result()
-    gains = final.feature_importance("gain")
-    top = sorted(zip(names, gains.tolist(), strict=True), key=lambda kv: -kv[1])[:15]
+        trees_p = calibrator.many(raw_scores(final, te.X, cfg.num_threads))
+        lg = logistic.result() if logistic is not None else None
+    selection = chosen.card()
+    linear = lg is not None and lg.choice_auc > chosen.chosen_auc
+    if lg is not None:
+        selection["candidates"].append(
+            {"params": {"model": "logisticRegression"}, "rocAuc": lg.choice_auc}
+        )
+        # Trees that do not beat a logistic regression on visits neither was fitted on
+        # would serve a worse answer than a formula: the logistic model is served then.
+        selection["served"] = "logisticRegression" if linear else "gradientBoostedTrees"
+        won, lost = (
+            (lg.choice_auc, chosen.chosen_auc) if linear else (chosen.chosen_auc, lg.choice_auc)
+        )
+        names_ = ("logistic regression", "boosted trees")
+        winner, loser = names_ if linear else names_[::-1]
+        selection["why"] = (
+            f"the {winner} ranked the calibration slice's visits better than the {loser} "
+            f"(ROC AUC {won:.3f} vs {lost:.3f})"
+        )
+    p = lg.test_p if linear and lg is not None else trees_p
+    test = summary(p, te.y, te.prefix)
+    test["reliability"] = reliability(p, te.y)
+    test["liftByDecile"] = lift_by_decile(p, te.y)
+    test["latest"] = latest_slice(p, te.y, te.visit, te.started)
+    maxima = visit_maxima(p, te.visit)
+    baselines: dict[str, Any] = {}
+    if lg is not None:
+        base = float(tr.y.mean())
+        baselines["baseRate"] = summary(np.full(len(te), base), te.y)
+        baselines["baseRate"]["rate"] = base
+        baselines["logisticRegression"] = lg.figures
+        if linear:
+            baselines["gradientBoostedTrees"] = summary(trees_p, te.y, te.prefix)
+    if linear and lg is not None:
+        spread = tr.X.std(axis=0)
+        ranked = sorted(lg.scorer.weights(names, spread), key=lambda kv: -kv[1])[:15]
+        model_card: dict[str, Any] = {
+            "kind": "logisticRegression",
+            "library": f"scikit-learn {sklearn.__version__}",
+            "params": {"C": 1.0, "penalty": "l2", "standardised": True},
+            "features": sum(1 for c in lg.scorer.coef if c != 0.0),
+        }
+        top = [{"feature": n, "weight": round(w, 4)} for n, w in ranked if w > 0]
+        served_calibrator = lg.calibrator
+        served_cal = {"method": lg.figures["calibration"], "outOfFoldEce": None}
+    else:
+        gains = final.feature_importance("gain")
+        ranked = sorted(zip(names, gains.tolist(), strict=True), key=lambda kv: -kv[1])[:15]
+        model_card = {
+            "kind": "lightgbm",
+            "version": lgb.__version__,
+            "trees": best,
+            "params": {**cfg.params(), **selection["chosen"]},
+        }
+        top = [{"feature": n, "gain": round(g, 3)} for n, g in ranked if g > 0]
+        served_calibrator = calibrator
+        served_cal = {"method": type(calibrator).__name__.lower(), "outOfFoldEce": candidates}
     card: dict[str, Any] = {
         "outcome": ex.outcome,
         "trainedAt": _iso(now_ms if now_ms is not None else time.time() * 1000),
         "trainedAtMs": int(now_ms if now_ms is not None else time.time() * 1000),
         "data": _data_card(ex, parts),
-        "model": {
-            "kind": "lightgbm",
-            "version": lgb.__version__,
-            "trees": best,
-            "params": cfg.params(),
-        },
+        "model": model_card,
+        "selection": selection,
         "features": names,
         "featureSpec": ex.spec.to_json(),
-        "topFeatures": [{"feature": n, "gain": round(g, 3)} for n, g in top if g > 0],
-        "calibration": {
-            "method": type(calibrator).__name__.lower(),
-            "outOfFoldEce": candidates,
-        },
+        "topFeatures": top,
+        "calibration": served_cal,
         "test": test,
         "baselines": baselines,
         "trainingSeconds": {
             "fit": round(t_fit, 3),
             "calibration": round(t_cal, 3),
-            "baselines": round(t_base, 3),
+            "baselines": round(lg.seconds if lg is not None else 0.0, 3),
             "total": round(time.perf_counter() - t0, 3),
         },
         "referenceMax": downsample_sorted(maxima, cfg.reference_points),
         "referenceVisits": len(maxima),
     }
+    if linear and lg is not None:
+        return TrainedModel(
+            ex.outcome, ex.spec, "", served_calibrator, card, te, p, None, lg.scorer
+        )
     return TrainedModel(ex.outcome, ex.spec, model_text, calibrator, card, te, p, final)
+
+
+def latest_slice(
+    p: np.ndarray,
+    y: np.ndarray,
+    visit: np.ndarray,
+    started: np.ndarray,
+    share: float = LATEST_SHARE,
+) -> dict[str, Any]:
+    """Calibration on the newest ``share`` of the visits (``visit``: each example's visit,
+    ``started``: its visit's start): drift shows here first, where the figures of a whole
+    slice average it away.
+
+    >>> visit = np.repeat(np.arange(8), 2); started = visit * 1000
+    >>> y = np.r_[np.zeros(12), np.ones(4)]
+    >>> out = latest_slice(np.full(16, 0.5), y, visit, started)
+    >>> out["visits"], out["meanPredicted"], out["baseRate"]
+    (2, 0.5, 1.0)
+    """
+    first = np.full(int(visit.max()) + 1 if len(visit) else 0, np.iinfo(np.int64).max)
+    np.minimum.at(first, visit, started)
+    visits = np.unique(visit)
+    order = visits[np.argsort(first[visits], kind="stable")]
+    newest = order[int(np.floor(len(order) * (1 - share))) :]
+    rows = np.isin(visit, newest)
+    part = summary(p[rows], y[rows])
+    return {
+        "visits": len(newest),
+        "examples": int(rows.sum()),
+        "from": _iso(int(first[newest].min())) if len(newest) else None,
+        "meanPredicted": part["meanPredicted"],
+        "baseRate": part["baseRate"],
+        "ece": part.get("ece"),
+    }
 
 
 def headline(card: dict[str, Any]) -> str:
@@ -387,6 +500,9 @@ def headline(card: dict[str, Any]) -> str:
         f"ROC AUC {f(t['rocAuc'])}, PR AUC {f(t['prAuc'])}, Brier {f(t['brier'], 4)}, "
         f"ECE {f(t['ece'], 4)}"
     )
-    if lr:
+    trees = card.get("baselines", {}).get("gradientBoostedTrees")
+    if trees:
+        text += f"; a logistic regression, the trees' AUC {f(trees['rocAuc'])}"
+    elif lr:
         text += f"; logistic regression AUC {f(lr['rocAuc'])}"
     return text

@@ -1,7 +1,8 @@
 """Versioned outcome models on disk (``<data_dir>/models/<outcome>/vN/``), the model that
 serves, and the activation rule.
 
-A version holds ``model.txt`` (LightGBM), ``calibrator.json``, ``spec.json`` (the feature
+A version holds ``model.txt`` (LightGBM) or ``model.json`` (a logistic regression that
+ranked held-out visits better than the trees), ``calibrator.json``, ``spec.json`` (the feature
 layout), ``card.json`` and ``reliability.svg``; versions, activation and rollback are the
 shared :class:`~opportune.ml.registry.VersionRegistry`. Activation follows one rule
 (:func:`not_worse`): a new model becomes active only if it is not worse than the active one
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import json
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ import numpy as np
 from opportune.ml.booster import RowPredictor, raw_scores
 from opportune.ml.calibration import Calibrator, calibrator_from_json, reliability_svg
 from opportune.ml.outcomes.features import FeatureSpec
+from opportune.ml.outcomes.linear import LinearScorer
 from opportune.ml.registry import VersionRegistry
 
 if TYPE_CHECKING:
@@ -79,6 +81,7 @@ class LoadedModel:
         card: dict[str, Any],
         model_text: str,
         calibrator: Calibrator,
+        linear: LinearScorer | None = None,
     ) -> None:
         self.outcome = outcome
         self.version = version
@@ -88,7 +91,10 @@ class LoadedModel:
         self.calibrator = calibrator
         self._names = spec.names
         self._model_text = model_text
-        self._row = RowPredictor(model_text, len(self._names))
+        self._linear = linear
+        self._row: Callable[[list[float]], float] = (
+            linear.raw_one if linear is not None else RowPredictor(model_text, len(self._names))
+        )
         self._booster: lgb.Booster | None = None
 
     @classmethod
@@ -96,6 +102,9 @@ class LoadedModel:
         spec = FeatureSpec.from_json(json.loads((path / "spec.json").read_text("utf-8")))
         card = json.loads((path / "card.json").read_text("utf-8"))
         calibrator = calibrator_from_json(json.loads((path / "calibrator.json").read_text("utf-8")))
+        if (path / "model.json").exists():  # a logistic regression won the choice
+            linear = LinearScorer.from_json(json.loads((path / "model.json").read_text("utf-8")))
+            return cls(outcome, version, spec, card, "", calibrator, linear)
         text = (path / "model.txt").read_text("utf-8")
         return cls(outcome, version, spec, card, text, calibrator)
 
@@ -115,11 +124,16 @@ class LoadedModel:
 
     def predict_many(self, X: np.ndarray) -> np.ndarray:
         """Calibrated probabilities of many rows at once (evaluation, not the hot path)."""
-        return self.calibrator.many(raw_scores(self.booster, np.asarray(X, dtype=np.float64)))
+        X = np.asarray(X, dtype=np.float64)
+        if self._linear is not None:
+            return self.calibrator.many(self._linear.raw_many(X))
+        return self.calibrator.many(raw_scores(self.booster, X))
 
     def contributions(self, x: list[float], top: int = 5) -> list[tuple[str, float]]:
         """The ``top`` features moving this score most, with their contributions to the
         log-odds (positive: towards the outcome), largest in absolute value first."""
+        if self._linear is not None:
+            return self._linear.contributions(x, self._names, top)
         row = np.asarray([x], dtype=np.float64)
         contrib = self.booster.predict(row, pred_contrib=True, num_threads=1)[0][:-1]
         order = np.argsort(-np.abs(contrib), kind="stable")[:top]
@@ -176,8 +190,13 @@ class ModelRegistry(VersionRegistry):
             card = {**trained.card, "version": version}
             bins = card.get("test", {}).get("reliability", [])
             title = f"{outcome} {version}: reliability on the test visits"
+            model = (
+                {"model.json": json.dumps(trained.linear.to_json())}
+                if trained.linear is not None
+                else {"model.txt": trained.model_text}
+            )
             return {
-                "model.txt": trained.model_text,
+                **model,
                 "calibrator.json": json.dumps(trained.calibrator.to_json()),
                 "spec.json": json.dumps(trained.spec.to_json()),
                 "card.json": json.dumps(card, indent=1),

@@ -185,9 +185,10 @@ def train_outcomes(
             report.activated = True
             report.message = f"{version} activated ({check['reason']})"
         else:
-            report.message = (
-                f"{version} saved, not activated: {check['reason']} "
+            report.message = f"{version} saved, not activated: {check['reason']} " + (
                 f"(the active model stays {check['comparedWith']})"
+                if check["comparedWith"]
+                else "(no model scores it)"
             )
         log.info("outcome model %s: %s", o, report.message)
     return list(reports.values())
