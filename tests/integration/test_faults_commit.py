@@ -65,6 +65,21 @@ def _trigger(engine: Engine, visitor: str, body: str) -> None:
         )
 
 
+def _until_sleeping(engine: Engine) -> None:
+    """Wait until a transaction is in the trigger's ``pg_sleep`` (a loaded machine may take
+    a while to get there)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with engine.connect() as c:
+            n = c.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'")
+            ).scalar_one()
+        if n:
+            return
+        time.sleep(0.05)
+    pytest.fail("the slow commit never reached its trigger")
+
+
 def _stored(engine: Engine, visitor: str) -> dict[str, int]:
     with engine.connect() as c:
         rows = c.execute(select(events.c.event_id).where(events.c.visitor_id == visitor)).all()
@@ -103,13 +118,14 @@ def test_a_commit_slower_than_the_lock_with_the_visitors_next_batches_on_the_oth
     t0 = int(time.time() * 1000) - 55 * 60_000
     first = _post(a.url, _body(vid, 0, t0), 30)
     assert first is not None and first.json()["visitNumber"] == 1
-    sleep_s = LOCK_MS / 1000 + 3
+    sleep_s = LOCK_MS / 1000 + 5
     _trigger(pg_engine, vid, f"PERFORM pg_sleep({sleep_s});")
     acked: dict[int, dict[str, Any]] = {0: first.json()}
     with ThreadPoolExecutor(2) as pool:
         slow = pool.submit(_post, a.url, _body(vid, 1, t0 + 25 * 60_000), 1.0)
         assert slow.result() is None  # the client timed out; a is still committing
-        time.sleep(LOCK_MS / 1000)  # a's lock has expired by now; its commit has not
+        _until_sleeping(pg_engine)  # a's transaction is in the trigger, holding the row
+        time.sleep(LOCK_MS / 1000 + 0.2)  # a's lock has expired by now; its commit has not
         sent = time.monotonic()
         tab2 = pool.submit(_post, b.url, _body(vid, 2, t0 + 50 * 60_000), 60)
         time.sleep(0.2)
