@@ -149,6 +149,29 @@ def test_redis_processes_share_state_and_serialise_one_visitor() -> None:
     run(main())
 
 
+def test_redis_a_holder_whose_lock_expired_does_not_overwrite_a_newer_state() -> None:
+    """a's lock expires while it works (a slow commit); b gets the lock and saves a newer
+    state. a's save afterwards is dropped: the state stays b's. (The database refuses a's
+    write anyway if b committed first; this keeps Redis from holding the older state.)"""
+
+    async def main() -> None:
+        prefix = f"test-{uuid.uuid4().hex[:8]}:"
+        loader = counting_loader({"v1": item()}, [])
+        a = RedisLiveStore(REDIS_URL, loader, prefix=prefix, lock_ms=50)
+        b = RedisLiveStore(REDIS_URL, loader, prefix=prefix)
+        async with a.hold("v1", 0) as slow:
+            await asyncio.sleep(0.1)  # past a's lock
+            async with b.hold("v1", 0) as slot:
+                slot.state.track.number = 2
+            slow.state.track.number = 1
+        async with b.hold("v1", 0) as slot:
+            assert slot.state.track.number == 2
+        await a.aclose()
+        await b.aclose()
+
+    run(main())
+
+
 def test_memory_concurrent_misses_share_one_load() -> None:
     calls: list[str] = []
 

@@ -130,6 +130,36 @@ def _restore(p: Process, vid: str, snap: Any) -> None:
         live._items[vid] = snap
 
 
+def test_a_batch_judged_on_a_stale_state_is_judged_again_on_the_stored_truth(
+    engine: Engine, live: str
+) -> None:
+    """Per-visitor ordering by the database: process b judged v1 on a state read before a's
+    commit (memory: b's own copy; Redis: as if b's lock had expired and it read the state
+    before a saved it). b's write is refused at commit (the visitor's version moved on) and
+    the batch is judged again on the state reloaded from the database — so it lands in
+    the third visit, as it would have sequentially, not in the second one b believed in."""
+    t0 = NOW - 55 * 60_000
+    a, b = Process(engine, live), Process(engine, live)
+    try:
+        assert b.send(batch([ev(0, ts=t0)])).visit_number == 1
+        before = _snapshot(b, "v1")
+        # 25 minutes later (past the 20-minute timeout): a second visit, through a.
+        assert a.send(batch([ev(1, ts=t0 + 25 * 60_000)])).visit_number == 2
+        _restore(b, "v1", before)
+        third = b.send(batch([ev(2, ts=t0 + 50 * 60_000)]))
+        assert (third.accepted, third.visit_number) == (1, 3)
+        with engine.connect() as c:
+            visits = c.execute(
+                select(sessions.c.number, sessions.c.event_count).order_by(sessions.c.number)
+            ).all()
+            version = c.execute(text("SELECT version FROM visitors")).scalar_one()
+        assert [tuple(v) for v in visits] == [(1, 1), (2, 1), (3, 1)]
+        assert version == 3  # three batches committed, each from the one before
+    finally:
+        a.close()
+        b.close()
+
+
 def test_a_first_commit_that_failed_is_stored_once_by_the_resend(
     engine: Engine, db_url: str, live: str
 ) -> None:

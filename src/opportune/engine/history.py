@@ -31,6 +31,7 @@ class _VisitorRow(NamedTuple):
     site_id: str
     customer_id: str | None
     first_seen_at: int
+    version: int
 
 
 class StoredHistory:
@@ -55,12 +56,14 @@ previous_started_at=0, previous_last_at=0)
         self._horizon_ms = horizon_ms
         ph = "?" if engine.dialect.name == "sqlite" else "%s"
         self._visitor_sql = (
-            f"SELECT site_id, customer_id, first_seen_at FROM visitors WHERE id = {ph}"
+            f"SELECT site_id, customer_id, first_seen_at, version FROM visitors WHERE id = {ph}"
         )
 
     def load_visitor(self, visitor_id: str, now_ms: int) -> VisitorLive | None:
         """Rebuild a visitor's live state from the database (None: never seen)."""
         with self.engine.connect() as conn:
+            # The version first: what is read after it may include later commits, which
+            # only makes the write refused and the batch judged again — never the reverse.
             row = self._visitor(conn, visitor_id)
             if row is None:
                 return None
@@ -104,6 +107,7 @@ previous_started_at=0, previous_last_at=0)
             journey=journey,
             assignments=assignments,
             past_outcomes=past,
+            version=row.version,
         )
 
     def _visitor(self, conn: Any, visitor_id: str) -> _VisitorRow | None:

@@ -403,15 +403,23 @@ class Ingestor:
     ) -> list[Any]:
         """Submit the batch's rows as one job and wait for its commit; identify outcomes."""
         job = work.job(BatchRows.visitor_row(vid, site.name, state), engaged=engaged)
-        if job.visitor is not None or job.events:
-            # If this fails, the store forgets the state (see ``LiveStore.hold``).
-            job.future = slot.write = asyncio.get_running_loop().create_future()
-            outcomes: list[Any] = await self.writer.submit(job)
-            return outcomes
+        if job.events:
+            return await self._submit(slot, state, job)
         if work.duplicates:
             # Answer "duplicate" only once the original is durable.
             await slot.settled()
         return []
+
+    async def _submit(self, slot: Slot, state: VisitorLive, job: WriteJob) -> list[Any]:
+        """Write ``job`` from the visitor's version the state was read at, and wait for the
+        commit; the state then includes it. If another writer's commit for the visitor came
+        first (``Superseded``), or the write fails, the store forgets the state (see
+        ``LiveStore.hold``) and the batch is judged again on the stored truth."""
+        job.version = state.version
+        job.future = slot.write = asyncio.get_running_loop().create_future()
+        outcomes: list[Any] = await self.writer.submit(job)
+        state.version += 1
+        return outcomes
 
     async def _settle_identity(
         self,
@@ -512,14 +520,13 @@ class Ingestor:
                     engaged = self._engage(site.name, req.visitor_id, state, j, now_ms)
             if engaged and (engaged.action_rows or engaged.webhook_rows):
                 job = WriteJob(
-                    visitor=None,
+                    visitor=BatchRows.visitor_row(req.visitor_id, site.name, state),
                     sessions=[],
                     events=[],
                     action_events=engaged.action_rows,
                     webhooks=engaged.webhook_rows,
                 )
-                job.future = slot.write = asyncio.get_running_loop().create_future()
-                await self.writer.submit(job)
+                await self._submit(slot, state, job)
             return IngestResult(
                 accepted=0,
                 duplicates=0,
@@ -580,9 +587,13 @@ class Ingestor:
                     )
                 )
             if rows:
-                job = WriteJob(visitor=None, sessions=[], events=[], action_events=rows)
-                job.future = slot.write = asyncio.get_running_loop().create_future()
-                await self.writer.submit(job)
+                job = WriteJob(
+                    visitor=BatchRows.visitor_row(batch.visitor_id, site.name, state),
+                    sessions=[],
+                    events=[],
+                    action_events=rows,
+                )
+                await self._submit(slot, state, job)
             return {"accepted": len(rows), "refused": refused}
 
 

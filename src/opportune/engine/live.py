@@ -21,6 +21,13 @@ updates:
   compare-and-delete script) held from reading the state until it is saved after the
   database commit. Concurrent batches for one visitor are rare (the snippet sends one
   batch at a time), so waiting is cheaper than optimistic retries of whole batches.
+
+The lock is for speed, not for safety: it can expire (a slow commit, a paused or killed
+process) and let a second writer in. Safety is the database's: the state carries the
+visitor's ``version`` it was read at, and the write commits only if the stored version
+still equals it (``store/writer.py``); a superseded batch is judged again on a state
+reloaded from the database. The state is saved back to Redis only while the lock is
+still this batch's, so a writer whose lock expired cannot overwrite a newer state.
 """
 
 from __future__ import annotations
@@ -57,6 +64,9 @@ class VisitorLive:
     past_outcomes: dict[str, int] = field(default_factory=dict)
     # Offers made and answered, caps, maps waiting for a later page or visit.
     engagement: Engagement = field(default_factory=Engagement)
+    # The visitor's row version in the database this state includes (``visitors.version``):
+    # a batch's write commits only from it, and bumps it.
+    version: int = 0
 
     def prune(self, horizon_ms: int) -> None:
         """Forget event ids older than ``horizon_ms`` (once there are enough to bother).
@@ -233,6 +243,14 @@ _UNLOCK = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
+# Save the state only while the lock (KEYS[1]) is still ours: once it expired, another
+# batch may have saved a newer state, which must not be overwritten by an older one.
+_SAVE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('set', KEYS[2], ARGV[2], 'EX', ARGV[3])
+end
+return 0
+"""
 
 
 def _decode(raw: bytes) -> VisitorLive | None:
@@ -242,6 +260,13 @@ def _decode(raw: bytes) -> VisitorLive | None:
         return _DECODE_STATE.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
+
+
+# A visitor's Redis lock lives this long unless released: how long a killed process's
+# visitors wait. Safety does not depend on it (the database refuses a superseded write),
+# so it is short; a commit slower than this only lets the next batch of the visitor start
+# and wait for the database's row.
+LOCK_MS = 3_000
 
 
 class LockTimeout(RuntimeError):
@@ -258,7 +283,7 @@ class RedisLiveStore:
         *,
         prefix: str = DEFAULT_REDIS_PREFIX,
         ttl_s: int = 2 * 86_400,
-        lock_ms: int = 10_000,
+        lock_ms: int = LOCK_MS,
         wait_ms: int = 5_000,
     ) -> None:
         import redis
@@ -272,6 +297,7 @@ class RedisLiveStore:
         self._lock_ms = lock_ms
         self._wait_ms = wait_ms
         self._unlock = self._redis.register_script(_UNLOCK)
+        self._save = self._redis.register_script(_SAVE)
         # Batches of one visitor in this process queue here rather than polling Redis.
         self._local: dict[str, tuple[asyncio.Lock, int]] = {}
 
@@ -299,8 +325,9 @@ class RedisLiveStore:
                         await self._redis.delete(self._key(visitor_id))
                         raise
                     if slot.state is not None:
-                        await self._redis.set(
-                            self._key(visitor_id), _STATE.encode(slot.state), ex=self._ttl_s
+                        await self._save(
+                            keys=[lock_key, self._key(visitor_id)],
+                            args=[token, _STATE.encode(slot.state), self._ttl_s],
                         )
                 finally:
                     await self._unlock(keys=[lock_key], args=[token])

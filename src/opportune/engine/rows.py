@@ -35,8 +35,8 @@ class BatchRows:
     """What one batch has produced so far: its refusals and the rows for the writer.
 
     >>> job = BatchRows().job({"id": "v"}, engaged=None)
-    >>> job.visitor is None and job.events == []
-    True
+    >>> job.visitor, job.events
+    ({'id': 'v'}, [])
     """
 
     refused: list[Refusal] = field(default_factory=list)
@@ -136,11 +136,11 @@ class BatchRows:
         }
 
     def job(self, visitor: dict[str, Any], *, engaged: Outcome | None) -> WriteJob:
-        """The writer's job. The visitor row changes only when a visit starts (most
-        batches continue one), so it is written only then: one statement less per batch."""
-        new_visit = any(r.get("_new") for r in self.session_rows.values())
+        """The writer's job. The visitor row goes with every job: its upsert is the
+        compare-and-set of the visitor's version (and changes the row only when a visit
+        starts)."""
         return WriteJob(
-            visitor=visitor if new_visit else None,
+            visitor=visitor,
             sessions=list(self.session_rows.values()),
             events=self.event_rows,
             identifies=self.identifies,
@@ -151,9 +151,10 @@ class BatchRows:
         )
 
 
-# Judgements of one batch: the first, and again after the database disagreed; past that
-# the batch fails (503: the client retries later).
-ATTEMPTS = 3
+# Judgements of one batch: the first, and again after the database disagreed (another
+# writer came first, events already stored, events refused); past that the batch fails
+# (503: the client retries later).
+ATTEMPTS = 4
 
 
 @dataclass(slots=True)

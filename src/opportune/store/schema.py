@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData(
@@ -69,6 +70,9 @@ visitors = Table(
     # Start of the latest visit (updated once per visit, not per event: the hot path).
     Column("last_visit_at", BigInteger, nullable=False),
     Column("session_count", Integer, nullable=False, default=0),
+    # Bumped by every batch's transaction, only from the version the batch's live state was
+    # read at: a second writer for the visitor is refused at commit (store/writer.py).
+    Column("version", BigInteger, nullable=False, server_default=text("0")),
     Index(None, "customer_id"),
     Index(None, "last_visit_at"),
 )

@@ -1,6 +1,7 @@
 """What the database says of a write job's events when it does not take them all: some are
-already stored (exactly-once is the ``event_ids`` key), or some it refuses however often
-they are written (a data error, not an outage).
+already stored (exactly-once is the ``event_ids`` key), some it refuses however often
+they are written (a data error, not an outage), or the visitor was written by another
+batch since the job's state was read (per-visitor ordering: ``visitors.version``).
 
 Either way the job wrote nothing and its batch is judged again (``Rejudge``): against the
 stored truth, or with the refused events refused one by one — so one event can never make
@@ -37,6 +38,16 @@ class Unstorable(Rejudge):
     def __init__(self, refusals: dict[int, str]) -> None:
         super().__init__("; ".join(f"event {i}: {r}" for i, r in sorted(refusals.items())))
         self.refusals = refusals
+
+
+class Superseded(Rejudge):
+    """Another writer committed for this visitor since the job's live state was read (its
+    version moved on): the job wrote nothing; its batch is judged again on a state reloaded
+    from the database."""
+
+    def __init__(self, visitor_id: str) -> None:
+        super().__init__(f"visitor {visitor_id} was written by another batch meanwhile")
+        self.visitor_id = visitor_id
 
 
 class Conflict(Exception):

@@ -18,6 +18,13 @@ Exactly-once is the database's: each event's key (site, visitor, event id) is cl
 ``event_ids`` in the same transaction; a group with a key already there is rolled back and
 its jobs written one by one, and a job that fails alone is told why (``store/verdicts``):
 events already stored, or events the database refuses — its batch is then judged again.
+
+Per-visitor ordering is the database's too: a job names the version of the visitor its
+live state was read at, and the group's first statement bumps each visitor's
+``visitors.version`` only from that version (compare-and-set, in visitor id order). A job
+whose visitor moved on — another process committed for it, let in by an expired lock, or
+this process's state of it is stale — is left out of the group and told ``Superseded``;
+a writer still committing for the visitor holds the row, so the next one waits for it.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from opportune.store.schema import sessions
 from opportune.store.verdicts import (
     AlreadyStored,
     Conflict,
+    Superseded,
     Unstorable,
     claim_keys,
     is_data_error,
@@ -94,6 +102,10 @@ class WriteJob:
     # (WEBHOOK_COLUMNS order).
     action_events: list[tuple[Any, ...]] = field(default_factory=list)
     webhooks: list[tuple[Any, ...]] = field(default_factory=list)
+    # The visitor's version its live state was read at. With a ``visitor`` row, the job
+    # commits only if the stored version still equals it, and bumps it (``Superseded``
+    # otherwise); None: the visitor row, if any, is upserted unconditionally.
+    version: int | None = None
     future: asyncio.Future[list[Any]] | None = None
     loop: asyncio.AbstractEventLoop | None = None
 
@@ -118,6 +130,7 @@ class GroupCommitWriter:
         self._closed = False
         self.commits = 0
         self.jobs_written = 0
+        self.superseded = 0  # jobs refused because their visitor moved on
         self._sql = _Sql(engine.dialect.name)
         # SQLite's commits get a thread of their own: the write lock is held from the loop
         # until the commit returns, so a commit waiting for a thread of the shared pool,
@@ -175,9 +188,13 @@ class GroupCommitWriter:
                 await self._commit([job])
             return
         self.commits += 1
-        self.jobs_written += len(group)
         for job, result in zip(group, results, strict=True):
-            _resolve(job, result=result)
+            if isinstance(result, Superseded):
+                self.superseded += 1
+                _resolve(job, exc=result)
+            else:
+                self.jobs_written += 1
+                _resolve(job, result=result)
 
     async def _explain(self, job: WriteJob, exc: Exception) -> Exception:
         """What a job that failed alone tells its batch: events already stored (judge it
@@ -202,43 +219,53 @@ class GroupCommitWriter:
             return await asyncio.to_thread(fn, self.engine, self._sql.events, rows)
         return fn(self.engine, self._sql.events, rows)
 
-    async def _commit_sqlite(self, group: list[WriteJob]) -> list[list[Any]]:
+    async def _commit_sqlite(self, group: list[WriteJob]) -> list[Any]:
         with self.engine.connect() as conn:
             trans = conn.begin()
             try:
                 cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
                 try:
-                    for sql, rows in _statements(self._sql, group):
+                    fence = _Fence(group)
+                    for sql, params in fence.statements(self._sql):
+                        cur.execute(sql, params)
+                        fence.passed.update(r[0] for r in cur.fetchall())
+                    live = fence.live()
+                    for sql, rows in _statements(self._sql, live):
                         if sql is _COPY_EVENTS:
                             claim_keys(cur, self._sql.event_ids, rows)
                             sql = self._sql.events
                         cur.executemany(sql, rows)
                 finally:
                     cur.close()
-                results = self._identifies(conn, group)
+                results = self._identifies(conn, live)
                 # The commit is an fsync: off the loop, with the GIL free meanwhile.
                 await asyncio.get_running_loop().run_in_executor(self._committer, trans.commit)
-                return results
+                return fence.results(results)
             except BaseException:
                 trans.rollback()
                 raise
 
-    async def _commit_pg(self, aengine: AsyncEngine, group: list[WriteJob]) -> list[list[Any]]:
+    async def _commit_pg(self, aengine: AsyncEngine, group: list[WriteJob]) -> list[Any]:
         async with aengine.connect() as aconn, aconn.begin():
             raw = await aconn.get_raw_connection()
             pg = raw.driver_connection
             assert pg is not None
+            fence = _Fence(group)
             async with pg.cursor() as cur:
-                for sql, rows in _statements(self._sql, group):
+                for sql, params in fence.statements(self._sql):
+                    await cur.execute(sql, params)
+                    fence.passed.update(r[0] for r in await cur.fetchall())
+                live = fence.live()
+                for sql, rows in _statements(self._sql, live):
                     if sql is _COPY_EVENTS:
                         await self._sql.copy_events(cur, rows)
                     else:
                         await cur.executemany(sql, rows)
-            if any(j.identifies for j in group):
+            if any(j.identifies for j in live):
                 # Identity rules are synchronous SQLAlchemy code: run them on this
                 # connection, inside this transaction.
-                return await aconn.run_sync(self._identifies, group)
-            return [[] for _ in group]
+                return fence.results(await aconn.run_sync(self._identifies, live))
+            return fence.results([[] for _ in live])
 
     def _identifies(self, conn: Connection, group: Sequence[WriteJob]) -> list[list[Any]]:
         results: list[list[Any]] = []
@@ -269,7 +296,9 @@ def _statements(sql: _Sql, group: Sequence[WriteJob]) -> list[tuple[str, list[tu
     rows go to the driver as tuples — SQLAlchemy's per-row parameter processing cost more
     than SQLite's own insert work.
     """
-    visitor_rows = _merge_visitors([j.visitor for j in group if j.visitor is not None])
+    visitor_rows = _merge_visitors(
+        [j.visitor for j in group if j.visitor is not None and j.version is None]
+    )
     session_rows = _merge_sessions([s for j in group for s in j.sessions])
     event_rows = [e for j in group for e in j.events]
     out: list[tuple[str, list[tuple[Any, ...]]]] = []
@@ -299,6 +328,69 @@ def _statements(sql: _Sql, group: Sequence[WriteJob]) -> list[tuple[str, list[tu
         # whichever request's in-memory view of the visitor was older.
         out.append((sql.session_customer, new_ids))
     return out
+
+
+# Rows per fenced upsert: SQLite allows 32,766 parameters per statement, PostgreSQL 65,535.
+_FENCE_CHUNK = 500
+
+
+class _Fence:
+    """The compare-and-set of a group's visitors' versions, before anything else is written.
+
+    One row per visitor, in id order: two processes' transactions lock the visitors they
+    share in one order (a wait, not a deadlock). A second job of one visitor in a group
+    (not made by one process's ingestion, which takes one visitor's batches in turn) is
+    superseded at once: its state cannot include the first one's.
+    """
+
+    def __init__(self, group: Sequence[WriteJob]) -> None:
+        self.group = group
+        self.passed: set[str] = set()
+        self._late: set[int] = set()
+        rows: dict[str, tuple[Any, ...]] = {}
+        for i, job in enumerate(group):
+            if job.version is None or job.visitor is None:
+                continue
+            vid = job.visitor["id"]
+            if vid in rows:
+                self._late.add(i)
+            else:
+                rows[vid] = (*(job.visitor[c] for c in VISITOR_COLUMNS), job.version + 1)
+        self._rows = [rows[k] for k in sorted(rows)]
+
+    def statements(self, sql: _Sql) -> list[tuple[str, Any]]:
+        """The upserts to run, each returning the ids of the visitors it bumped."""
+        if not self._rows:
+            return []
+        if sql.pg:
+            # One statement text whatever the group's size (prepared once), columns as arrays.
+            return [(sql.fenced_visitors_pg, [list(col) for col in zip(*self._rows, strict=True)])]
+        out = []
+        for at in range(0, len(self._rows), _FENCE_CHUNK):
+            chunk = self._rows[at : at + _FENCE_CHUNK]
+            out.append((sql.fenced_visitors(len(chunk)), [v for row in chunk for v in row]))
+        return out
+
+    def _superseded(self, i: int, job: WriteJob) -> bool:
+        if job.version is None or job.visitor is None:
+            return False
+        return i in self._late or job.visitor["id"] not in self.passed
+
+    def live(self) -> list[WriteJob]:
+        """The jobs whose visitor's version was theirs: the ones to write."""
+        return [j for i, j in enumerate(self.group) if not self._superseded(i, j)]
+
+    def results(self, written: list[list[Any]]) -> list[Any]:
+        """Per job of the group: the written ones' results, ``Superseded`` for the rest."""
+        out: list[Any] = []
+        it = iter(written)
+        for i, job in enumerate(self.group):
+            if self._superseded(i, job):
+                assert job.visitor is not None
+                out.append(Superseded(job.visitor["id"]))
+            else:
+                out.append(next(it))
+        return out
 
 
 class EventRow(NamedTuple):
@@ -441,10 +533,31 @@ class _Sql:
         self.achievements = (
             f"INSERT INTO outcome_achievements {values(ACHIEVEMENT_COLUMNS)} ON CONFLICT DO NOTHING"
         )
-        self.visitors = (
-            f"INSERT INTO visitors {values(VISITOR_COLUMNS)} ON CONFLICT (id) DO UPDATE SET "
+        visitor_update = (
             f"last_visit_at = {greatest}(visitors.last_visit_at, excluded.last_visit_at), "
             f"session_count = {greatest}(visitors.session_count, excluded.session_count)"
+        )
+        self.visitors = (
+            f"INSERT INTO visitors {values(VISITOR_COLUMNS)} ON CONFLICT (id) DO UPDATE SET "
+            + visitor_update
+        )
+        fenced_cols = (*VISITOR_COLUMNS, "version")
+        self._fenced_head = (
+            "INSERT INTO visitors (" + ", ".join(f'"{c}"' for c in fenced_cols) + ") VALUES "
+        )
+        self._fenced_row = "(" + ", ".join([ph] * len(fenced_cols)) + ")"
+        # Bumped only from the version the job's state was read at; a visitor another
+        # transaction is writing is waited for (its row is locked), then judged.
+        self._fenced_tail = (
+            " ON CONFLICT (id) DO UPDATE SET "
+            + visitor_update
+            + ", version = excluded.version WHERE visitors.version = excluded.version - 1"
+            " RETURNING id"
+        )
+        self.fenced_visitors_pg = (
+            self._fenced_head.removesuffix(" VALUES ")
+            + " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], "
+            "%s::bigint[], %s::int[], %s::bigint[]) ORDER BY 1" + self._fenced_tail
         )
         first = ", ".join(f"{c} = COALESCE(sessions.{c}, excluded.{c})" for c in _FIRST_WINS)
         self.sessions = (
@@ -470,6 +583,10 @@ class _Sql:
             "SELECT site_id, visitor_id, event_id, ts FROM events_in "
             "ORDER BY site_id, visitor_id, event_id ON CONFLICT DO NOTHING"
         )
+
+    def fenced_visitors(self, n: int) -> str:
+        """The compare-and-set upsert of ``n`` visitor rows (columns, then the new version)."""
+        return self._fenced_head + ", ".join([self._fenced_row] * n) + self._fenced_tail
 
     async def copy_events(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
         """PostgreSQL: COPY into a per-connection staging table, then one INSERT that skips
