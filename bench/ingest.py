@@ -8,8 +8,10 @@ of 10 events for a pool of visitors, every event id new. Two phases per database
 1. saturation: many concurrent connections, as fast as the server answers (events/s);
 2. half load: a fixed request rate at half the saturated rate (p50/p99 latency).
 
-Prints a table and a line for the README's performance table. Needs PostgreSQL at
-127.0.0.1:5432 for the PostgreSQL row (``--skip-postgres`` to leave it out).
+Before them, the ceiling: a bare ASGI callable that decodes and validates the batch with
+the same msgspec wire model (``bench/ceiling.py``), under the same load; the SQLite row is
+printed as a share of it. Prints a table and a line for the README's performance table.
+Needs PostgreSQL at 127.0.0.1:5432 for the PostgreSQL row (``--skip-postgres`` to leave it out).
 
     python bench/ingest.py [--seconds 10] [--connections 64]
 """
@@ -43,7 +45,12 @@ def free_port() -> int:
 
 
 def start_server(
-    database_url: str, data_dir: Path, port: int, redis_url: str = ""
+    database_url: str,
+    data_dir: Path,
+    port: int,
+    redis_url: str = "",
+    *,
+    ceiling: bool = False,
 ) -> subprocess.Popen[bytes]:
     env = {**os.environ, "OPPORTUNE_DATA_DIR": str(data_dir)}
     if database_url:
@@ -52,6 +59,8 @@ def start_server(
         env["OPPORTUNE_REDIS_URL"] = redis_url
         env["OPPORTUNE_REDIS_PREFIX"] = f"bench-{uuid.uuid4().hex[:8]}:"
     cmd = [sys.executable, "-m", "opportune.cli", "serve", "--port", str(port)]
+    if ceiling:  # the bare ASGI + msgspec endpoint (bench/ceiling.py)
+        cmd = [sys.executable, str(ROOT / "bench" / "ceiling.py"), "--port", str(port)]
     if shutil.which("taskset"):
         cmd = ["taskset", "-c", "0", *cmd]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -181,11 +190,17 @@ def pct(values: list[float], p: float) -> float:
 
 
 def run_db(
-    name: str, url: str, seconds: float, connections: int, redis_url: str = ""
+    name: str,
+    url: str,
+    seconds: float,
+    connections: int,
+    redis_url: str = "",
+    *,
+    ceiling: bool = False,
 ) -> dict[str, float]:
     data = Path(tempfile.mkdtemp(prefix="opp-bench-"))
     port = free_port()
-    server = start_server(url, data, port, redis_url)
+    server = start_server(url, data, port, redis_url, ceiling=ceiling)
     try:
         pool = [f"bench-{uuid.uuid4().hex[:12]}-{i}" for i in range(5000)]
         warm = Load(port, pool, new_share=0)
@@ -259,7 +274,10 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    rows = {"sqlite": run_db("sqlite", "", args.seconds, args.connections)}
+    # The ceiling first and the server right after, under the same load and on the same
+    # core: their ratio is the figure that travels between machines.
+    rows = {"ceiling": run_db("ceiling", "", args.seconds, args.connections, ceiling=True)}
+    rows["sqlite"] = run_db("sqlite", "", args.seconds, args.connections)
     if not args.skip_postgres:
         url = pg_database()
         try:
@@ -283,12 +301,20 @@ def main() -> None:
             f"{name:<11} {r['events_s']:>9.0f} {r['sat_p99']:>11.1f} {r['p50']:>17.2f} "
             f"{r['p99']:>17.2f} {r['errors']:>7.0f}"
         )
+    ratio = rows["sqlite"]["events_s"] / rows["ceiling"]["events_s"]
+    print(
+        f"opportune serve (SQLite, example workspace) / bare ASGI + msgspec: {ratio:.2f} "
+        "(aim ≥ 0.5)"
+    )
     gz = snippet_gzip()
     print(f"snippet opportune.js: {gz} bytes gzipped" if gz else "snippet: not found")
     cells = "; ".join(
         f"{n} {r['events_s']:.0f} ev/s, p99 {r['p99']:.1f} ms at half load" for n, r in rows.items()
     )
-    print(f"README | ingest /v1/events (batches of 10, 1 core) | {cells} |")
+    print(
+        f"README | ingest /v1/events (batches of 10, 1 core) | {cells}; "
+        f"SQLite at {ratio:.2f} of the bare ASGI + msgspec endpoint (≥ 0.5) |"
+    )
 
 
 if __name__ == "__main__":
