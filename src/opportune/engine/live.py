@@ -36,6 +36,7 @@ from typing import Any, Protocol
 import msgspec
 
 from opportune.core.actionmaps import Engagement
+from opportune.core.client_clock import ClientClock
 from opportune.core.journey import Journey
 from opportune.core.session import SessionTrack
 from opportune.settings import DEFAULT_REDIS_PREFIX
@@ -57,6 +58,8 @@ class VisitorLive:
     past_outcomes: dict[str, int] = field(default_factory=dict)
     # Offers made and answered, caps, maps waiting for a later page or visit.
     engagement: Engagement = field(default_factory=Engagement)
+    # The browser's skew and the recorded order of its events (core/client_clock.py).
+    clock: ClientClock = field(default_factory=ClientClock)
 
     def prune(self, horizon_ms: int) -> None:
         """Forget event ids older than ``horizon_ms`` (once there are enough to bother).
