@@ -20,16 +20,19 @@ after it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from bisect import bisect_right
+from dataclasses import dataclass, field
 from typing import Final
 
 STEP_MS: Final = 1_000
 RESET_MS: Final = 5 * 60_000
+KEEP: Final = 32
+_LAST: Final = 2**63
 
 
 @dataclass(slots=True)
 class ClientClock:
-    """One visitor's skew estimate and the last recorded event placed (by ``seq``).
+    """One visitor's skew estimate and its latest placed events (number, server time).
 
     >>> c = ClientClock()
     >>> c.observe(900), c.observe(300), c.observe(5_000)  # first; smaller; bounded step
@@ -39,8 +42,9 @@ class ClientClock:
     """
 
     skew_ms: int | None = None
-    seq: int = -1  # the highest client sequence number placed, -1 before any
-    seq_ts: int = 0  # the server time it was placed at
+    # (seq, server time) of the last ``KEEP`` events placed, by seq; their times never
+    # decrease with their numbers. Tuples of ints: the collector stops tracking them.
+    placed: list[tuple[int, int]] = field(default_factory=list)
 
     def observe(self, offset_ms: int) -> int:
         """Take a batch's ``serverNow − sentAt``; the visitor's skew now."""
@@ -54,12 +58,19 @@ class ClientClock:
 
     def order(self, *, seq: int | None, ts: int) -> int:
         """The server time of an event numbered ``seq`` at (corrected) ``ts``: moved, if
-        need be, so that it keeps its recorded place among the visitor's events."""
+        need be, between the events numbered just before and just after it, so that it
+        keeps its recorded place among the visitor's events."""
         if seq is None:
             return ts
-        if seq > self.seq:
-            ts = max(ts, self.seq_ts) if self.seq >= 0 else ts
-            self.seq, self.seq_ts = seq, ts
-            return ts
-        # Recorded before the latest placed: never after it (ties go to arrival order).
-        return min(ts, self.seq_ts - 1)
+        placed = self.placed
+        i = bisect_right(placed, (seq, _LAST))  # placed[:i] numbered <= seq
+        if i < len(placed):
+            # A later-numbered event is placed already (this batch was overtaken): before
+            # it, not at its time (ties go to arrival order).
+            ts = min(ts, placed[i][1] - 1)
+        if i > 0:
+            ts = max(ts, placed[i - 1][1])
+        placed.insert(i, (seq, ts))
+        if len(placed) > KEEP:
+            del placed[0]
+        return ts
