@@ -32,7 +32,9 @@ from opportune.sim.web import generate  # noqa: E402
 
 EXAMPLE = ROOT / "src" / "opportune" / "examples" / "workspace"
 START_MS = 1_700_000_000_000
-_SUMMARY = re.compile(r"([\d,]+) events imported, ([\d,]+) already stored.*?([\d.]+) s \(")
+_SUMMARY = re.compile(
+    r"([\d,]+) events imported, ([\d,]+) already stored.*?([\d.]+) s \(.*?([\d.]+) s of CPU"
+)
 
 
 def write_history(path: Path, visits: int, days: int) -> int:
@@ -64,8 +66,8 @@ def site_only(folder: Path) -> Path:
     return folder
 
 
-def run_import(file: Path, data: Path, workspace: Path) -> tuple[int, int, float, float]:
-    """(imported, already stored, seconds the command reports, wall seconds)."""
+def run_import(file: Path, data: Path, workspace: Path) -> tuple[int, int, float, float, float]:
+    """(imported, already stored, seconds and CPU seconds the command reports, wall s)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPPORTUNE_")}
     env["PYTHONPATH"] = str(ROOT / "src")
     t0 = time.perf_counter()
@@ -94,13 +96,19 @@ def run_import(file: Path, data: Path, workspace: Path) -> tuple[int, int, float
     if done.returncode != 0 or m is None:
         sys.exit(f"the import failed ({done.returncode}):\n{done.stderr[-2000:]}")
     imported, stored = (int(g.replace(",", "")) for g in m.groups()[:2])
-    return imported, stored, float(m.group(3)), wall
+    return imported, stored, float(m.group(3)), float(m.group(4)), wall
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--visits", type=int, default=20_000)
     ap.add_argument("--days", type=int, default=30)
+    ap.add_argument(
+        "--rules",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also import with the example workspace's rules",
+    )
     ap.add_argument("--keep", type=Path, help="keep the generated file here")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="opportune-import-"))
@@ -111,32 +119,35 @@ def main() -> None:
         size = file.stat().st_size
         print(
             f"{n:,} events of {args.visits:,} visits over {args.days} days, "
-            f"{size / 1e6:.1f} MB, written in {time.perf_counter() - t0:.1f} s"
+            f"{size / 1e6:.1f} MB, written in {time.perf_counter() - t0:.1f} s; "
+            f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
         )
+        cases = [("site only (storage, identity)", site_only(tmp / "ws-site"))]
+        if args.rules:
+            cases.append(("example workspace (its segments and outcomes)", EXAMPLE))
         rows = []
-        for label, ws in (
-            ("site only (storage, identity)", site_only(tmp / "ws-site")),
-            ("example workspace (its segments and outcomes)", EXAMPLE),
-        ):
+        for label, ws in cases:
             data = tmp / f"data-{len(rows)}"
-            imported, _, seconds, wall = run_import(file, data, ws)
-            rows.append((label, imported, imported / seconds, wall))
+            imported, _, seconds, cpu, wall = run_import(file, data, ws)
+            rows.append((label, imported / seconds, imported / cpu))
             print(
-                f"{label}: {imported:,} events in {seconds:.1f} s = "
-                f"{imported / seconds:,.0f} events/s (command wall time {wall:.1f} s)"
+                f"{label}: {imported:,} events in {seconds:.1f} s = {imported / seconds:,.0f} "
+                f"events/s; {cpu:.1f} s of CPU = {imported / cpu:,.0f} events per CPU-second "
+                f"(command wall time {wall:.1f} s, start-up included)"
             )
             if len(rows) == 1:
-                again, stored, seconds2, _ = run_import(file, data, ws)
+                again, stored, seconds2, cpu2, _ = run_import(file, data, ws)
                 print(
                     f"  rerun: {again} imported, {stored:,} already stored in {seconds2:.1f} s "
-                    f"= {stored / seconds2:,.0f} lines/s"
+                    f"= {stored / seconds2:,.0f} lines/s ({stored / cpu2:,.0f} per CPU-second)"
                 )
-        fast, slow = rows[0][2], rows[1][2]
         print()
+        per = "; ".join(
+            f"{label.split(' (')[0]}: {w:,.0f} ({c:,.0f} per CPU-second)" for label, w, c in rows
+        )
         print(
             f"| `opportune import events` (JSON lines, sim/web history), SQLite | "
-            f"{fast:,.0f} events/s with the site only, {slow:,.0f} with the example "
-            f"workspace's rules (≥ 50,000) | `python bench/import_events.py` |"
+            f"events/s, {per} (≥ 50,000) | `python bench/import_events.py` |"
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -53,6 +53,7 @@ _BODY = {
                         "lastTs": 1709287260000,
                         "lastLine": 2,
                         "seconds": 0.004,
+                        "cpuSeconds": 0.004,
                         "problems": [],
                     }
                 }

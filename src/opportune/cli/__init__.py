@@ -1,8 +1,9 @@
 """The ``opportune`` command line: one module per command group, all on :func:`main`.
 
 ``serve`` and ``demo`` run the server; ``migrate`` the schema; ``config`` validates a
-workspace; ``gdpr`` exports, erases and purges; ``import`` takes a customer's history; ``simulate`` runs the simulators; ``train``
-and ``models`` build and manage the models; ``users`` manages who signs in to /agent.
+workspace; ``gdpr`` exports, erases and purges; ``import`` takes a customer's history;
+``simulate`` runs the simulators; ``train`` and ``models`` build and manage the models;
+``users`` manages who signs in to /agent.
 """
 
 from __future__ import annotations

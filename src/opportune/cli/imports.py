@@ -132,7 +132,7 @@ def import_events(
         f"{s.lines:,} lines: {s.imported:,} events imported, {s.duplicates:,} already stored, "
         f"{s.refused:,} refused; {len(s.visitors):,} visitors; "
         f"{s.identities:,} identify events made from customerId; "
-        f"{s.seconds:.1f} s ({rate:,.0f} events/s)",
+        f"{s.seconds:.1f} s ({rate:,.0f} events/s; {s.cpu_seconds:.1f} s of CPU)",
         err=True,
     )
     if s.refused:
