@@ -128,7 +128,7 @@ def test_bad_lines_are_named_by_number_and_the_rest_stored(client: TestClient) -
 def test_a_request_sent_again_stores_nothing_twice(client: TestClient) -> None:
     first = client.post("/v1/import/events", content=body(HISTORY), headers=NDJSON).json()
     again = client.post("/v1/import/events", content=body(HISTORY), headers=NDJSON).json()
-    assert (again["imported"], again["duplicates"]) == (0, first["imported"])
+    assert (again["imported"], again["duplicates"], again["visitors"]) == (0, first["imported"], 0)
     sessions = client.get("/v1/visitors/hv/sessions", headers=KEY).json()["items"]
     assert sorted(x["eventCount"] for x in sessions) == [2, 3]
 

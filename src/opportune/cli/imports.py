@@ -130,7 +130,7 @@ def import_events(
     rate = s.imported / s.seconds if s.seconds else 0.0
     click.echo(
         f"{s.lines:,} lines: {s.imported:,} events imported, {s.duplicates:,} already stored, "
-        f"{s.refused:,} refused; {len(s.visitors):,} visitors; "
+        f"{s.refused:,} refused; {s.visitors:,} new visitors; "
         f"{s.identities:,} identify events made from customerId; "
         f"{s.seconds:.1f} s ({rate:,.0f} events/s; {s.cpu_seconds:.1f} s of CPU)",
         err=True,

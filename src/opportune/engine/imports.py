@@ -65,7 +65,7 @@ class ImportSummary:
     duplicates: int = 0  # stored before (a rerun)
     refused: int = 0  # lines refused (a line whose customerId is refused counts once more)
     identities: int = 0  # identify events made from lines' customerId
-    visitors: set[str] = field(default_factory=set)
+    visitors: int = 0  # visitors new to the store (a count, not a set: imports are large)
     first_ts: int | None = None
     last_ts: int | None = None
     problems: list[Problem] = field(default_factory=list)  # the first ``keep`` of them
@@ -85,7 +85,7 @@ class ImportSummary:
             "duplicates": self.duplicates,
             "refused": self.refused,
             "identities": self.identities,
-            "visitors": len(self.visitors),
+            "visitors": self.visitors,
             "firstTs": self.first_ts,
             "lastTs": self.last_ts,
             "lastLine": self.last_line,
@@ -171,11 +171,12 @@ class HistoryImport:
         # In visitor order: the group commits then insert events in the order of the
         # events table's key (visitor, ts, id), page after page, not all over the tree.
         visitors = [self._batches(vid, by_visitor[vid]) for vid in sorted(by_visitor)]
+        new: set[str] = set()
         if visitors:
-            await self.ingestor.prepare_history(
+            new = await self.ingestor.prepare_history(
                 self.site, [p.batch for parts in visitors for p in parts if p.batch is not None]
             )
-        await asyncio.gather(*(self._visitor(parts, now) for parts in visitors))
+        await asyncio.gather(*(self._visitor(parts, now, new) for parts in visitors))
         self._problems.sort(key=lambda p: p.line)
         for problem in self._problems:
             self.summary.add_problem(problem, keep=self.keep_problems)
@@ -226,12 +227,17 @@ class HistoryImport:
             )
         return parts
 
-    async def _visitor(self, parts: list[_Part], now: int) -> None:
+    async def _visitor(self, parts: list[_Part], now: int, new: set[str]) -> None:
+        accepted = 0
         for part in parts:  # in order: each waits for the one before
-            await self._part(part, now)
+            accepted += await self._part(part, now)
+        batch = parts[0].batch
+        if accepted and batch is not None and batch.visitor_id in new:
+            self.summary.visitors += 1
 
-    async def _part(self, part: _Part, now: int) -> None:
-        """One batch of a visitor through the pipeline's historical mode; its refusals."""
+    async def _part(self, part: _Part, now: int) -> int:
+        """One batch of a visitor through the pipeline's historical mode (its refusals
+        noted); how many of its events were stored."""
         batch, lines, made = part.batch, part.lines, part.made
         assert batch is not None
         # The device and place of the visitor's first line (where a visit starts).
@@ -245,7 +251,7 @@ class HistoryImport:
             for i, ev in enumerate(batch.events):
                 if i not in made:
                     self._problem(Problem(lines[i], ev.id, exc.message))
-            return
+            return 0
         events = batch.events
         for r in result.refused:
             if r.index in made:
@@ -257,10 +263,10 @@ class HistoryImport:
         s.identities += len(made)
         s.imported += result.accepted
         s.duplicates += result.duplicates
-        s.visitors.add(batch.visitor_id)
         low, high = events[0].ts, events[-1].ts
         s.first_ts = low if s.first_ts is None else min(s.first_ts, low)
         s.last_ts = high if s.last_ts is None else max(s.last_ts, high)
+        return result.accepted
 
     def _problem(self, problem: Problem) -> None:
         self._problems.append(problem)

@@ -161,9 +161,10 @@ class Ingestor:
         at = min(ev.ts for ev in batch.events)
         return await self._judged(batch, site, _Mode(now_ms, at, history=True), headers, peer)
 
-    async def prepare_history(self, site: Site, batches: list[Batch]) -> None:
+    async def prepare_history(self, site: Site, batches: list[Batch]) -> set[str]:
         """Before ``ingest_history`` of many visitors: ask the database once which of them
-        it holds and which of their events (a rerun), instead of once per visitor."""
+        it holds and which of their events (a rerun), instead of once per visitor. The
+        visitors it does not hold."""
         ids: dict[str, list[str]] = {}
         for b in batches:
             ids.setdefault(b.visitor_id, []).extend(ev.id for ev in b.events)
@@ -172,6 +173,7 @@ class Ingestor:
         # not outlive the window it was true for.
         self._unseen = {vid for vid in ids if vid not in known}
         self._stored_ahead = stored
+        return set(self._unseen)
 
     async def _judged(
         self,
