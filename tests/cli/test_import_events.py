@@ -127,9 +127,7 @@ def test_timestamps_visits_identity_and_outcomes_are_kept(tmp_path: Path) -> Non
     assert rows(tmp_path, "SELECT kind, value, created_at FROM customer_identifiers") == [
         ("customer_id", "C-1001", T0 + 33 * MIN)
     ]
-    assert rows(
-        tmp_path, "SELECT id, customer_id IS NOT NULL FROM visitors ORDER BY id"
-    ) == [
+    assert rows(tmp_path, "SELECT id, customer_id IS NOT NULL FROM visitors ORDER BY id") == [
         ("va", 1),
         ("vb", 0),
     ]

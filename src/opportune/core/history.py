@@ -116,7 +116,7 @@ def decode_csv_row(row: Mapping[str, str | None]) -> HistoryEvent:
             obj[key] = _object(key, cell)
         else:
             obj[key] = cell
-    ident = {k: obj.pop(k) for k in ("email", "phone") if k in obj}
+    ident: dict[str, Any] = {k: obj.pop(k) for k in ("email", "phone") if k in obj}
     if obj.get("type") == "identify" and (ident or "customerId" in obj):
         if "customerId" in obj:
             ident["customerId"] = obj["customerId"]

@@ -43,7 +43,7 @@ from opportune.engine.rules import RuleBook
 from opportune.engine.scoring import OutcomeScorer
 from opportune.settings import Settings
 from opportune.store.facts import session_facts
-from opportune.store.verdicts import Rejudge, stored_ids
+from opportune.store.verdicts import Rejudge
 from opportune.store.visits import session_row
 from opportune.store.writer import ActionEventRow, GroupCommitWriter, WriteJob
 from opportune.workspace import Site, Workspace
@@ -222,15 +222,11 @@ class Ingestor:
         peer: str | None,
     ) -> IngestResult:
         now_ms = mode.now_ms
-        known = slot.state is not None
         state = self._admit(batch, site, slot, mode.at_ms)
-        ahead = self._stored_ahead.get(batch.visitor_id) if mode.history else None
-        if ahead is not None:
-            verdict.stored |= ahead
-        elif mode.history and known and not verdict.stored:
-            # A rerun: ask once which of these the database holds (not one failed group
-            # commit and a rejudge per visitor).
-            verdict.stored = await self._db(_stored_ids, self.engine, site.name, batch)
+        if mode.history:
+            # A rerun: what ``prepare_history`` found stored (else the writer finds it, and
+            # the batch is judged again, as live).
+            verdict.stored |= self._stored_ahead.get(batch.visitor_id, set())
         for event_id in verdict.stored:  # committed, as the database said
             state.recent_ids.setdefault(event_id, mode.at_ms)
         await self._bring_journey_current(slot, state)
@@ -681,21 +677,6 @@ def _out_of_order(latest_ms: int) -> str:
         "already imported or stored; a visitor's events go in in time order (sort the file "
         "by time, or by visitor and time)"
     )
-
-
-def _stored_ids(engine: Engine, site_id: str, batch: Batch) -> set[str]:
-    """The batch's event ids the database already holds (a rerun of an import)."""
-    keys = [_Key(site_id, batch.visitor_id, ev.id) for ev in batch.events]
-    found: set[str] = set()
-    for start in range(0, len(keys), 500):
-        found |= stored_ids(engine, "", keys[start : start + 500])
-    return found
-
-
-class _Key(NamedTuple):
-    site_id: str
-    visitor_id: str
-    event_id: str
 
 
 def _history_result(vid: str, state: VisitorLive, work: BatchRows) -> IngestResult:
