@@ -158,6 +158,10 @@ class Ingestor:
         in the historical mode: the original times as given (no ``sentAt`` correction, no
         age limit), an event earlier than the visitor's latest refused as out of order, and
         nothing done that belongs to the moment (offers, webhooks, Live Now)."""
+        stored = self._stored_ahead.get(batch.visitor_id)
+        if stored and all(ev.id in stored for ev in batch.events):
+            # A rerun of lines all stored: nothing to judge, no state to load.
+            return _history_result(batch.visitor_id, None, BatchRows(duplicates=len(batch.events)))
         at = min(ev.ts for ev in batch.events)
         return await self._judged(batch, site, _Mode(now_ms, at, history=True), headers, peer)
 
@@ -679,7 +683,7 @@ def _out_of_order(latest_ms: int) -> str:
     )
 
 
-def _history_result(vid: str, state: VisitorLive, work: BatchRows) -> IngestResult:
+def _history_result(vid: str, state: VisitorLive | None, work: BatchRows) -> IngestResult:
     """What an import needs to know of a batch: its counts and refusals."""
     return IngestResult(
         accepted=len(work.event_rows),
@@ -687,8 +691,8 @@ def _history_result(vid: str, state: VisitorLive, work: BatchRows) -> IngestResu
         refused=work.refused,
         visitor_id=vid,
         session_id=work.last_sid,
-        customer_id=state.customer_id,
-        visit_number=state.track.number,
+        customer_id=state.customer_id if state is not None else None,
+        visit_number=state.track.number if state is not None else 0,
         segments=[],
         outcomes=[],
         scores={},
