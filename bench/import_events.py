@@ -37,13 +37,17 @@ _SUMMARY = re.compile(
 )
 
 
-def write_history(path: Path, visits: int, days: int) -> int:
-    """The simulator's visits as import lines (per visitor in time order); events written."""
+def write_history(path: Path, visits: int, days: int, *, identifies: bool = True) -> int:
+    """The simulator's visits as import lines (per visitor in time order); events written.
+    ``identifies=False`` leaves its identify events out (they cost the most: the identity
+    rules' statements, as live)."""
     n = 0
     with path.open("w", encoding="utf-8") as out:
         for s in generate(7, start_ms=START_MS, days=days, visitors_per_day=max(1, visits // days)):
             for batch in s.batches:
                 for ev in batch.events:
+                    if not identifies and ev.type == "identify":
+                        continue
                     line = _event(ev)
                     line["visitorId"] = batch.visitor_id
                     if n % 100 == 0:
@@ -110,12 +114,18 @@ def main() -> None:
         help="also import with the example workspace's rules",
     )
     ap.add_argument("--keep", type=Path, help="keep the generated file here")
+    ap.add_argument(
+        "--identifies",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep the simulator's identify events (about 2%% of them)",
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="opportune-import-"))
     try:
         file = args.keep or tmp / "history.jsonl"
         t0 = time.perf_counter()
-        n = write_history(file, args.visits, args.days)
+        n = write_history(file, args.visits, args.days, identifies=args.identifies)
         size = file.stat().st_size
         print(
             f"{n:,} events of {args.visits:,} visits over {args.days} days, "
