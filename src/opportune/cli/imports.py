@@ -78,6 +78,10 @@ def import_events(
     fmt = fmt or ("csv" if file.suffix.lower() == ".csv" else "jsonl")
     checkpoint = checkpoint or file.with_name(file.name + ".checkpoint")
     start = _resume_point(checkpoint, file) if resume else {"line": 0, "offset": 0}
+    try:  # said now, not after the first window's work
+        _write_checkpoint(checkpoint, file, start["line"], start["offset"])
+    except OSError as exc:
+        fail(f"cannot write the checkpoint {checkpoint}: {exc.strerror}; give --checkpoint PATH")
     size = file.stat().st_size
     # An import's group commits may be larger than the server's: nobody waits for an answer.
     runtime.writer.max_events = max(runtime.writer.max_events, 20_000)
