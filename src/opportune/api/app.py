@@ -332,6 +332,7 @@ def _include_admin(app: FastAPI, runtime: Runtime) -> None:
     from opportune.api.customers import customers_router
     from opportune.api.definitions import definitions_router
     from opportune.api.engagement import engagement_router
+    from opportune.api.imports import imports_router
     from opportune.api.routing import routing_router
     from opportune.engine.router import Router
     from opportune.engine.routing_scorer import KpiScorer
@@ -350,6 +351,9 @@ def _include_admin(app: FastAPI, runtime: Runtime) -> None:
         definitions_router(rules=runtime.rules, ingestor=ingestor, require_api_key=require_api_key)
     )
     app.include_router(engagement_router(ingestor=ingestor, require_api_key=require_api_key))
+    app.include_router(
+        imports_router(ingestor=ingestor, sites=ws.sites, require_api_key=require_api_key)
+    )
     _include_reports(app, require_api_key)
     routing_models = RoutingRegistry(settings.data_dir / "routing-models")
     runtime.router = Router(

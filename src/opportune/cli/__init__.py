@@ -1,8 +1,9 @@
 """The ``opportune`` command line: one module per command group, all on :func:`main`.
 
 ``serve`` and ``demo`` run the server; ``migrate`` the schema; ``config`` validates a
-workspace; ``gdpr`` exports, erases and purges; ``simulate`` runs the simulators; ``train``
-and ``models`` build and manage the models; ``users`` manages who signs in to /agent.
+workspace; ``gdpr`` exports, erases and purges; ``import`` takes a customer's history;
+``simulate`` runs the simulators; ``train`` and ``models`` build and manage the models;
+``users`` manages who signs in to /agent.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from opportune.cli.database import migrate
 from opportune.cli.demo import demo
 from opportune.cli.errors import Guarded
 from opportune.cli.gdpr import gdpr
+from opportune.cli.imports import import_group
 from opportune.cli.models import models
 from opportune.cli.serve import serve
 from opportune.cli.simulate import simulate
@@ -29,5 +31,5 @@ def main() -> None:
     """Opportune: predictive engagement and predictive routing, self-hosted."""
 
 
-for _command in (serve, demo, migrate, config, gdpr, simulate, train, models, users):
+for _command in (serve, demo, migrate, config, gdpr, import_group, simulate, train, models, users):
     main.add_command(_command)

@@ -61,6 +61,9 @@ class Event(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     attributes: Attributes = msgspec.field(default_factory=dict)
     identity: Identity | None = None
     traits: Attributes = msgspec.field(default_factory=dict)
+    # The snippet's number for the event, rising across the visitor's page loads: the
+    # server keeps the visitor's events in this order (core/client_clock.py). Optional.
+    seq: Annotated[int, msgspec.Meta(ge=0, le=2**53)] | None = None
 
 
 class Context(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

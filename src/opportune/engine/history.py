@@ -110,6 +110,38 @@ previous_started_at=0, previous_last_at=0)
             version=row.version,
         )
 
+    def stored_of(
+        self, site_id: str, ids_by_visitor: dict[str, list[str]]
+    ) -> tuple[set[str], dict[str, set[str]]]:
+        """Of these visitors (each with event ids): those stored, and of theirs the event
+        ids already stored. An import asks once per window, not once per visitor."""
+        ph = "?" if self.engine.dialect.name == "sqlite" else "%s"
+        visitors = list(ids_by_visitor)
+        known: set[str] = set()
+        stored: dict[str, set[str]] = {}
+        with self.engine.connect() as conn:
+            cur = conn.connection.dbapi_connection.cursor()
+            try:
+                for start in range(0, len(visitors), 500):
+                    part = visitors[start : start + 500]
+                    marks = ", ".join([ph] * len(part))
+                    cur.execute(f"SELECT id FROM visitors WHERE id IN ({marks})", part)
+                    known.update(r[0] for r in cur.fetchall())
+                for vid in known:
+                    ids = ids_by_visitor[vid]
+                    for start in range(0, len(ids), 500):
+                        part = ids[start : start + 500]
+                        marks = ", ".join([ph] * len(part))
+                        cur.execute(
+                            "SELECT event_id FROM event_ids WHERE site_id = "
+                            f"{ph} AND visitor_id = {ph} AND event_id IN ({marks})",
+                            [site_id, vid, *part],
+                        )
+                        stored.setdefault(vid, set()).update(r[0] for r in cur.fetchall())
+            finally:
+                cur.close()
+        return known, stored
+
     def _visitor(self, conn: Any, visitor_id: str) -> _VisitorRow | None:
         # Most misses are new visitors: answer those with one driver-level lookup.
         cur = conn.connection.dbapi_connection.cursor()

@@ -11,7 +11,8 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine
 
@@ -107,9 +108,16 @@ class Ingestor:
         self.history = StoredHistory(
             engine, self.rules, self.scorer, horizon_ms=self._id_horizon_ms + 60_000
         )
+        # An import's look-ahead (``prepare_history``): visitors known not stored (their
+        # load skips the database), event ids known stored, by visitor.
+        self._unseen: set[str] = set()
+        self._stored_ahead: dict[str, set[str]] = {}
 
     async def load(self, visitor_id: str, now_ms: int) -> VisitorLive | None:
         """The loader the live stores call on a miss."""
+        if visitor_id in self._unseen:
+            self._unseen.discard(visitor_id)
+            return None
         if self._sqlite:
             # An indexed SQLite read is a few microseconds of in-process work: cheaper on the
             # loop than the hop to a thread (and no GIL contention with it).
@@ -135,7 +143,51 @@ class Ingestor:
         peer: str | None,
     ) -> IngestResult:
         """Accept what can be accepted of ``batch``; return after it is committed."""
-        if len(batch.events) > self.settings.max_batch_events:
+        return await self._judged(batch, site, _Mode(now_ms, now_ms), headers, peer)
+
+    async def ingest_history(
+        self,
+        batch: Batch,
+        site: Site,
+        *,
+        now_ms: int,
+        headers: Mapping[str, str],
+        peer: str | None,
+    ) -> IngestResult:
+        """Take one visitor's past events (in time order) as the live path takes a batch,
+        in the historical mode: the original times as given (no ``sentAt`` correction, no
+        age limit), an event earlier than the visitor's latest refused as out of order, and
+        nothing done that belongs to the moment (offers, webhooks, Live Now)."""
+        stored = self._stored_ahead.get(batch.visitor_id)
+        if stored and all(ev.id in stored for ev in batch.events):
+            # A rerun of lines all stored: nothing to judge, no state to load.
+            return _history_result(batch.visitor_id, None, BatchRows(duplicates=len(batch.events)))
+        at = min(ev.ts for ev in batch.events)
+        return await self._judged(batch, site, _Mode(now_ms, at, history=True), headers, peer)
+
+    async def prepare_history(self, site: Site, batches: list[Batch]) -> set[str]:
+        """Before ``ingest_history`` of many visitors: ask the database once which of them
+        it holds and which of their events (a rerun), instead of once per visitor. The
+        visitors it does not hold."""
+        ids: dict[str, list[str]] = {}
+        for b in batches:
+            ids.setdefault(b.visitor_id, []).extend(ev.id for ev in b.events)
+        known, stored = await self._db(self.history.stored_of, site.name, ids)
+        # Replaced, not added to: a hint left unused (the visitor was held in memory) must
+        # not outlive the window it was true for.
+        self._unseen = {vid for vid in ids if vid not in known}
+        self._stored_ahead = stored
+        return set(self._unseen)
+
+    async def _judged(
+        self,
+        batch: Batch,
+        site: Site,
+        mode: _Mode,
+        headers: Mapping[str, str],
+        peer: str | None,
+    ) -> IngestResult:
+        if not mode.history and len(batch.events) > self.settings.max_batch_events:
             raise IngestError(
                 413,
                 "batch_too_long",
@@ -157,8 +209,8 @@ class Ingestor:
         verdict = Verdict()
         while True:
             try:
-                async with self.live.hold(batch.visitor_id, now_ms) as slot:
-                    return await self._ingest(batch, site, slot, verdict, now_ms, headers, peer)
+                async with self.live.hold(batch.visitor_id, mode.at_ms) as slot:
+                    return await self._ingest(batch, site, slot, verdict, mode, headers, peer)
             except Rejudge as exc:
                 if not verdict.learn(exc):
                     raise
@@ -169,13 +221,18 @@ class Ingestor:
         site: Site,
         slot: Slot,
         verdict: Verdict,
-        now_ms: int,
+        mode: _Mode,
         headers: Mapping[str, str],
         peer: str | None,
     ) -> IngestResult:
-        state = self._admit(batch, site, slot, now_ms)
+        now_ms = mode.now_ms
+        state = self._admit(batch, site, slot, mode.at_ms)
+        if mode.history:
+            # A rerun: what ``prepare_history`` found stored (else the writer finds it, and
+            # the batch is judged again, as live).
+            verdict.stored |= self._stored_ahead.get(batch.visitor_id, set())
         for event_id in verdict.stored:  # committed, as the database said
-            state.recent_ids.setdefault(event_id, now_ms)
+            state.recent_ids.setdefault(event_id, mode.at_ms)
         await self._bring_journey_current(slot, state)
         customer_before = state.customer_id
         work = BatchRows(last_sid=state.track.session_id)
@@ -184,21 +241,33 @@ class Ingestor:
         # No await from here to the write: concurrent batches of one visitor (memory store)
         # must not interleave their changes to the state.
         arrival = Arrival(headers, peer, self.geo)
+        # Live: the visitor's smoothed skew, not this batch's own (core/client_clock.py).
+        skew = 0 if mode.history else state.clock.observe(now_ms - batch.sent_at)
         for i, ev in enumerate(batch.events):
             if i in verdict.refused:
                 work.refused.append(Refusal(i, ev.id, verdict.refused[i]))
                 continue
-            self._event(batch, site, state, work, i, ev, now_ms=now_ms, arrival=arrival)
+            self._event(batch, site, state, work, i, ev, mode=mode, skew=skew, arrival=arrival)
         j = state.journey
         engaged = None
-        if self.rules.maps and work.event_rows and j is not None and j.session_id == work.last_sid:
+        if (
+            not mode.history
+            and self.rules.maps
+            and work.event_rows
+            and j is not None
+            and j.session_id == work.last_sid
+        ):
             engaged = self._engage(site.name, batch.visitor_id, state, j, now_ms)
         outcomes = await self._write(slot, site, batch.visitor_id, state, work, engaged)
         # Only now, committed, may the ids short-cut a retry as duplicates.
         for row in work.event_rows:
             state.recent_ids[row.event_id] = row.ts
-        await self._settle_identity(batch, state, work, outcomes, customer_before, now_ms)
-        state.prune(now_ms - self._id_horizon_ms)
+        at = max(mode.at_ms, state.track.last_at) if mode.history else now_ms
+        await self._settle_identity(batch, state, work, outcomes, customer_before, at)
+        state.prune(at - self._id_horizon_ms)
+        if mode.history:
+            work.refused.sort(key=lambda r: r.index)
+            return _history_result(batch.visitor_id, state, work)
         result = await self._result(batch.visitor_id, state, work, engaged, now_ms)
         self.live_now.note(site.name, batch, state, result, now_ms)  # Live Now: memory only
         return result
@@ -260,17 +329,19 @@ class Ingestor:
         i: int,
         ev: Event,
         *,
-        now_ms: int,
+        mode: _Mode,
+        skew: int,
         arrival: Arrival,
     ) -> None:
         """One event: checked, de-duplicated, placed, stepped through the rules, recorded."""
-        skew = now_ms - batch.sent_at
+        now_ms = mode.now_ms
         refusal = check_event(
             ev,
             index=i,
             now_ms=now_ms,
             skew_ms=skew,
-            max_age_ms=self._max_age_ms,
+            # History has no age limit: anything since the schema's earliest time.
+            max_age_ms=now_ms if mode.history else self._max_age_ms,
             max_future_ms=self._max_future_ms,
         )
         if refusal is not None:
@@ -279,7 +350,13 @@ class Ingestor:
         if ev.id in state.recent_ids or ev.id in work.ids:
             work.duplicates += 1
             return
-        ts = ev.ts + skew
+        if mode.history:
+            ts = ev.ts
+            if ts < state.track.last_at:
+                work.refused.append(Refusal(i, ev.id, _out_of_order(state.track.last_at)))
+                return
+        else:
+            ts = state.clock.order(seq=ev.seq, ts=ev.ts + skew)
         work.ids.add(ev.id)
         sid, row, landed = self._place(batch, site, state, work, ev, ts, arrival)
         rs = self.rules.ruleset
@@ -297,7 +374,9 @@ class Ingestor:
             index=i,
             ts=ts,
             session_id=sid,
-            now_ms=now_ms,
+            # History is as if each event had been received at its time: training reads
+            # visits in that order, and a customer linked by one is linked then.
+            now_ms=ts if mode.history else now_ms,
         )
 
     def _place(
@@ -595,6 +674,42 @@ class Ingestor:
                 )
                 await self._submit(slot, state, job)
             return {"accepted": len(rows), "refused": refused}
+
+
+class _Mode(NamedTuple):
+    """How a batch is taken. Live: ``now_ms`` is the moment and the batch's events are
+    corrected to it. History: events keep their times; ``at_ms`` is the batch's first."""
+
+    now_ms: int
+    at_ms: int
+    history: bool = False
+
+
+def _out_of_order(latest_ms: int) -> str:
+    at = datetime.fromtimestamp(latest_ms / 1000, UTC).isoformat(timespec="milliseconds")
+    return (
+        f"out of order: earlier than this visitor's event at {at.replace('+00:00', 'Z')} "
+        "already imported or stored; a visitor's events go in in time order (sort the file "
+        "by time, or by visitor and time)"
+    )
+
+
+def _history_result(vid: str, state: VisitorLive | None, work: BatchRows) -> IngestResult:
+    """What an import needs to know of a batch: its counts and refusals."""
+    return IngestResult(
+        accepted=len(work.event_rows),
+        duplicates=work.duplicates,
+        refused=work.refused,
+        visitor_id=vid,
+        session_id=work.last_sid,
+        customer_id=state.customer_id if state is not None else None,
+        visit_number=state.track.number if state is not None else 0,
+        segments=[],
+        outcomes=[],
+        scores={},
+        actions=[],
+        recheck_in_ms=None,
+    )
 
 
 def _session_row(sid: str, site_id: str, vid: str, customer_id: str | None, ts: int) -> dict:

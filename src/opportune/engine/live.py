@@ -43,6 +43,7 @@ from typing import Any, Protocol
 import msgspec
 
 from opportune.core.actionmaps import Engagement
+from opportune.core.client_clock import ClientClock
 from opportune.core.journey import Journey
 from opportune.core.session import SessionTrack
 from opportune.settings import DEFAULT_REDIS_PREFIX
@@ -67,6 +68,8 @@ class VisitorLive:
     # The visitor's row version in the database this state includes (``visitors.version``):
     # a batch's write commits only from it, and bumps it.
     version: int = 0
+    # The browser's skew and the recorded order of its events (core/client_clock.py).
+    clock: ClientClock = field(default_factory=ClientClock)
 
     def prune(self, horizon_ms: int) -> None:
         """Forget event ids older than ``horizon_ms`` (once there are enough to bother).

@@ -17,6 +17,10 @@
   // base-36 ms. A cookie rather than memory so that the site's tabs share one visit.
   var SES = 'opp_ses';
   var CONSENT = 'opp_consent'; // localStorage: '1' granted, '0' refused
+  // localStorage: the number of the last event recorded. Events carry it (`seq`), rising
+  // across page loads, so the server keeps them in the order they were recorded whatever
+  // order their batches arrive in and whatever each batch's clock correction.
+  var SEQ = 'opp_seq';
   var OUTBOX_MAX = 1000;
   var BATCH_MAX = 100; // the server's limit per batch
   // sendBeacon and fetch({keepalive}) refuse bodies over 64 KiB in total; stay under it.
@@ -36,6 +40,8 @@
   var retryTimer = 0;
   var failures = 0;
   var batchCap = BATCH_MAX; // halved on 413 so an oversized batch is split, not lost
+  var seq = 0; // memory copy of opp_seq (if storage fails)
+  var spaTimer = 0; // a route change waiting to be read (see spaChange)
   var lastUrl = null; // URL of the last page view (de-duplicates history events)
   var lastSearch = null;
   var firstView = true; // the first page view of this document: document.referrer applies
@@ -178,7 +184,10 @@
   function track(type, fields) {
     if (dnt() || consent === false) return;
     var ts = now();
-    var ev = { id: randomId(), type: type, ts: ts };
+    // Another tab may have numbered events since: go on from the larger of the two.
+    seq = Math.max(seq, +load(SEQ) || 0) + 1;
+    if (allowed()) store(SEQ, String(seq));
+    var ev = { id: randomId(), type: type, ts: ts, seq: seq };
     if (type !== 'identify') ev.url = cut(location.href, 2048);
     for (var k in fields) if (fields[k] != null) ev[k] = fields[k];
     if (type !== 'page_view') touch(ts); // page views touch the session themselves
@@ -221,7 +230,7 @@
     outbox.forEach(function (e) { mine[e.id] = 1; });
     var all = readStored().filter(function (e) { return e && !mine[e.id] && !(acked && acked[e.id]); })
       .concat(outbox);
-    all.sort(function (a, b) { return a.ts - b.ts; });
+    all.sort(function (a, b) { return (a.seq && b.seq && a.seq - b.seq) || a.ts - b.ts; });
     if (all.length > OUTBOX_MAX) all = all.slice(all.length - OUTBOX_MAX);
     store(outboxKey(), all.length ? JSON.stringify(all) : null);
   }
@@ -376,8 +385,17 @@
   }
 
   function spaChange() {
-    // Frameworks often set the title just after pushState: read it a moment later.
-    setTimeout(safe(function () { pageView(false); }), 50);
+    // Frameworks often set the title just after pushState: read it a moment later (or at
+    // once if the page is left meanwhile: see spaNow).
+    clearTimeout(spaTimer);
+    spaTimer = setTimeout(safe(spaNow), 50);
+  }
+
+  function spaNow() {
+    if (!spaTimer) return;
+    clearTimeout(spaTimer);
+    spaTimer = 0;
+    pageView(false);
   }
 
   function hookHistory() {
@@ -711,6 +729,7 @@
         }).observe(d.documentElement, { childList: true, subtree: true });
       }
       var hidden = function () {
+        spaNow(); // a route change just before leaving: recorded, then sent with the rest
         forms.forEach(abandon);
         beacon();
       };
@@ -774,6 +793,7 @@
         outbox = [];
         store(outboxKey(), null);
         store(VID, null);
+        store(SEQ, null);
         setCookie(VID, '', 0);
         setCookie(SES, '', 0);
         store(CONSENT, '0');
