@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.engine import Connection
 
-from opportune.core.valuation import compare, summarise
+from opportune.core.valuation import ArmSummary, compare
 from opportune.store import reports as q
 
 Interval = Literal["day", "hour"]
@@ -190,27 +190,27 @@ def visitors(conn: Connection, w: Window, d: Definitions, site: str | None = Non
         ("bucket", "visits", "new", "returning"), [[b, n + o, n, o] for b, n, o in series.rows]
     )
 
-    def by(*cols: str) -> list[list[Any]]:
+    def by(metric: str) -> list[list[Any]]:
         return [
             [
-                *(v if v is not None else "(none)" for v in row[:-2]),
-                row[-2],
-                ratio(row[-2], totals["visits"]),
+                *(v if v is not None else "(none)" for v in row[:-1]),
+                row[-1],
+                ratio(row[-1], totals["visits"]),
             ]
-            for row in q.visits_by(conn, r, *cols)
+            for row in q.visits_by(conn, r, metric)
         ]
 
     return Report(
         "visitors",
         {
             "overTime": over,
-            "devices": Table(("device", "visits", "share"), by("device_type")),
-            "browsers": Table(("browser", "visits", "share"), by("browser")),
+            "devices": Table(("device", "visits", "share"), by("devices")),
+            "browsers": Table(("browser", "visits", "share"), by("browsers")),
             "pages": Table(("url", "pageViews", "visits"), [list(p) for p in q.top_pages(conn, r)]),
-            "referrers": Table(("referrer", "visits", "share"), by("referrer_domain")),
+            "referrers": Table(("referrer", "visits", "share"), by("referrers")),
             "campaigns": Table(
                 ("campaign", "source", "medium", "visits", "share"),
-                by("utm_campaign", "utm_source", "utm_medium"),
+                by("campaigns"),
             ),
         },
         totals,
@@ -326,20 +326,25 @@ def action_maps(conn: Connection, w: Window, d: Definitions, site: str | None = 
 
 
 def uplift_rows(
-    arms: Mapping[tuple[str, str], list[Any]], maps: Sequence[str], outcomes: Sequence[str]
+    arms: Mapping[tuple[str, str], q.Arm], maps: Sequence[str], outcomes: Sequence[str]
 ) -> list[list[Any]]:
     """Per map and outcome: each arm's visits achieving the outcome after the decision, and
-    the uplift with its interval (``core.valuation.compare``) once both arms have visits."""
+    the uplift with its interval (``core.valuation.compare``) once both arms have visits.
+
+    >>> arms = {("m", "engaged"): q.Arm(3, {"buy": 1}), ("m", "holdout"): q.Arm(1, {"buy": 1})}
+    >>> uplift_rows(arms, ["m"], ["buy"])[0][:9]
+    ['m', 'buy', 3, 1, 0.3333, 1, 1, 1.0, -0.6667]
+    """
     rows = []
+    none = q.Arm(0, {})
     for m in maps:
-        engaged, holdout = arms.get((m, "engaged"), []), arms.get((m, "holdout"), [])
+        engaged, holdout = arms.get((m, "engaged"), none), arms.get((m, "holdout"), none)
         for o in outcomes:
-            e = [1.0 if o in won and won[o] >= at else 0.0 for _, at, won in engaged]
-            h = [1.0 if o in won and won[o] >= at else 0.0 for _, at, won in holdout]
-            row: list[Any] = [m, o, len(e), int(sum(e)), ratio(sum(e), len(e))]
-            row += [len(h), int(sum(h)), ratio(sum(h), len(h))]
-            if e and h:
-                c = compare(summarise(e), summarise(h), binary=True)
+            ke, kh = engaged.won.get(o, 0), holdout.won.get(o, 0)
+            row: list[Any] = [m, o, engaged.visits, ke, ratio(ke, engaged.visits)]
+            row += [holdout.visits, kh, ratio(kh, holdout.visits)]
+            if engaged.visits and holdout.visits:
+                c = compare(_binary(ke, engaged.visits), _binary(kh, holdout.visits), binary=True)
                 row += [
                     round(c.uplift, 4),
                     round(c.ci_low, 4),
@@ -350,6 +355,14 @@ def uplift_rows(
                 row += [None, None, None, None]
             rows.append(row)
     return rows
+
+
+def _binary(won: int, visits: int) -> ArmSummary:
+    """The summary of ``visits`` yes/no labels of which ``won`` are yes (``summarise``'s,
+    without the list)."""
+    mean = won / visits
+    variance = visits * mean * (1 - mean) / (visits - 1) if visits > 1 else 0.0
+    return ArmSummary(n=visits, mean=mean, variance=variance, mean_wait_s=0.0, mean_handle_s=0.0)
 
 
 def content_offers(conn: Connection, w: Window, d: Definitions, site: str | None = None) -> Report:

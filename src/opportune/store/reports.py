@@ -1,10 +1,13 @@
 """The reports' reads: counts over a time range, the same SQL on SQLite and PostgreSQL.
 
-Every read is bounded by ``[start_ms, end_ms)`` on an indexed time column. Counts over
-time are grouped in SQL by quarter hour of UTC (integer division of the millisecond
-timestamps, which both databases do alike); ``engine/reports.py`` folds quarter hours into
-the local days or hours of a time zone. Every zone's offset is a whole number of quarter
-hours, so a quarter hour never straddles two local hours.
+The website's counts come from the rollups (``store/rollups.py``): per site, UTC quarter
+hour (the millisecond time divided by 900 000), metric and key values, summed here over
+the quarters of ``[start_ms, end_ms)``; ``engine/reports.py`` folds quarter hours into the
+local days or hours of a time zone. Every zone's offset is a whole number of quarter
+hours, so a quarter hour never straddles two local hours, and a local midnight is a
+quarter's start. Read from the raw tables, because they do not add up over quarters: the
+distinct **visitors** (of the range, of a segment, of an outcome), counted exactly on the
+time indexes, and the contact centre's interactions (few rows, changed in place).
 """
 
 from __future__ import annotations
@@ -13,20 +16,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import and_, case, distinct, func, select
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement
 
+from opportune.store.rollups import QUARTER_MS, quarters_of
 from opportune.store.schema import (
-    action_events,
-    events,
     interactions,
     outcome_achievements,
+    report_rollups,
     segment_changes,
     sessions,
 )
 
-QUARTER_MS: Final = 900_000
+__all__ = ["QUARTER_MS", "Arm", "InteractionRow", "Range"]
 TOP: Final = 20  # rows of a "top" table (pages, referrers, campaigns)
 
 
@@ -49,65 +52,97 @@ def _rows(conn: Connection, q: Any) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in conn.execute(q)]
 
 
+# -- the rollups -------------------------------------------------------------------------
+
+
+def _rolled(r: Range, *metrics: str) -> ColumnElement[bool]:
+    t = report_rollups.c
+    qs = quarters_of(r.start_ms, r.end_ms)
+    cond = and_(
+        t.metric.in_(metrics) if len(metrics) > 1 else t.metric == metrics[0],
+        t.quarter >= qs.start,
+        t.quarter < qs.stop,
+    )
+    return and_(cond, t.site_id == r.site_id) if r.site_id is not None else cond
+
+
+def _by_quarter(conn: Connection, r: Range, metric: str) -> list[tuple[int, Any, int]]:
+    """``(quarter, first key, n)`` of one metric."""
+    t = report_rollups.c
+    q = select(t.quarter, t.k1, func.sum(t.n)).where(_rolled(r, metric)).group_by(t.quarter, t.k1)
+    return [(int(qq), k, int(n)) for qq, k, n in _rows(conn, q)]
+
+
+def _n(metric: str) -> Any:
+    t = report_rollups.c
+    return func.coalesce(func.sum(case((t.metric == metric, t.n), else_=0)), 0)
+
+
+def _distinct(conn: Connection, q: Any) -> dict[Any, int]:
+    """``{key: distinct count}`` of a ``select(key, thing).group_by(key, thing)``."""
+    sub = q.subquery()
+    key, _ = sub.c
+    return {k: int(n) for k, n in _rows(conn, select(key, func.count()).group_by(key))}
+
+
 # -- visitor activity -------------------------------------------------------------------
 
 
 def visits_by_quarter(conn: Connection, r: Range) -> list[tuple[int, bool, int]]:
     """``(quarter, new visitor?, visits)``: a visit is new when it is its visitor's first."""
-    s = sessions
-    quarter = (s.c.started_at // QUARTER_MS).label("q")
-    new = case((s.c.number == 1, 1), else_=0).label("new")
-    q = (
-        select(quarter, new, func.count())
-        .where(r.within(s.c.started_at, s.c.site_id))
-        .group_by(quarter, new)
-    )
-    return [(int(qq), bool(n), int(c)) for qq, n, c in _rows(conn, q)]
+    return [(qq, k == "new", n) for qq, k, n in _by_quarter(conn, r, "visits")]
 
 
 def visit_totals(conn: Connection, r: Range) -> dict[str, int]:
     """Visits, distinct visitors, new visits, page views counted on the visits."""
-    s = sessions
-    q = select(
-        func.count(),
-        func.count(distinct(s.c.visitor_id)),
-        func.coalesce(func.sum(case((s.c.number == 1, 1), else_=0)), 0),
-        func.coalesce(func.sum(s.c.page_count), 0),
-    ).where(r.within(s.c.started_at, s.c.site_id))
-    visits, visitors, new, pages = conn.execute(q).one()
+    t, s = report_rollups.c, sessions.c
+    new = func.coalesce(func.sum(case((t.k1 == "new", t.n), else_=0)), 0)
+    q = select(func.coalesce(func.sum(t.n), 0), new, func.coalesce(func.sum(t.x), 0))
+    visits, new_visits, pages = conn.execute(q.where(_rolled(r, "visits"))).one()
+    who = (
+        select(s.visitor_id)
+        .where(r.within(s.started_at, s.site_id))
+        .group_by(s.visitor_id)
+        .subquery()
+    )
+    visitors = conn.execute(select(func.count()).select_from(who)).scalar_one()
     return {
         "visits": int(visits),
         "visitors": int(visitors),
-        "new": int(new),
-        "returning": int(visits) - int(new),
+        "new": int(new_visits),
+        "returning": int(visits) - int(new_visits),
         "pageViews": int(pages),
     }
 
 
-def visits_by(conn: Connection, r: Range, *columns: str, limit: int = TOP) -> list[tuple[Any, ...]]:
-    """``(*values, visits, visitors)`` of visits grouped by session ``columns``, most first."""
-    s = sessions
-    cols = [s.c[c] for c in columns]
-    n = func.count().label("n")
+_KEYS: Final = {"devices": 1, "browsers": 1, "referrers": 1, "campaigns": 3}
+
+
+def visits_by(conn: Connection, r: Range, metric: str, limit: int = TOP) -> list[tuple[Any, ...]]:
+    """``(*values, visits)`` of visits grouped by ``metric``'s keys (``devices``,
+    ``browsers``, ``referrers``, ``campaigns``), most first."""
+    t = report_rollups.c
+    cols = [t.k1, t.k2, t.k3][: _KEYS[metric]]
+    n = func.sum(t.n).label("n")
     q = (
-        select(*cols, n, func.count(distinct(s.c.visitor_id)))
-        .where(r.within(s.c.started_at, s.c.site_id))
+        select(*cols, n)
+        .where(_rolled(r, metric))
         .group_by(*cols)
         .order_by(n.desc(), *cols)
         .limit(limit)
     )
-    return _rows(conn, q)
+    return [(*row[:-1], int(row[-1])) for row in _rows(conn, q)]
 
 
 def top_pages(conn: Connection, r: Range, limit: int = TOP) -> list[tuple[str, int, int]]:
     """``(url, page views, visits)`` of the most viewed pages."""
-    e = events
-    n = func.count().label("n")
+    t = report_rollups.c
+    views = _n("page_views").label("views")
     q = (
-        select(e.c.url, n, func.count(distinct(e.c.session_id)))
-        .where(and_(r.within(e.c.ts, e.c.site_id), e.c.type == "page_view"))
-        .group_by(e.c.url)
-        .order_by(n.desc(), e.c.url)
+        select(t.k1, views, _n("page_visits"))
+        .where(_rolled(r, "page_views", "page_visits"))
+        .group_by(t.k1)
+        .order_by(views.desc(), t.k1)
         .limit(limit)
     )
     return [(u or "", int(v), int(s)) for u, v, s in _rows(conn, q)]
@@ -120,72 +155,59 @@ _REACHED: Final = ("entered", "assigned")
 
 def segments_reached(conn: Connection, r: Range) -> list[tuple[str, int, int, int]]:
     """``(segment, visits, visitors, entries)`` of segments entered or assigned in range."""
-    c = segment_changes
+    t, c = report_rollups.c, segment_changes.c
     q = (
-        select(
-            c.c.segment,
-            func.count(distinct(c.c.session_id)),
-            func.count(distinct(c.c.visitor_id)),
-            func.count(),
-        )
-        .where(and_(r.within(c.c.at, c.c.site_id), c.c.change.in_(_REACHED)))
-        .group_by(c.c.segment)
-        .order_by(c.c.segment)
+        select(t.k1, _n("segment_visits"), _n("segment_entries"))
+        .where(_rolled(r, "segment_visits", "segment_entries"))
+        .group_by(t.k1)
+        .order_by(t.k1)
     )
-    return [(s, int(v), int(p), int(n)) for s, v, p, n in _rows(conn, q)]
+    who = _distinct(
+        conn,
+        select(c.segment, c.visitor_id)
+        .where(and_(r.within(c.at, c.site_id), c.change.in_(_REACHED)))
+        .group_by(c.segment, c.visitor_id),
+    )
+    return [(s, int(v), who.get(s, 0), int(n)) for s, v, n in _rows(conn, q)]
 
 
 def segment_entries_by_quarter(conn: Connection, r: Range) -> list[tuple[int, str, int]]:
     """``(quarter, segment, entries)``."""
-    c = segment_changes
-    quarter = (c.c.at // QUARTER_MS).label("q")
-    q = (
-        select(quarter, c.c.segment, func.count())
-        .where(and_(r.within(c.c.at, c.c.site_id), c.c.change.in_(_REACHED)))
-        .group_by(quarter, c.c.segment)
-    )
-    return [(int(qq), s, int(n)) for qq, s, n in _rows(conn, q)]
+    return _by_quarter(conn, r, "segment_entries")
 
 
 def outcomes_achieved(conn: Connection, r: Range) -> list[tuple[str, int, int, float]]:
     """``(outcome, visits, visitors, total value)`` achieved in range."""
-    o = outcome_achievements
+    t, o = report_rollups.c, outcome_achievements.c
     q = (
-        select(
-            o.c.outcome,
-            func.count(),
-            func.count(distinct(o.c.visitor_id)),
-            func.coalesce(func.sum(o.c.value), 0.0),
-        )
-        .where(r.within(o.c.achieved_at, o.c.site_id))
-        .group_by(o.c.outcome)
-        .order_by(o.c.outcome)
+        select(t.k1, func.sum(t.n), func.coalesce(func.sum(t.x), 0.0))
+        .where(_rolled(r, "outcomes"))
+        .group_by(t.k1)
+        .order_by(t.k1)
     )
-    return [(n, int(v), int(p), float(val)) for n, v, p, val in _rows(conn, q)]
+    who = _distinct(
+        conn,
+        select(o.outcome, o.visitor_id)
+        .where(r.within(o.achieved_at, o.site_id))
+        .group_by(o.outcome, o.visitor_id),
+    )
+    return [(n, int(v), who.get(n, 0), float(val)) for n, v, val in _rows(conn, q)]
 
 
 def outcomes_by_quarter(conn: Connection, r: Range) -> list[tuple[int, str, int]]:
     """``(quarter, outcome, visits achieving it)``."""
-    o = outcome_achievements
-    quarter = (o.c.achieved_at // QUARTER_MS).label("q")
-    q = (
-        select(quarter, o.c.outcome, func.count())
-        .where(r.within(o.c.achieved_at, o.c.site_id))
-        .group_by(quarter, o.c.outcome)
-    )
-    return [(int(qq), n, int(c)) for qq, n, c in _rows(conn, q)]
+    return _by_quarter(conn, r, "outcomes")
 
 
 def conversion_by_segment(conn: Connection, r: Range) -> list[tuple[str, str, int]]:
-    """``(segment, outcome, visits)``: visits that reached the segment in range and then
-    achieved the outcome later in the same visit."""
-    c, o = segment_changes, outcome_achievements
+    """``(segment, outcome, visits)``: visits that first reached the segment in range and
+    then achieved the outcome later in the same visit."""
+    t = report_rollups.c
     q = (
-        select(c.c.segment, o.c.outcome, func.count(distinct(c.c.session_id)))
-        .select_from(c.join(o, and_(o.c.session_id == c.c.session_id, o.c.achieved_at >= c.c.at)))
-        .where(and_(r.within(c.c.at, c.c.site_id), c.c.change.in_(_REACHED)))
-        .group_by(c.c.segment, o.c.outcome)
-        .order_by(c.c.segment, o.c.outcome)
+        select(t.k1, t.k2, func.sum(t.n))
+        .where(_rolled(r, "conversions"))
+        .group_by(t.k1, t.k2)
+        .order_by(t.k1, t.k2)
     )
     return [(s, n, int(v)) for s, n, v in _rows(conn, q)]
 
@@ -194,91 +216,65 @@ def conversion_by_segment(conn: Connection, r: Range) -> list[tuple[str, str, in
 
 
 def action_states(conn: Connection, r: Range) -> list[tuple[str, str, int, int, int]]:
-    """``(map, state, instances, visits, rows)`` of action events in range."""
-    a = action_events
+    """``(map, state, instances, visits, rows)`` of action events in range; an instance is
+    one map in one visit, so instances and visits are the same count."""
+    t = report_rollups.c
     q = (
-        select(
-            a.c.map,
-            a.c.state,
-            func.count(distinct(a.c.instance_id)),
-            func.count(distinct(a.c.session_id)),
-            func.count(),
-        )
-        .where(r.within(a.c.at, a.c.site_id))
-        .group_by(a.c.map, a.c.state)
+        select(t.k1, t.k2, _n("action_visits"), _n("actions"))
+        .where(_rolled(r, "action_visits", "actions"))
+        .group_by(t.k1, t.k2)
     )
-    return [(m, s, int(i), int(v), int(n)) for m, s, i, v, n in _rows(conn, q)]
+    return [(m, s, int(i), int(i), int(n)) for m, s, i, n in _rows(conn, q)]
 
 
 def blocked_reasons(conn: Connection, r: Range) -> list[tuple[str, str, int, int]]:
     """``(map, reason, visits, times)`` of blocks in range, most frequent first."""
-    a = action_events
-    n = func.count().label("n")
+    t = report_rollups.c
+    n = _n("blocks").label("n")
     q = (
-        select(a.c.map, a.c.reason, func.count(distinct(a.c.session_id)), n)
-        .where(and_(r.within(a.c.at, a.c.site_id), a.c.state == "blocked"))
-        .group_by(a.c.map, a.c.reason)
-        .order_by(a.c.map, n.desc(), a.c.reason)
+        select(t.k1, t.k2, _n("block_visits"), n)
+        .where(_rolled(r, "blocks", "block_visits"))
+        .group_by(t.k1, t.k2)
+        .order_by(t.k1, n.desc(), t.k2)
     )
     return [(m, why or "", int(v), int(c)) for m, why, v, c in _rows(conn, q)]
 
 
-def _first(state: str, r: Range) -> Any:
-    """Each map's visits with ``state`` in range and the first time it was written."""
-    a = action_events
-    return (
-        select(a.c.map, a.c.session_id, func.min(a.c.at).label("at"))
-        .where(and_(r.within(a.c.at, a.c.site_id), a.c.state == state))
-        .group_by(a.c.map, a.c.session_id)
-        .subquery()
-    )
-
-
 def attributed(conn: Connection, r: Range) -> list[tuple[str, str, int]]:
-    """``(map, outcome, visits)``: visits offered by the map in range that achieved the
-    outcome after the (first) offer."""
-    f, o = _first("offered", r), outcome_achievements
+    """``(map, outcome, visits)``: visits first offered by the map in range that achieved
+    the outcome after that offer."""
+    t = report_rollups.c
     q = (
-        select(f.c.map, o.c.outcome, func.count())
-        .select_from(f.join(o, and_(o.c.session_id == f.c.session_id, o.c.achieved_at >= f.c.at)))
-        .group_by(f.c.map, o.c.outcome)
-        .order_by(f.c.map, o.c.outcome)
+        select(t.k1, t.k3, func.sum(t.n))
+        .where(and_(_rolled(r, "arm_wins"), t.k2 == "offered"))
+        .group_by(t.k1, t.k3)
+        .order_by(t.k1, t.k3)
     )
     return [(m, n, int(c)) for m, n, c in _rows(conn, q)]
 
 
-def map_arms(conn: Connection, r: Range, maps: Sequence[str]) -> dict[tuple[str, str], list[Any]]:
-    """Per ``(map, arm)`` (arm ``engaged`` or ``holdout``) the visits decided in range, each
-    as ``(session, decided at, {outcome: achieved at})``: the input of the uplift, with the
-    same rule as ``GET /v1/action-maps/{name}/uplift`` (offered is the engaged arm)."""
-    a, o = action_events, outcome_achievements
-    out: dict[tuple[str, str], list[Any]] = {}
+@dataclass(frozen=True, slots=True)
+class Arm:
+    """One arm of a map's holdout comparison: its visits, and of those the visits that
+    achieved each outcome after the decision."""
+
+    visits: int
+    won: dict[str, int]
+
+
+def map_arms(conn: Connection, r: Range, maps: Sequence[str]) -> dict[tuple[str, str], Arm]:
+    """Per ``(map, arm)`` (``engaged``: offered, or ``holdout``) the visits first decided in
+    range: the input of the uplift, the rule of ``GET /v1/action-maps/{name}/uplift``."""
     if not maps:
-        return out
-    visits: dict[tuple[str, str], tuple[str, int]] = {}
-    q = (
-        select(a.c.map, a.c.session_id, a.c.state, func.min(a.c.at))
-        .where(
-            and_(
-                r.within(a.c.at, a.c.site_id),
-                a.c.map.in_(list(maps)),
-                a.c.state.in_(["offered", "holdout"]),
-            )
-        )
-        .group_by(a.c.map, a.c.session_id, a.c.state)
-    )
-    for m, sid, st, at in _rows(conn, q):
-        visits[(m, sid)] = ("engaged" if st == "offered" else "holdout", int(at))
-    won: dict[str, dict[str, int]] = {}
-    sids = sorted({sid for _, sid in visits})
-    for i in range(0, len(sids), 500):  # bounded IN lists
-        q2 = select(o.c.session_id, o.c.outcome, o.c.achieved_at).where(
-            o.c.session_id.in_(sids[i : i + 500])
-        )
-        for sid, name, at in _rows(conn, q2):
-            won.setdefault(sid, {})[name] = int(at)
-    for (m, sid), (arm, at) in sorted(visits.items()):
-        out.setdefault((m, arm), []).append((sid, at, won.get(sid, {})))
+        return {}
+    t = report_rollups.c
+    name = {"offered": "engaged", "holdout": "holdout"}
+    mine = and_(t.k1.in_(list(maps)), t.k2.in_(list(name)))
+    visits = select(t.k1, t.k2, func.sum(t.n)).where(and_(_rolled(r, "action_visits"), mine))
+    out = {(m, name[s]): Arm(int(n), {}) for m, s, n in _rows(conn, visits.group_by(t.k1, t.k2))}
+    wins = select(t.k1, t.k2, t.k3, func.sum(t.n)).where(and_(_rolled(r, "arm_wins"), mine))
+    for m, s, o, n in _rows(conn, wins.group_by(t.k1, t.k2, t.k3)):
+        out.setdefault((m, name[s]), Arm(0, {})).won[o] = int(n)
     return out
 
 

@@ -428,3 +428,30 @@ user_sessions = Table(
     Column("expires_at", BigInteger, nullable=False),
     Index(None, "user_id"),
 )
+
+# The reports' counts, pre-aggregated per site, UTC quarter hour (ms // 900 000), metric and
+# up to three key values (store/rollups.py lists the metrics; docs/reports.md). A quarter's
+# rows are replaced together, recounted from the raw tables, so there is no primary key:
+# keys may be NULL (a visit without a referrer) and a recount never updates in place.
+report_rollups = Table(
+    "report_rollups",
+    metadata,
+    Column("site_id", String(64), nullable=False),
+    Column("quarter", BigInteger, nullable=False),
+    Column("metric", String(24), nullable=False),
+    Column("k1", Text, nullable=True),
+    Column("k2", String(255), nullable=True),
+    Column("k3", String(255), nullable=True),
+    Column("n", BigInteger, nullable=False),
+    Column("x", Float, nullable=True),  # a sum that is not a count (page views, value)
+    Index(None, "metric", "quarter", "site_id"),
+    Index(None, "site_id", "quarter"),
+)
+
+# How far the rollups have read the raw tables: named watermarks (ms, or an id).
+report_rollup_marks = Table(
+    "report_rollup_marks",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)

@@ -1,0 +1,56 @@
+"""report rollups: the reports' counts per site, UTC quarter hour, metric and key values
+
+Filled by the server's rollup pass and by ``opportune reports rebuild`` (store/rollups.py);
+empty after this migration: run the rebuild once on a database with history.
+
+Revision ID: 0011
+Revises: 0009
+Create Date: 2026-12-06
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0011"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "report_rollups",
+        sa.Column("site_id", sa.String(length=64), nullable=False),
+        sa.Column("quarter", sa.BigInteger(), nullable=False),
+        sa.Column("metric", sa.String(length=24), nullable=False),
+        sa.Column("k1", sa.Text(), nullable=True),
+        sa.Column("k2", sa.String(length=255), nullable=True),
+        sa.Column("k3", sa.String(length=255), nullable=True),
+        sa.Column("n", sa.BigInteger(), nullable=False),
+        sa.Column("x", sa.Float(), nullable=True),
+    )
+    with op.batch_alter_table("report_rollups", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_report_rollups_metric_quarter_site_id"),
+            ["metric", "quarter", "site_id"],
+            unique=False,
+        )
+        batch_op.create_index(
+            batch_op.f("ix_report_rollups_site_id_quarter"), ["site_id", "quarter"], unique=False
+        )
+    op.create_table(
+        "report_rollup_marks",
+        sa.Column("name", sa.String(length=32), nullable=False),
+        sa.Column("value", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_report_rollup_marks")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("report_rollup_marks")
+    with op.batch_alter_table("report_rollups", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_report_rollups_site_id_quarter"))
+        batch_op.drop_index(batch_op.f("ix_report_rollups_metric_quarter_site_id"))
+    op.drop_table("report_rollups")
