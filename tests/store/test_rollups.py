@@ -29,6 +29,7 @@ from opportune.store.schema import (
     events,
     outcome_achievements,
     report_rollups,
+    report_rollups_daily,
     segment_changes,
     sessions,
 )
@@ -369,7 +370,8 @@ def test_rollups_equal_the_raw_figures_after_passes_with_late_data_and_rebuilds(
 
     # Rebuilds: of everything from wrong rows, of one site, from a date.
     with engine.begin() as conn:
-        conn.execute(update(report_rollups).values(n=report_rollups.c.n + 7))
+        for t in (report_rollups, report_rollups_daily):
+            conn.execute(update(t).values(n=t.c.n + 7))
     rebuild(engine, site="shop")
     rebuild(engine, site="blog", since_ms=T0 + 24 * HOUR)
     with engine.connect() as conn:

@@ -16,15 +16,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, case, func, select, union_all
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement
 
-from opportune.store.rollups import QUARTER_MS, quarters_of
+from opportune.store.rollups import PER_DAY, QUARTER_MS, quarters_of
 from opportune.store.schema import (
     interactions,
     outcome_achievements,
     report_rollups,
+    report_rollups_daily,
     segment_changes,
     sessions,
 )
@@ -55,27 +56,53 @@ def _rows(conn: Connection, q: Any) -> list[tuple[Any, ...]]:
 # -- the rollups -------------------------------------------------------------------------
 
 
-def _rolled(r: Range, *metrics: str) -> ColumnElement[bool]:
-    t = report_rollups.c
+def _site(r: Range, column: Any, cond: ColumnElement[bool]) -> ColumnElement[bool]:
+    return and_(cond, column == r.site_id) if r.site_id is not None else cond
+
+
+def _metric(column: Any, metrics: Sequence[str]) -> ColumnElement[bool]:
+    return column.in_(metrics) if len(metrics) > 1 else column == metrics[0]
+
+
+def _rolled(r: Range, *metrics: str) -> Any:
+    """The rollup rows of ``metrics`` covering ``r`` (``metric k1 k2 k3 n x``): its whole UTC
+    days from the daily sums, the quarter hours at either end from the quarters."""
+    t, d = report_rollups.c, report_rollups_daily.c
     qs = quarters_of(r.start_ms, r.end_ms)
-    cond = and_(
-        t.metric.in_(metrics) if len(metrics) > 1 else t.metric == metrics[0],
-        t.quarter >= qs.start,
-        t.quarter < qs.stop,
-    )
-    return and_(cond, t.site_id == r.site_id) if r.site_id is not None else cond
+    da, db = -(-qs.start // PER_DAY), qs.stop // PER_DAY
+    if da >= db:
+        edges: list[tuple[int, int]] = [(qs.start, qs.stop)]
+    else:
+        edges = [(qs.start, da * PER_DAY), (db * PER_DAY, qs.stop)]
+    parts = [
+        select(t.metric, t.k1, t.k2, t.k3, t.n, t.x).where(
+            _site(r, t.site_id, and_(_metric(t.metric, metrics), t.quarter >= a, t.quarter < b))
+        )
+        for a, b in edges
+        if a < b
+    ]
+    if da < db:
+        parts.append(
+            select(d.metric, d.k1, d.k2, d.k3, d.n, d.x).where(
+                _site(r, d.site_id, and_(_metric(d.metric, metrics), d.day >= da, d.day < db))
+            )
+        )
+    if not parts:  # an empty range
+        parts = [select(t.metric, t.k1, t.k2, t.k3, t.n, t.x).where(t.quarter < 0, t.quarter > 0)]
+    return union_all(*parts).subquery() if len(parts) > 1 else parts[0].subquery()
 
 
 def _by_quarter(conn: Connection, r: Range, metric: str) -> list[tuple[int, Any, int]]:
     """``(quarter, first key, n)`` of one metric."""
     t = report_rollups.c
-    q = select(t.quarter, t.k1, func.sum(t.n)).where(_rolled(r, metric)).group_by(t.quarter, t.k1)
+    qs = quarters_of(r.start_ms, r.end_ms)
+    cond = _site(r, t.site_id, and_(t.metric == metric, t.quarter >= qs.start, t.quarter < qs.stop))
+    q = select(t.quarter, t.k1, func.sum(t.n)).where(cond).group_by(t.quarter, t.k1)
     return [(int(qq), k, int(n)) for qq, k, n in _rows(conn, q)]
 
 
-def _n(metric: str) -> Any:
-    t = report_rollups.c
-    return func.coalesce(func.sum(case((t.metric == metric, t.n), else_=0)), 0)
+def _n(s: Any, metric: str) -> Any:
+    return func.coalesce(func.sum(case((s.c.metric == metric, s.c.n), else_=0)), 0)
 
 
 def _distinct(conn: Connection, q: Any) -> dict[Any, int]:
@@ -95,10 +122,10 @@ def visits_by_quarter(conn: Connection, r: Range) -> list[tuple[int, bool, int]]
 
 def visit_totals(conn: Connection, r: Range) -> dict[str, int]:
     """Visits, distinct visitors, new visits, page views counted on the visits."""
-    t, s = report_rollups.c, sessions.c
-    new = func.coalesce(func.sum(case((t.k1 == "new", t.n), else_=0)), 0)
-    q = select(func.coalesce(func.sum(t.n), 0), new, func.coalesce(func.sum(t.x), 0))
-    visits, new_visits, pages = conn.execute(q.where(_rolled(r, "visits"))).one()
+    v, s = _rolled(r, "visits"), sessions.c
+    new = func.coalesce(func.sum(case((v.c.k1 == "new", v.c.n), else_=0)), 0)
+    q = select(func.coalesce(func.sum(v.c.n), 0), new, func.coalesce(func.sum(v.c.x), 0))
+    visits, new_visits, pages = conn.execute(q).one()
     who = (
         select(s.visitor_id)
         .where(r.within(s.started_at, s.site_id))
@@ -121,31 +148,24 @@ _KEYS: Final = {"devices": 1, "browsers": 1, "referrers": 1, "campaigns": 3}
 def visits_by(conn: Connection, r: Range, metric: str, limit: int = TOP) -> list[tuple[Any, ...]]:
     """``(*values, visits)`` of visits grouped by ``metric``'s keys (``devices``,
     ``browsers``, ``referrers``, ``campaigns``), most first."""
-    t = report_rollups.c
-    cols = [t.k1, t.k2, t.k3][: _KEYS[metric]]
-    n = func.sum(t.n).label("n")
-    q = (
-        select(*cols, n)
-        .where(_rolled(r, metric))
-        .group_by(*cols)
-        .order_by(n.desc(), *cols)
-        .limit(limit)
-    )
+    s = _rolled(r, metric)
+    cols = [s.c.k1, s.c.k2, s.c.k3][: _KEYS[metric]]
+    n = func.sum(s.c.n).label("n")
+    q = select(*cols, n).group_by(*cols).order_by(n.desc(), *cols).limit(limit)
     return [(*row[:-1], int(row[-1])) for row in _rows(conn, q)]
 
 
 def top_pages(conn: Connection, r: Range, limit: int = TOP) -> list[tuple[str, int, int]]:
     """``(url, page views, visits)`` of the most viewed pages."""
-    t = report_rollups.c
-    views = _n("page_views").label("views")
+    s = _rolled(r, "page_views", "page_visits")
+    views = _n(s, "page_views").label("views")
     q = (
-        select(t.k1, views, _n("page_visits"))
-        .where(_rolled(r, "page_views", "page_visits"))
-        .group_by(t.k1)
-        .order_by(views.desc(), t.k1)
+        select(s.c.k1, views, _n(s, "page_visits"))
+        .group_by(s.c.k1)
+        .order_by(views.desc(), s.c.k1)
         .limit(limit)
     )
-    return [(u or "", int(v), int(s)) for u, v, s in _rows(conn, q)]
+    return [(u or "", int(v), int(n)) for u, v, n in _rows(conn, q)]
 
 
 # -- segments and outcomes --------------------------------------------------------------
@@ -155,12 +175,11 @@ _REACHED: Final = ("entered", "assigned")
 
 def segments_reached(conn: Connection, r: Range) -> list[tuple[str, int, int, int]]:
     """``(segment, visits, visitors, entries)`` of segments entered or assigned in range."""
-    t, c = report_rollups.c, segment_changes.c
+    s, c = _rolled(r, "segment_visits", "segment_entries"), segment_changes.c
     q = (
-        select(t.k1, _n("segment_visits"), _n("segment_entries"))
-        .where(_rolled(r, "segment_visits", "segment_entries"))
-        .group_by(t.k1)
-        .order_by(t.k1)
+        select(s.c.k1, _n(s, "segment_visits"), _n(s, "segment_entries"))
+        .group_by(s.c.k1)
+        .order_by(s.c.k1)
     )
     who = _distinct(
         conn,
@@ -168,7 +187,7 @@ def segments_reached(conn: Connection, r: Range) -> list[tuple[str, int, int, in
         .where(and_(r.within(c.at, c.site_id), c.change.in_(_REACHED)))
         .group_by(c.segment, c.visitor_id),
     )
-    return [(s, int(v), who.get(s, 0), int(n)) for s, v, n in _rows(conn, q)]
+    return [(g, int(v), who.get(g, 0), int(n)) for g, v, n in _rows(conn, q)]
 
 
 def segment_entries_by_quarter(conn: Connection, r: Range) -> list[tuple[int, str, int]]:
@@ -178,12 +197,11 @@ def segment_entries_by_quarter(conn: Connection, r: Range) -> list[tuple[int, st
 
 def outcomes_achieved(conn: Connection, r: Range) -> list[tuple[str, int, int, float]]:
     """``(outcome, visits, visitors, total value)`` achieved in range."""
-    t, o = report_rollups.c, outcome_achievements.c
+    s, o = _rolled(r, "outcomes"), outcome_achievements.c
     q = (
-        select(t.k1, func.sum(t.n), func.coalesce(func.sum(t.x), 0.0))
-        .where(_rolled(r, "outcomes"))
-        .group_by(t.k1)
-        .order_by(t.k1)
+        select(s.c.k1, func.sum(s.c.n), func.coalesce(func.sum(s.c.x), 0.0))
+        .group_by(s.c.k1)
+        .order_by(s.c.k1)
     )
     who = _distinct(
         conn,
@@ -202,14 +220,9 @@ def outcomes_by_quarter(conn: Connection, r: Range) -> list[tuple[int, str, int]
 def conversion_by_segment(conn: Connection, r: Range) -> list[tuple[str, str, int]]:
     """``(segment, outcome, visits)``: visits that first reached the segment in range and
     then achieved the outcome later in the same visit."""
-    t = report_rollups.c
-    q = (
-        select(t.k1, t.k2, func.sum(t.n))
-        .where(_rolled(r, "conversions"))
-        .group_by(t.k1, t.k2)
-        .order_by(t.k1, t.k2)
-    )
-    return [(s, n, int(v)) for s, n, v in _rows(conn, q)]
+    s = _rolled(r, "conversions")
+    q = select(s.c.k1, s.c.k2, func.sum(s.c.n)).group_by(s.c.k1, s.c.k2).order_by(s.c.k1, s.c.k2)
+    return [(g, n, int(v)) for g, n, v in _rows(conn, q)]
 
 
 # -- action maps ------------------------------------------------------------------------
@@ -218,24 +231,19 @@ def conversion_by_segment(conn: Connection, r: Range) -> list[tuple[str, str, in
 def action_states(conn: Connection, r: Range) -> list[tuple[str, str, int, int, int]]:
     """``(map, state, instances, visits, rows)`` of action events in range; an instance is
     one map in one visit, so instances and visits are the same count."""
-    t = report_rollups.c
-    q = (
-        select(t.k1, t.k2, _n("action_visits"), _n("actions"))
-        .where(_rolled(r, "action_visits", "actions"))
-        .group_by(t.k1, t.k2)
-    )
-    return [(m, s, int(i), int(i), int(n)) for m, s, i, n in _rows(conn, q)]
+    s = _rolled(r, "action_visits", "actions")
+    q = select(s.c.k1, s.c.k2, _n(s, "action_visits"), _n(s, "actions")).group_by(s.c.k1, s.c.k2)
+    return [(m, st, int(i), int(i), int(n)) for m, st, i, n in _rows(conn, q)]
 
 
 def blocked_reasons(conn: Connection, r: Range) -> list[tuple[str, str, int, int]]:
     """``(map, reason, visits, times)`` of blocks in range, most frequent first."""
-    t = report_rollups.c
-    n = _n("blocks").label("n")
+    s = _rolled(r, "blocks", "block_visits")
+    n = _n(s, "blocks").label("n")
     q = (
-        select(t.k1, t.k2, _n("block_visits"), n)
-        .where(_rolled(r, "blocks", "block_visits"))
-        .group_by(t.k1, t.k2)
-        .order_by(t.k1, n.desc(), t.k2)
+        select(s.c.k1, s.c.k2, _n(s, "block_visits"), n)
+        .group_by(s.c.k1, s.c.k2)
+        .order_by(s.c.k1, n.desc(), s.c.k2)
     )
     return [(m, why or "", int(v), int(c)) for m, why, v, c in _rows(conn, q)]
 
@@ -243,12 +251,12 @@ def blocked_reasons(conn: Connection, r: Range) -> list[tuple[str, str, int, int
 def attributed(conn: Connection, r: Range) -> list[tuple[str, str, int]]:
     """``(map, outcome, visits)``: visits first offered by the map in range that achieved
     the outcome after that offer."""
-    t = report_rollups.c
+    s = _rolled(r, "arm_wins")
     q = (
-        select(t.k1, t.k3, func.sum(t.n))
-        .where(and_(_rolled(r, "arm_wins"), t.k2 == "offered"))
-        .group_by(t.k1, t.k3)
-        .order_by(t.k1, t.k3)
+        select(s.c.k1, s.c.k3, func.sum(s.c.n))
+        .where(s.c.k2 == "offered")
+        .group_by(s.c.k1, s.c.k3)
+        .order_by(s.c.k1, s.c.k3)
     )
     return [(m, n, int(c)) for m, n, c in _rows(conn, q)]
 
@@ -267,14 +275,20 @@ def map_arms(conn: Connection, r: Range, maps: Sequence[str]) -> dict[tuple[str,
     range: the input of the uplift, the rule of ``GET /v1/action-maps/{name}/uplift``."""
     if not maps:
         return {}
-    t = report_rollups.c
     name = {"offered": "engaged", "holdout": "holdout"}
-    mine = and_(t.k1.in_(list(maps)), t.k2.in_(list(name)))
-    visits = select(t.k1, t.k2, func.sum(t.n)).where(and_(_rolled(r, "action_visits"), mine))
-    out = {(m, name[s]): Arm(int(n), {}) for m, s, n in _rows(conn, visits.group_by(t.k1, t.k2))}
-    wins = select(t.k1, t.k2, t.k3, func.sum(t.n)).where(and_(_rolled(r, "arm_wins"), mine))
-    for m, s, o, n in _rows(conn, wins.group_by(t.k1, t.k2, t.k3)):
-        out.setdefault((m, name[s]), Arm(0, {})).won[o] = int(n)
+    s = _rolled(r, "action_visits", "arm_wins")
+    mine = and_(s.c.k1.in_(list(maps)), s.c.k2.in_(list(name)))
+    visits = select(s.c.k1, s.c.k2, func.sum(s.c.n)).where(
+        and_(mine, s.c.metric == "action_visits")
+    )
+    out = {
+        (m, name[st]): Arm(int(n), {}) for m, st, n in _rows(conn, visits.group_by(s.c.k1, s.c.k2))
+    }
+    wins = select(s.c.k1, s.c.k2, s.c.k3, func.sum(s.c.n)).where(
+        and_(mine, s.c.metric == "arm_wins")
+    )
+    for m, st, o, n in _rows(conn, wins.group_by(s.c.k1, s.c.k2, s.c.k3)):
+        out.setdefault((m, name[st]), Arm(0, {})).won[o] = int(n)
     return out
 
 

@@ -59,14 +59,16 @@ from opportune.store.schema import (
     outcome_achievements,
     report_rollup_marks,
     report_rollups,
+    report_rollups_daily,
     segment_changes,
     sessions,
 )
 
 QUARTER_MS: Final = 900_000
+PER_DAY: Final = 96  # quarter hours in a UTC day
 REACHED: Final = ("entered", "assigned")
 ARMS: Final = ("offered", "holdout")
-CHUNK_QUARTERS: Final = 96 * 7  # a rebuild recounts a week per transaction
+CHUNK_QUARTERS: Final = PER_DAY * 7  # a rebuild recounts a week per transaction
 _LOCK_KEY: Final = 0x0F_0115  # PostgreSQL advisory lock: one rollup writer at a time
 _IN_LIST: Final = 500
 
@@ -261,12 +263,28 @@ def _lock(conn: Connection) -> None:
 
 
 def replace(conn: Connection, qa: int, qb: int, site: str | None, rows: Sequence[Row]) -> None:
-    """Quarters ``[qa, qb)``' rollup rows replaced by ``rows`` (in the caller's transaction)."""
-    t = report_rollups.c
+    """Quarters ``[qa, qb)``' rollup rows replaced by ``rows``, and the days they fall in
+    summed again from their quarters (in the caller's transaction)."""
+    t, d = report_rollups.c, report_rollups_daily.c
     where = and_(t.quarter >= qa, t.quarter < qb)
     conn.execute(delete(report_rollups).where(and_(where, t.site_id == site) if site else where))
     for i in range(0, len(rows), 5000):
         conn.execute(insert(report_rollups), [r.values() for r in rows[i : i + 5000]])
+    da, db = qa // PER_DAY, (qb - 1) // PER_DAY + 1
+    days = and_(d.day >= da, d.day < db)
+    conn.execute(
+        delete(report_rollups_daily).where(and_(days, d.site_id == site) if site else days)
+    )
+    day = (t.quarter // PER_DAY).label("day")
+    keys = [t.site_id, day, t.metric, t.k1, t.k2, t.k3]
+    inside = and_(t.quarter >= da * PER_DAY, t.quarter < db * PER_DAY)
+    sums = (
+        select(*keys, func.sum(t.n), func.sum(t.x))
+        .where(and_(inside, t.site_id == site) if site else inside)
+        .group_by(*keys)
+    )
+    cols = ["site_id", "day", "metric", "k1", "k2", "k3", "n", "x"]
+    conn.execute(insert(report_rollups_daily).from_select(cols, sums))
 
 
 def recount_into(engine: Engine, qa: int, qb: int, site: str | None = None) -> int:
@@ -413,6 +431,8 @@ def rebuild(engine: Engine, *, site: str | None = None, since_ms: int = 0) -> Pa
     if not lo:
         return Pass(0, 0, rebuilt=True)
     qa, qend = max(since_ms // QUARTER_MS, min(lo)), max(lo) + 1
+    if site is None:  # whole days: every row of a day is recounted, the days' sums dropped
+        qa, qend = qa // PER_DAY * PER_DAY, -(-qend // PER_DAY) * PER_DAY
     n_rows = 0
     for a in range(qa, qend, CHUNK_QUARTERS):
         n_rows += recount_into(engine, a, min(a + CHUNK_QUARTERS, qend), site)

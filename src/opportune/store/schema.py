@@ -448,6 +448,23 @@ report_rollups = Table(
     Index(None, "site_id", "quarter"),
 )
 
+# The same counts per UTC day (ms // 86 400 000), summed from the quarter hours whenever
+# those change: a long range reads its whole UTC days here and only its edges by quarter.
+report_rollups_daily = Table(
+    "report_rollups_daily",
+    metadata,
+    Column("site_id", String(64), nullable=False),
+    Column("day", BigInteger, nullable=False),
+    Column("metric", String(24), nullable=False),
+    Column("k1", Text, nullable=True),
+    Column("k2", String(255), nullable=True),
+    Column("k3", String(255), nullable=True),
+    Column("n", BigInteger, nullable=False),
+    Column("x", Float, nullable=True),
+    Index(None, "metric", "day", "site_id"),
+    Index(None, "site_id", "day"),
+)
+
 # How far the rollups have read the raw tables: named watermarks (ms, or an id).
 report_rollup_marks = Table(
     "report_rollup_marks",

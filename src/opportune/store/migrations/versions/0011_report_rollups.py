@@ -1,4 +1,4 @@
-"""report rollups: the reports' counts per site, UTC quarter hour, metric and key values
+"""report rollups: the reports' counts per site, UTC quarter hour (and day), metric and keys
 
 Filled by the server's rollup pass and by ``opportune reports rebuild`` (store/rollups.py);
 empty after this migration: run the rebuild once on a database with history.
@@ -41,6 +41,26 @@ def upgrade() -> None:
             batch_op.f("ix_report_rollups_site_id_quarter"), ["site_id", "quarter"], unique=False
         )
     op.create_table(
+        "report_rollups_daily",
+        sa.Column("site_id", sa.String(length=64), nullable=False),
+        sa.Column("day", sa.BigInteger(), nullable=False),
+        sa.Column("metric", sa.String(length=24), nullable=False),
+        sa.Column("k1", sa.Text(), nullable=True),
+        sa.Column("k2", sa.String(length=255), nullable=True),
+        sa.Column("k3", sa.String(length=255), nullable=True),
+        sa.Column("n", sa.BigInteger(), nullable=False),
+        sa.Column("x", sa.Float(), nullable=True),
+    )
+    with op.batch_alter_table("report_rollups_daily", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_report_rollups_daily_metric_day_site_id"),
+            ["metric", "day", "site_id"],
+            unique=False,
+        )
+        batch_op.create_index(
+            batch_op.f("ix_report_rollups_daily_site_id_day"), ["site_id", "day"], unique=False
+        )
+    op.create_table(
         "report_rollup_marks",
         sa.Column("name", sa.String(length=32), nullable=False),
         sa.Column("value", sa.BigInteger(), nullable=False),
@@ -50,6 +70,10 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("report_rollup_marks")
+    with op.batch_alter_table("report_rollups_daily", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_report_rollups_daily_site_id_day"))
+        batch_op.drop_index(batch_op.f("ix_report_rollups_daily_metric_day_site_id"))
+    op.drop_table("report_rollups_daily")
     with op.batch_alter_table("report_rollups", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_report_rollups_site_id_quarter"))
         batch_op.drop_index(batch_op.f("ix_report_rollups_metric_quarter_site_id"))
