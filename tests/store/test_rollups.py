@@ -404,3 +404,31 @@ def test_a_rebuild_drops_the_rollups_of_rows_deleted_since(engine: Engine) -> No
         ).scalar_one()
     assert left == 0
     assert_same(engine)
+
+
+@pytest.mark.parametrize(
+    ("tz", "interval"),
+    [
+        ("America/New_York", "day"),  # the clocks go back on 2026-11-01 at 06:00 UTC
+        ("America/New_York", "hour"),
+        ("Asia/Kolkata", "hour"),  # half an hour off UTC
+        ("Asia/Kathmandu", "day"),  # a quarter hour off
+        ("UTC", "hour"),
+    ],
+)
+def test_buckets_summed_in_the_database_equal_the_quarters_folded(
+    engine: Engine, tz: str, interval: str
+) -> None:
+    seed(engine, random.Random(3))
+    catch_up(engine, now_ms=NOW1, margin_ms=MARGIN, max_age_ms=MAX_AGE)
+    w = window("2026-10-31", "2026-11-03", tz, interval, today=date(2026, 11, 5))
+    r = w.range()
+    with engine.connect() as conn:
+        for read in (q.visits_by_quarter, q.segment_entries_by_quarter, q.outcomes_by_quarter):
+            folded: Counter[tuple[str, Any]] = Counter()
+            for quarter, key, n in read(conn, r):
+                folded[(w.label(quarter), key)] += n
+            summed: Counter[tuple[str, Any]] = Counter()
+            for quarter, key, n in read(conn, r, w.stretches()):
+                summed[(w.label(quarter), key)] += n
+            assert summed == folded and sum(folded.values()) > 0, read.__name__

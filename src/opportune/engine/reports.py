@@ -81,6 +81,25 @@ class Window:
             self._labels[quarter] = found
         return found
 
+    def stretches(self) -> q.Buckets:
+        """The range's buckets for the database to sum: stretches of quarter hours with one
+        offset from UTC (a new one at each clock change), buckets of a day or an hour."""
+        zone, first, end = self.zone, self.start_ms // q.QUARTER_MS, self.end_ms // q.QUARTER_MS
+
+        def offset(quarter: int) -> int:
+            t = datetime.fromtimestamp(quarter * q.QUARTER_MS / 1000, zone)
+            return int(t.utcoffset().total_seconds()) // 900  # type: ignore[union-attr]
+
+        out: list[tuple[int, int, int]] = []
+        start, current = first, offset(first)
+        for hour in range(first + 4, end, 4):  # clock changes fall between two hour checks
+            if offset(hour) != current:
+                change = next(k for k in range(hour - 3, hour + 1) if offset(k) != current)
+                out.append((start, change, current))
+                start, current = change, offset(change)
+        out.append((start, end, current))
+        return q.Buckets(96 if self.interval == "day" else 4, tuple(out))
+
     def buckets(self) -> list[str]:
         """Every bucket of the range in order, empty ones included."""
         if self.interval == "day":
@@ -184,7 +203,10 @@ def visitors(conn: Connection, w: Window, d: Definitions, site: str | None = Non
     """Visits over time (new and returning), devices, browsers, pages, referrers, campaigns."""
     r = w.range(site)
     totals = q.visit_totals(conn, r)
-    kinds = [(qq, "new" if new else "returning", n) for qq, new, n in q.visits_by_quarter(conn, r)]
+    kinds = [
+        (qq, "new" if new else "returning", n)
+        for qq, new, n in q.visits_by_quarter(conn, r, w.stretches())
+    ]
     series = _over_time(w, kinds, ["new", "returning"])
     over = Table(
         ("bucket", "visits", "new", "returning"), [[b, n + o, n, o] for b, n, o in series.rows]
@@ -230,7 +252,7 @@ def segments(conn: Connection, w: Window, d: Definitions, site: str | None = Non
                 ("segment", "visits", "visitors", "entries", "shareOfVisits"),
                 [[s, v, p, n, ratio(v, visits)] for s, v, p, n in reached],
             ),
-            "overTime": _over_time(w, q.segment_entries_by_quarter(conn, r), names),
+            "overTime": _over_time(w, q.segment_entries_by_quarter(conn, r, w.stretches()), names),
         },
         {"visits": visits},
     )
@@ -253,7 +275,7 @@ def outcomes(conn: Connection, w: Window, d: Definitions, site: str | None = Non
                 ("outcome", "visits", "visitors", "conversionRate", "value"),
                 [[n, v, p, ratio(v, visits), val] for n, (v, p, val) in rows],
             ),
-            "overTime": _over_time(w, q.outcomes_by_quarter(conn, r), names),
+            "overTime": _over_time(w, q.outcomes_by_quarter(conn, r, w.stretches()), names),
             "bySegment": Table(
                 ("segment", "outcome", "segmentVisits", "converted", "conversionRate"),
                 [[s, n, reached.get(s, 0), c, ratio(c, reached.get(s, 0))] for s, n, c in conv],

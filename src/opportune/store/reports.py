@@ -30,7 +30,7 @@ from opportune.store.schema import (
     sessions,
 )
 
-__all__ = ["QUARTER_MS", "Arm", "InteractionRow", "Range"]
+__all__ = ["QUARTER_MS", "Arm", "Buckets", "InteractionRow", "Range"]
 TOP: Final = 20  # rows of a "top" table (pages, referrers, campaigns)
 
 
@@ -92,13 +92,38 @@ def _rolled(r: Range, *metrics: str) -> Any:
     return union_all(*parts).subquery() if len(parts) > 1 else parts[0].subquery()
 
 
-def _by_quarter(conn: Connection, r: Range, metric: str) -> list[tuple[int, Any, int]]:
-    """``(quarter, first key, n)`` of one metric."""
+@dataclass(frozen=True, slots=True)
+class Buckets:
+    """Local buckets of ``size`` quarter hours (96: days, 4: hours) over stretches of
+    quarters ``[first, end)`` in which the zone is ``offset`` quarter hours ahead of UTC:
+    the database sums each bucket, ``(quarter + offset) // size``, rather than every
+    quarter hour being read. ``size`` 1 with no stretches: quarter by quarter."""
+
+    size: int = 1
+    stretches: tuple[tuple[int, int, int], ...] = ()
+
+
+def _by_quarter(
+    conn: Connection, r: Range, metric: str, b: Buckets | None = None
+) -> list[tuple[int, Any, int]]:
+    """``(quarter, first key, n)`` of one metric; with buckets, the quarter is the first of
+    each bucket (of each stretch: a bucket split by a clock change comes in two rows)."""
     t = report_rollups.c
     qs = quarters_of(r.start_ms, r.end_ms)
-    cond = _site(r, t.site_id, and_(t.metric == metric, t.quarter >= qs.start, t.quarter < qs.stop))
-    q = select(t.quarter, t.k1, func.sum(t.n)).where(cond).group_by(t.quarter, t.k1)
-    return [(int(qq), k, int(n)) for qq, k, n in _rows(conn, q)]
+    out: list[tuple[int, Any, int]] = []
+    for first, end, offset in b.stretches if b and b.stretches else ((qs.start, qs.stop, 0),):
+        lo, hi = max(first, qs.start), min(end, qs.stop)
+        if lo >= hi:
+            continue
+        size = b.size if b else 1
+        bucket = ((t.quarter + offset) // size).label("b") if size > 1 else t.quarter
+        cond = _site(r, t.site_id, and_(t.metric == metric, t.quarter >= lo, t.quarter < hi))
+        q = select(bucket, t.k1, func.sum(t.n)).where(cond).group_by(bucket, t.k1)
+        out += [
+            (max(lo, int(k) * size - offset) if size > 1 else int(k), key, int(n))
+            for k, key, n in _rows(conn, q)
+        ]
+    return out
 
 
 def _n(s: Any, metric: str) -> Any:
@@ -115,9 +140,11 @@ def _distinct(conn: Connection, q: Any) -> dict[Any, int]:
 # -- visitor activity -------------------------------------------------------------------
 
 
-def visits_by_quarter(conn: Connection, r: Range) -> list[tuple[int, bool, int]]:
+def visits_by_quarter(
+    conn: Connection, r: Range, b: Buckets | None = None
+) -> list[tuple[int, bool, int]]:
     """``(quarter, new visitor?, visits)``: a visit is new when it is its visitor's first."""
-    return [(qq, k == "new", n) for qq, k, n in _by_quarter(conn, r, "visits")]
+    return [(qq, k == "new", n) for qq, k, n in _by_quarter(conn, r, "visits", b)]
 
 
 def visit_totals(conn: Connection, r: Range) -> dict[str, int]:
@@ -190,9 +217,11 @@ def segments_reached(conn: Connection, r: Range) -> list[tuple[str, int, int, in
     return [(g, int(v), who.get(g, 0), int(n)) for g, v, n in _rows(conn, q)]
 
 
-def segment_entries_by_quarter(conn: Connection, r: Range) -> list[tuple[int, str, int]]:
+def segment_entries_by_quarter(
+    conn: Connection, r: Range, b: Buckets | None = None
+) -> list[tuple[int, str, int]]:
     """``(quarter, segment, entries)``."""
-    return _by_quarter(conn, r, "segment_entries")
+    return _by_quarter(conn, r, "segment_entries", b)
 
 
 def outcomes_achieved(conn: Connection, r: Range) -> list[tuple[str, int, int, float]]:
@@ -212,9 +241,11 @@ def outcomes_achieved(conn: Connection, r: Range) -> list[tuple[str, int, int, f
     return [(n, int(v), who.get(n, 0), float(val)) for n, v, val in _rows(conn, q)]
 
 
-def outcomes_by_quarter(conn: Connection, r: Range) -> list[tuple[int, str, int]]:
+def outcomes_by_quarter(
+    conn: Connection, r: Range, b: Buckets | None = None
+) -> list[tuple[int, str, int]]:
     """``(quarter, outcome, visits achieving it)``."""
-    return _by_quarter(conn, r, "outcomes")
+    return _by_quarter(conn, r, "outcomes", b)
 
 
 def conversion_by_segment(conn: Connection, r: Range) -> list[tuple[str, str, int]]:
