@@ -49,7 +49,24 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import Engine, and_, case, delete, exists, func, insert, or_, select, text
+from sqlalchemy import (
+    Engine,
+    Float,
+    String,
+    Text,
+    and_,
+    case,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -87,31 +104,6 @@ def runs(quarters: Iterable[int]) -> list[tuple[int, int]]:
         else:
             out.append((q, q + 1))
     return out
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One rollup row: ``n`` (and ``x``) of ``metric`` with ``keys`` in a site's quarter."""
-
-    site_id: str
-    quarter: int
-    metric: str
-    keys: tuple[Any, ...]
-    n: int
-    x: float | None = None
-
-    def values(self) -> dict[str, Any]:
-        k = (*self.keys, None, None, None)
-        return {
-            "site_id": self.site_id,
-            "quarter": self.quarter,
-            "metric": self.metric,
-            "k1": k[0],
-            "k2": k[1],
-            "k3": k[2],
-            "n": self.n,
-            "x": self.x,
-        }
 
 
 # -- the recount of quarters [qa, qb) -----------------------------------------------------
@@ -239,20 +231,25 @@ METRICS: Final = (
 _SUMS: Final = frozenset({"visits", "outcomes"})  # their last column is ``x``
 
 
-def recount(conn: Connection, qa: int, qb: int, site: str | None = None) -> list[Row]:
-    """Every metric's rows of quarters ``[qa, qb)`` (one site's, or every site's), counted
-    from the raw tables."""
-    out: list[Row] = []
+def _as_rows(metric: str, q: Select[Any]) -> Select[Any]:
+    """A metric's select as ``report_rollups``' columns, in their order."""
+    site, quarter, *rest = q.selected_columns
+    *keys, n = rest if metric not in _SUMS else rest[:-1]
+    x = rest[-1] if metric in _SUMS else cast(null(), Float)
+    pads = [cast(null(), Text), cast(null(), String), cast(null(), String)][len(keys) :]
+    return q.with_only_columns(site, quarter, literal(metric, String), *keys, *pads, n, x)
+
+
+_COLUMNS: Final = ("site_id", "quarter", "metric", "k1", "k2", "k3", "n", "x")
+
+
+def recount(conn: Connection, qa: int, qb: int, site: str | None = None) -> None:
+    """Every metric of quarters ``[qa, qb)`` (one site's, or every site's) counted from the
+    raw tables into ``report_rollups`` by the database itself. The quarters' old rows must
+    be gone (``replace`` deletes them first)."""
     for family in _FAMILIES:
         for metric, q in family(qa, qb, site):
-            for r in conn.execute(q):
-                if metric in _SUMS:
-                    *head, n, x = r
-                    out.append(Row(head[0], int(head[1]), metric, tuple(head[2:]), int(n), x))
-                else:
-                    *head, n = r
-                    out.append(Row(head[0], int(head[1]), metric, tuple(head[2:]), int(n)))
-    return out
+            conn.execute(insert(report_rollups).from_select(list(_COLUMNS), _as_rows(metric, q)))
 
 
 def _lock(conn: Connection) -> None:
@@ -262,14 +259,15 @@ def _lock(conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
 
 
-def replace(conn: Connection, qa: int, qb: int, site: str | None, rows: Sequence[Row]) -> None:
-    """Quarters ``[qa, qb)``' rollup rows replaced by ``rows``, and the days they fall in
-    summed again from their quarters (in the caller's transaction)."""
+def replace(conn: Connection, qa: int, qb: int, site: str | None = None) -> int:
+    """Quarters ``[qa, qb)`` recounted in place of their rows, and the days they fall in
+    summed again from their quarters (in the caller's transaction); rows written."""
     t, d = report_rollups.c, report_rollups_daily.c
     where = and_(t.quarter >= qa, t.quarter < qb)
-    conn.execute(delete(report_rollups).where(and_(where, t.site_id == site) if site else where))
-    for i in range(0, len(rows), 5000):
-        conn.execute(insert(report_rollups), [r.values() for r in rows[i : i + 5000]])
+    where = and_(where, t.site_id == site) if site else where
+    conn.execute(delete(report_rollups).where(where))
+    recount(conn, qa, qb, site)
+    written = int(conn.execute(select(func.count()).where(where)).scalar_one())
     da, db = qa // PER_DAY, (qb - 1) // PER_DAY + 1
     days = and_(d.day >= da, d.day < db)
     conn.execute(
@@ -285,15 +283,14 @@ def replace(conn: Connection, qa: int, qb: int, site: str | None, rows: Sequence
     )
     cols = ["site_id", "day", "metric", "k1", "k2", "k3", "n", "x"]
     conn.execute(insert(report_rollups_daily).from_select(cols, sums))
+    return written
 
 
 def recount_into(engine: Engine, qa: int, qb: int, site: str | None = None) -> int:
     """Recount quarters ``[qa, qb)`` and replace their rows, in one transaction: rows written."""
     with engine.begin() as conn:
         _lock(conn)
-        rows = recount(conn, qa, qb, site)
-        replace(conn, qa, qb, site, rows)
-    return len(rows)
+        return replace(conn, qa, qb, site)
 
 
 # -- what changed since the last pass ---------------------------------------------------
@@ -387,10 +384,8 @@ def catch_up(engine: Engine, *, now_ms: int, margin_ms: int, max_age_ms: int) ->
         _lock(conn)
         for site in sorted(dirty):
             for qa, qb in runs(dirty[site]):
-                rows = recount(conn, qa, qb, site)
-                replace(conn, qa, qb, site, rows)
+                n_rows += replace(conn, qa, qb, site)
                 n_quarters += qb - qa
-                n_rows += len(rows)
         _set_marks(conn, new | {"received": now_ms})
     return Pass(n_quarters, n_rows)
 
