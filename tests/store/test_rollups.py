@@ -23,9 +23,11 @@ from opportune.core.actionmaps import instance_id
 from opportune.engine.reports import window
 from opportune.store import reports as q
 from opportune.store.db import make_engine
+from opportune.store.gdpr import erase_customer
 from opportune.store.rollups import QUARTER_MS, catch_up, rebuild
 from opportune.store.schema import (
     action_events,
+    customers,
     events,
     outcome_achievements,
     report_rollups,
@@ -432,3 +434,22 @@ def test_buckets_summed_in_the_database_equal_the_quarters_folded(
             for quarter, key, n in read(conn, r, w.stretches()):
                 summed[(w.label(quarter), key)] += n
             assert summed == folded and sum(folded.values()) > 0, read.__name__
+
+
+def test_an_erasure_recounts_the_quarters_of_the_visits_it_deletes(engine: Engine) -> None:
+    raw = seed(engine, random.Random(11))
+    catch_up(engine, now_ms=NOW1, margin_ms=MARGIN, max_age_ms=MAX_AGE)
+    theirs = [v.id for v in raw.visits.values() if v.visitor in ("v3", "v4")]
+    assert theirs
+    with engine.begin() as conn:
+        conn.execute(
+            insert(customers).values(id="c1", site_id="shop", created_at=T0, updated_at=T0)
+        )
+        conn.execute(update(sessions).where(sessions.c.id.in_(theirs)).values(customer_id="c1"))
+    before = answered(engine, ranges()[0])
+    with engine.begin() as conn:
+        erase_customer(conn, "c1", now_ms=NOW1)
+    assert answered(engine, ranges()[0])["totals"]["visits"] == before["totals"]["visits"] - len(
+        theirs
+    )
+    assert_same(engine)

@@ -344,6 +344,39 @@ def touched(
     return out
 
 
+def visit_quarters(conn: Connection, session_ids: Sequence[str]) -> dict[str, set[int]]:
+    """Per site, the quarters these visits' rows lie in (their span, and their action
+    events': a report of an offer can come after the visit's last event)."""
+    s, a = sessions.c, action_events.c
+    out: dict[str, set[int]] = {}
+    for i in range(0, len(session_ids), _IN_LIST):
+        chunk = list(session_ids[i : i + _IN_LIST])
+        spans = select(s.site_id, s.started_at, s.last_event_at).where(s.id.in_(chunk))
+        acted = (
+            select(a.site_id, func.min(a.at), func.max(a.at))
+            .where(a.session_id.in_(chunk))
+            .group_by(a.site_id, a.session_id)
+        )
+        for q in (spans, acted):
+            for site, lo, hi in conn.execute(q):
+                out.setdefault(site, set()).update(
+                    range(int(lo) // QUARTER_MS, int(hi) // QUARTER_MS + 1)
+                )
+    return out
+
+
+def recount_quarters(conn: Connection, quarters: dict[str, set[int]]) -> tuple[int, int]:
+    """Recount these quarters of each site in the caller's transaction (after a deletion:
+    an erasure); ``(quarters, rows)``."""
+    _lock(conn)
+    n_quarters = n_rows = 0
+    for site in sorted(quarters):
+        for qa, qb in runs(quarters[site]):
+            n_rows += replace(conn, qa, qb, site)
+            n_quarters += qb - qa
+    return n_quarters, n_rows
+
+
 @dataclass(frozen=True, slots=True)
 class Pass:
     """What a pass did: quarters recounted (per site summed) and rows written."""
@@ -379,13 +412,8 @@ def catch_up(engine: Engine, *, now_ms: int, margin_ms: int, max_age_ms: int) ->
     new = {k: marks[k] for k in ("action_id", "action_top", "action_top_at")}
     if now_ms - new["action_top_at"] >= margin_ms:
         new = {"action_id": new["action_top"], "action_top": top, "action_top_at": now_ms}
-    n_quarters = n_rows = 0
     with engine.begin() as conn:
-        _lock(conn)
-        for site in sorted(dirty):
-            for qa, qb in runs(dirty[site]):
-                n_rows += replace(conn, qa, qb, site)
-                n_quarters += qb - qa
+        n_quarters, n_rows = recount_quarters(conn, dirty)
         _set_marks(conn, new | {"received": now_ms})
     return Pass(n_quarters, n_rows)
 
@@ -414,18 +442,20 @@ def _span(conn: Connection, site: str | None) -> tuple[int, int] | None:
 
 def rebuild(engine: Engine, *, site: str | None = None, since_ms: int = 0) -> Pass:
     """Recount every quarter from ``since_ms`` on (of one site, or of all), a week per
-    transaction; rollup rows of quarters with no raw rows left are deleted too."""
+    transaction, rollup rows of quarters whose raw rows were deleted included. Quarters
+    before the oldest raw row are kept: their rows were purged past retention, and the
+    rollups, counts without personal data, are all that is left of them."""
     with engine.connect() as conn:
         span = _span(conn, site)
         t = report_rollups.c
-        q = select(func.min(t.quarter), func.max(t.quarter))
+        q = select(func.max(t.quarter))
         if site is not None:
             q = q.where(t.site_id == site)
-        kept = conn.execute(q).one()
-    lo = [v // QUARTER_MS for v in (span or ())] + [int(v) for v in kept if v is not None]
-    if not lo:
+        kept = conn.execute(q).scalar_one()
+    if span is None:
         return Pass(0, 0, rebuilt=True)
-    qa, qend = max(since_ms // QUARTER_MS, min(lo)), max(lo) + 1
+    qa = max(since_ms, span[0]) // QUARTER_MS
+    qend = max(span[1] // QUARTER_MS, int(kept) if kept is not None else 0) + 1
     if site is None:  # whole days: every row of a day is recounted, the days' sums dropped
         qa, qend = qa // PER_DAY * PER_DAY, -(-qend // PER_DAY) * PER_DAY
     n_rows = 0
