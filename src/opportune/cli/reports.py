@@ -41,18 +41,21 @@ def reports_rebuild(site: str | None, since: str | None, **opts: Any) -> None:
 
     since_ms = _since_ms(since)
     engine = open_database(settings_from(**opts))
-    if site is not None:
-        with engine.connect() as conn:
-            known = {
-                s
-                for t in (sessions, report_rollups)
-                for (s,) in conn.execute(select(t.c.site_id).group_by(t.c.site_id))
-            }
-        if site not in known:
-            have = ", ".join(sorted(known)) or "none yet"
-            fail(f"no site {site!r} in this database (sites with data: {have})", 2)
-    t0 = time.perf_counter()
-    done = rebuild(engine, site=site, since_ms=since_ms)
+    try:
+        if site is not None:
+            with engine.connect() as conn:
+                known = {
+                    s
+                    for t in (sessions, report_rollups)
+                    for (s,) in conn.execute(select(t.c.site_id).group_by(t.c.site_id))
+                }
+            if site not in known:
+                have = ", ".join(sorted(known)) or "none yet"
+                fail(f"no site {site!r} in this database (sites with data: {have})", 2)
+        t0 = time.perf_counter()
+        done = rebuild(engine, site=site, since_ms=since_ms)
+    finally:
+        engine.dispose()
     click.echo(
         f"recounted {done.quarters} quarter hours ({done.quarters / 96:.1f} days) into "
         f"{done.rows} rollup rows in {time.perf_counter() - t0:.1f} s"
