@@ -22,6 +22,7 @@ from sqlalchemy.sql import ColumnElement
 
 from opportune.store.rollups import PER_DAY, QUARTER_MS, quarters_of
 from opportune.store.schema import (
+    agent_presence_log,
     interactions,
     outcome_achievements,
     report_rollups,
@@ -358,3 +359,41 @@ def interactions_in(conn: Connection, r: Range) -> list[InteractionRow]:
         .order_by(t.c.arrived_at, t.c.id)
     )
     return [InteractionRow(*row) for row in _rows(conn, q)]
+
+
+def presence_history(conn: Connection, r: Range) -> dict[str, list[tuple[int, str]]]:
+    """Per agent, ``(at, presence)`` in order: the presence in force at the range's start
+    (if any), then every change in range."""
+    p = agent_presence_log.c
+    last = (
+        select(p.agent_id, func.max(p.at).label("at"))
+        .where(p.at < r.start_ms)
+        .group_by(p.agent_id)
+        .subquery()
+    )
+    before = select(p.agent_id, p.at, p.id, p.presence).join(
+        last, and_(p.agent_id == last.c.agent_id, p.at == last.c.at)
+    )
+    during = select(p.agent_id, p.at, p.id, p.presence).where(r.within(p.at))
+    rows = sorted(_rows(conn, before) + _rows(conn, during), key=lambda x: (x[0], x[1], x[2]))
+    out: dict[str, list[tuple[int, str]]] = {}
+    for agent, at, _, presence in rows:  # two rows at one instant: the later one holds
+        out.setdefault(agent, []).append((max(int(at), r.start_ms), presence))
+    return out
+
+
+def handling_spans(conn: Connection, r: Range, now_ms: int) -> dict[str, list[tuple[int, int]]]:
+    """Per agent, ``(assigned, ended)`` of the interactions they held during the range (one
+    still assigned: until ``now_ms``)."""
+    t = interactions.c
+    end = func.coalesce(t.ended_at, now_ms)
+    q = select(t.agent_id, t.assigned_at, end).where(
+        t.agent_id.is_not(None),
+        t.assigned_at.is_not(None),
+        t.assigned_at < r.end_ms,
+        end > r.start_ms,
+    )
+    out: dict[str, list[tuple[int, int]]] = {}
+    for agent, a, e in _rows(conn, q):
+        out.setdefault(agent, []).append((int(a), int(e)))
+    return out

@@ -296,6 +296,20 @@ agent_state = Table(
     Column("updated_at", BigInteger, nullable=False),
 )
 
+# Every presence an agent was put in, and when: the history the occupancy report needs
+# (``agent_state`` keeps only the present). Written with the change, so a presence never
+# changes without its row.
+agent_presence_log = Table(
+    "agent_presence_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("agent_id", String(64), nullable=False),
+    Column("presence", String(12), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Index(None, "agent_id", "at"),
+    Index(None, "at"),
+)
+
 interactions = Table(
     "interactions",
     metadata,

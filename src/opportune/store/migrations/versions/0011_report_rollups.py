@@ -1,7 +1,9 @@
 """report rollups: the reports' counts per site, UTC quarter hour (and day), metric and keys
 
-Filled by the server's rollup pass and by ``opportune reports rebuild`` (store/rollups.py);
-empty after this migration: run the rebuild once on a database with history.
+Also ``agent_presence_log``: every presence an agent was put in, for the occupancy report.
+
+The rollups are filled by the server's rollup pass (whose first pass on a database with
+history rebuilds them) and by ``opportune reports rebuild`` (store/rollups.py).
 
 Revision ID: 0011
 Revises: 0009
@@ -67,8 +69,26 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("name", name=op.f("pk_report_rollup_marks")),
     )
 
+    op.create_table(
+        "agent_presence_log",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("agent_id", sa.String(length=64), nullable=False),
+        sa.Column("presence", sa.String(length=12), nullable=False),
+        sa.Column("at", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_agent_presence_log")),
+    )
+    with op.batch_alter_table("agent_presence_log", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_agent_presence_log_agent_id_at"), ["agent_id", "at"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_agent_presence_log_at"), ["at"], unique=False)
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("agent_presence_log", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_agent_presence_log_at"))
+        batch_op.drop_index(batch_op.f("ix_agent_presence_log_agent_id_at"))
+    op.drop_table("agent_presence_log")
     op.drop_table("report_rollup_marks")
     with op.batch_alter_table("report_rollups_daily", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_report_rollups_daily_site_id_day"))
