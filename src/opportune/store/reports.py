@@ -62,7 +62,8 @@ def _site(r: Range, column: Any, cond: ColumnElement[bool]) -> ColumnElement[boo
 
 
 def _metric(column: Any, metrics: Sequence[str]) -> ColumnElement[bool]:
-    return column.in_(metrics) if len(metrics) > 1 else column == metrics[0]
+    cond: ColumnElement[bool] = column.in_(metrics) if len(metrics) > 1 else column == metrics[0]
+    return cond
 
 
 def _rolled(r: Range, *metrics: str) -> Any:
