@@ -73,11 +73,11 @@ COLUMNS = {
 
 
 def generate(
-    n_events: int, days: int, end_ms: int, seed: int = 15, tag: str = ""
+    n_events: int, days: float, end_ms: int, seed: int = 15, tag: str = ""
 ) -> Iterator[dict[str, list]]:
     """Chunks of raw rows per table, about 50,000 events each."""
     rng = random.Random(seed)
-    start_ms = end_ms - days * 86_400_000
+    start_ms = end_ms - int(days * 86_400_000)
     visitors = max(1, n_events // 10)
     numbers: dict[int, int] = {}
     made = k = 0
@@ -87,7 +87,7 @@ def generate(
         numbers[v] = numbers.get(v, 0) + 1
         vid, sid, site = f"v{v}", f"s{tag}{k}", "shop" if v % 5 else "blog"
         k += 1
-        t = start_ms + rng.randrange(days * 86_400_000 - 3_600_000)
+        t = start_ms + rng.randrange(int(days * 86_400_000 * 0.9))
         t0, pages, n = t, 0, min(rng.randint(1, 9), n_events - made)
         for i in range(n):
             t += rng.randrange(90_000)
@@ -185,10 +185,11 @@ def run(name: str, engine: Engine, loader: Callable[..., None], args: argparse.N
     print(f"{name}: rollups rebuilt in {rebuild_s:.1f} s", flush=True)
     with engine.connect() as conn:
         n_rollups = conn.execute(text("SELECT count(*) FROM report_rollups")).scalar_one()
-    # The server's pass after a batch: 500 events of 100 new visits, received now.
+    # The server's pass after 5 s of a live site: 500 events of visits started in the last
+    # half hour, received now.
     now_ms = int(time.time() * 1000)
     catch_up(engine, now_ms=now_ms - 60_000, margin_ms=30_000, max_age_ms=3_720_000)
-    fresh = generate(500, 1, now_ms, seed=99, tag="new")
+    fresh = generate(500, 1 / 24, now_ms, seed=99, tag="new")
     loader(
         engine, ({t: [_now(t, r, now_ms) for r in rows] for t, rows in c.items()} for c in fresh)
     )

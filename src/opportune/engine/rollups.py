@@ -2,9 +2,9 @@
 background, and one before a report is read, so a report counts what was just stored.
 
 A pass recounts only the quarter hours touched since the last one (``store/rollups.py``);
-passes of one process never overlap (a lock), and a report does not wait behind a long
-pass (the first one on a database with history rebuilds it all): it answers from the
-rollups as they are.
+passes of one process never overlap (a lock), and a report waits a few seconds at most
+behind a pass in progress (the first one on a database with history rebuilds it all):
+then it answers from the rollups as they are.
 
 >>> import tempfile, pathlib
 >>> from opportune.store.db import make_engine, migrate
@@ -43,10 +43,12 @@ class Rollups:
         self.interval_s = interval_s
         self._lock = threading.Lock()
 
-    def catch_up(self, *, now_ms: int | None = None, wait: bool = True) -> Pass | None:
-        """One pass (blocking: call in a thread); ``None`` when another one is running and
-        ``wait`` is false."""
-        if not self._lock.acquire(blocking=wait):
+    def catch_up(self, *, now_ms: int | None = None, wait_s: float | None = None) -> Pass | None:
+        """One pass (blocking: call in a thread). With ``wait_s`` (a report about to read)
+        it waits at most that long for a pass in progress, ``None`` if it is still running
+        then, and never rebuilds: the first pass on a database with history is the
+        background loop's."""
+        if not self._lock.acquire(timeout=-1 if wait_s is None else wait_s):
             return None
         try:
             return rollups.catch_up(
@@ -54,6 +56,7 @@ class Rollups:
                 now_ms=int(time.time() * 1000) if now_ms is None else now_ms,
                 margin_ms=self.margin_ms,
                 max_age_ms=self.max_age_ms,
+                may_rebuild=wait_s is None,
             )
         finally:
             self._lock.release()

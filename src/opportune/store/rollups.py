@@ -259,16 +259,24 @@ def _lock(conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
 
 
-def replace(conn: Connection, qa: int, qb: int, site: str | None = None) -> int:
-    """Quarters ``[qa, qb)`` recounted in place of their rows, and the days they fall in
-    summed again from their quarters (in the caller's transaction); rows written."""
-    t, d = report_rollups.c, report_rollups_daily.c
+def replace(
+    conn: Connection, qa: int, qb: int, site: str | None = None, *, days: bool = True
+) -> int:
+    """Quarters ``[qa, qb)`` recounted in place of their rows, and unless not ``days`` the
+    days they fall in summed again (in the caller's transaction); rows written."""
+    t = report_rollups.c
     where = and_(t.quarter >= qa, t.quarter < qb)
     where = and_(where, t.site_id == site) if site else where
     conn.execute(delete(report_rollups).where(where))
     recount(conn, qa, qb, site)
-    written = int(conn.execute(select(func.count()).where(where)).scalar_one())
-    da, db = qa // PER_DAY, (qb - 1) // PER_DAY + 1
+    if days:
+        resum_days(conn, qa // PER_DAY, (qb - 1) // PER_DAY + 1, site)
+    return int(conn.execute(select(func.count()).where(where)).scalar_one())
+
+
+def resum_days(conn: Connection, da: int, db: int, site: str | None = None) -> None:
+    """UTC days ``[da, db)``' daily rows summed again from their quarters."""
+    t, d = report_rollups.c, report_rollups_daily.c
     days = and_(d.day >= da, d.day < db)
     conn.execute(
         delete(report_rollups_daily).where(and_(days, d.site_id == site) if site else days)
@@ -283,7 +291,6 @@ def replace(conn: Connection, qa: int, qb: int, site: str | None = None) -> int:
     )
     cols = ["site_id", "day", "metric", "k1", "k2", "k3", "n", "x"]
     conn.execute(insert(report_rollups_daily).from_select(cols, sums))
-    return written
 
 
 def recount_into(engine: Engine, qa: int, qb: int, site: str | None = None) -> int:
@@ -372,8 +379,10 @@ def recount_quarters(conn: Connection, quarters: dict[str, set[int]]) -> tuple[i
     n_quarters = n_rows = 0
     for site in sorted(quarters):
         for qa, qb in runs(quarters[site]):
-            n_rows += replace(conn, qa, qb, site)
+            n_rows += replace(conn, qa, qb, site, days=False)
             n_quarters += qb - qa
+        for da, db in runs(q // PER_DAY for q in quarters[site]):
+            resum_days(conn, da, db, site)
     return n_quarters, n_rows
 
 
@@ -386,10 +395,13 @@ class Pass:
     rebuilt: bool = False
 
 
-def catch_up(engine: Engine, *, now_ms: int, margin_ms: int, max_age_ms: int) -> Pass:
+def catch_up(
+    engine: Engine, *, now_ms: int, margin_ms: int, max_age_ms: int, may_rebuild: bool = True
+) -> Pass:
     """One incremental pass: recount the quarters touched since the last pass (re-reading
     the last ``margin_ms`` of receipts, so a transaction that commits late is not missed).
-    Without marks (a new database, or one migrated with history) it rebuilds everything."""
+    Without marks (a new database, or one migrated with history) it rebuilds everything,
+    unless not ``may_rebuild`` (then it does nothing)."""
     with engine.connect() as conn:
         marks = _marks(conn)
         top = int(conn.execute(select(func.coalesce(func.max(action_events.c.id), 0))).scalar_one())
@@ -400,6 +412,8 @@ def catch_up(engine: Engine, *, now_ms: int, margin_ms: int, max_age_ms: int) ->
                 max_age_ms=max_age_ms,
                 action_id_above=marks["action_id"],
             )
+    if "received" not in marks and not may_rebuild:
+        return Pass(0, 0)
     if "received" not in marks:
         done = rebuild(engine)
         with engine.begin() as conn:
