@@ -34,6 +34,7 @@ from opportune.store.schema import (
     report_rollups_daily,
     segment_changes,
     sessions,
+    visitors,
 )
 
 T0 = 1_793_491_200_000  # 2026-11-01 00:00 UTC
@@ -94,6 +95,22 @@ class Raw:
                     utm_medium=rng.choice(["cpc", None]),
                 )
             )  # fmt: skip
+            # The visitor's row, as the writer keeps it: its latest visit's start.
+            known = conn.execute(
+                select(visitors.c.last_visit_at).where(visitors.c.id == visitor)
+            ).scalar_one_or_none()
+            if known is None:
+                conn.execute(
+                    insert(visitors).values(
+                        id=visitor, site_id=site, first_seen_at=start, last_visit_at=start
+                    )
+                )
+            else:
+                conn.execute(
+                    update(visitors)
+                    .where(visitors.c.id == visitor)
+                    .values(last_visit_at=max(known, start))
+                )
         self.activity(engine, v, start, rng.randint(1, 9), received)
         return v
 
@@ -165,7 +182,8 @@ def seed(engine: Engine, rng: random.Random) -> Raw:
     visitors = [f"v{i}" for i in range(25)]
     for _ in range(70):
         start = T0 + rng.randint(0, DAYS * 24 * HOUR)
-        raw.visit(engine, start, rng.choice(SITES), rng.choice(visitors), received=start)
+        who = rng.choice(visitors)  # a visitor id is one site's
+        raw.visit(engine, start, SITES[int(who[1:]) % 2], who, received=start)
     return raw
 
 
@@ -316,7 +334,11 @@ def ranges() -> list[q.Range]:
     whole = window("2026-10-31", "2026-11-04", "UTC", "day", today=date(2026, 11, 5))
     kolkata = window("2026-11-02", "2026-11-03", "Asia/Kolkata", "hour", today=date(2026, 11, 5))
     madrid = window("2026-11-01", "2026-11-01", "Europe/Madrid", "day", today=date(2026, 11, 5))
+    # Ends after now: the visitors are counted on their latest visit (store/reports.py).
+    to_now = window("2026-10-31", "2027-02-01", "UTC", "day", today=date(2027, 2, 1))
     return [
+        to_now.range(),
+        to_now.range("blog"),
         whole.range(),
         whole.range("shop"),
         kolkata.range(),
@@ -399,6 +421,7 @@ def test_a_rebuild_drops_the_rollups_of_rows_deleted_since(engine: Engine) -> No
                     t.c.session_id.in_(gone) if t is not sessions else t.c.id.in_(gone)
                 )
             )
+        conn.execute(visitors.delete().where(visitors.c.site_id == "blog"))
     rebuild(engine)
     with engine.connect() as conn:
         left = conn.execute(
@@ -446,6 +469,9 @@ def test_an_erasure_recounts_the_quarters_of_the_visits_it_deletes(engine: Engin
             insert(customers).values(id="c1", site_id="shop", created_at=T0, updated_at=T0)
         )
         conn.execute(update(sessions).where(sessions.c.id.in_(theirs)).values(customer_id="c1"))
+        conn.execute(
+            update(visitors).where(visitors.c.id.in_(["v3", "v4"])).values(customer_id="c1")
+        )
     before = answered(engine, ranges()[0])
     with engine.begin() as conn:
         erase_customer(conn, "c1", now_ms=NOW1)

@@ -242,7 +242,7 @@ def visitors(conn: Connection, w: Window, d: Definitions, site: str | None = Non
 def segments(conn: Connection, w: Window, d: Definitions, site: str | None = None) -> Report:
     """Segments reached: visits and visitors per segment, entries over time."""
     r = w.range(site)
-    visits = q.visit_totals(conn, r)["visits"]
+    visits = q.visit_totals(conn, r, visitors=False)["visits"]
     reached = q.segments_reached(conn, r)
     names = [s for s, *_ in reached]
     return Report(
@@ -261,7 +261,7 @@ def segments(conn: Connection, w: Window, d: Definitions, site: str | None = Non
 def outcomes(conn: Connection, w: Window, d: Definitions, site: str | None = None) -> Report:
     """Outcomes achieved (visits, rate, value), over time, and conversion by segment."""
     r = w.range(site)
-    visits = q.visit_totals(conn, r)["visits"]
+    visits = q.visit_totals(conn, r, visitors=False)["visits"]
     achieved = q.outcomes_achieved(conn, r)
     names = sorted({n for n, *_ in achieved} | set(d.outcomes))
     got = {n: (v, p, val) for n, v, p, val in achieved}

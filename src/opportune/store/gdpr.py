@@ -164,8 +164,13 @@ def erase_customer(conn: Connection, customer_id: str, *, now_ms: int) -> Erased
         left = conn.execute(
             select(func.count()).select_from(sessions).where(sessions.c.visitor_id == vid)
         ).scalar_one()
-        if left:
-            conn.execute(update(visitors).where(visitors.c.id == vid).values(customer_id=None))
+        if left:  # its latest visit may have been theirs (the reports count on it)
+            latest = select(func.max(sessions.c.started_at)).where(sessions.c.visitor_id == vid)
+            conn.execute(
+                update(visitors)
+                .where(visitors.c.id == vid)
+                .values(customer_id=None, last_visit_at=latest.scalar_subquery())
+            )
         else:
             n_visitors += conn.execute(delete(visitors).where(visitors.c.id == vid)).rowcount
     n_idents = conn.execute(
