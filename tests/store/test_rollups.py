@@ -17,6 +17,8 @@ from datetime import date
 from typing import Any
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy import Engine, func, insert, select, update
 
 from opportune.core.actionmaps import instance_id
@@ -29,6 +31,7 @@ from opportune.store.schema import (
     action_events,
     customers,
     events,
+    metadata,
     outcome_achievements,
     report_rollups,
     report_rollups_daily,
@@ -479,3 +482,10 @@ def test_an_erasure_recounts_the_quarters_of_the_visits_it_deletes(engine: Engin
         theirs
     )
     assert_same(engine)
+
+
+def test_the_migration_creates_the_tables_the_schema_declares(engine: Engine) -> None:
+    with engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+    mine = ("report_rollup", "agent_presence_log")
+    assert [d for d in diffs if any(t in repr(d) for t in mine)] == []
