@@ -38,6 +38,7 @@ from sqlalchemy import Engine, create_engine, text  # noqa: E402
 from opportune.core.actionmaps import instance_id  # noqa: E402
 from opportune.engine.reports import WEB_REPORTS, Definitions, MapInfo, window  # noqa: E402
 from opportune.store.db import make_engine, migrate  # noqa: E402
+from opportune.store.reports import distinct_visitors  # noqa: E402
 from opportune.store.rollups import catch_up, rebuild  # noqa: E402
 
 PG_ADMIN = os.environ.get(
@@ -63,6 +64,7 @@ COLUMNS = {
         "visitor_id", "ts", "event_id", "site_id", "session_id", "received_at", "seq", "type",
         "url",
     ),
+    "visitors": ("id", "site_id", "first_seen_at", "last_visit_at", "session_count"),
     "segment_changes": ("site_id", "segment", "change", "at", "session_id", "visitor_id"),
     "outcome_achievements": (
         "session_id", "outcome", "site_id", "visitor_id", "achieved_at", "value", "event_id",
@@ -81,6 +83,7 @@ def generate(
     start_ms = end_ms - int(days * 86_400_000)
     visitors = max(1, n_events // 10)
     numbers: dict[int, int] = {}
+    seen: dict[int, tuple[int, int]] = {}  # visitor: (first visit, latest visit)
     made = k = 0
     chunk: dict[str, list] = {t: [] for t in COLUMNS}
     while made < n_events:
@@ -90,6 +93,8 @@ def generate(
         k += 1
         t = start_ms + rng.randrange(int(days * 86_400_000 * 0.9))
         t0, pages, n = t, 0, min(rng.randint(1, 9), n_events - made)
+        a, b = seen.get(v, (t0, t0))
+        seen[v] = (min(a, t0), max(b, t0))
         for i in range(n):
             t += rng.randrange(90_000)
             kind = rng.choice(("page_view", "page_view", "page_view", "search", "custom"))
@@ -122,6 +127,10 @@ def generate(
         if len(chunk["events"]) >= 50_000:
             yield chunk
             chunk = {t: [] for t in COLUMNS}
+    # The visitors' rows, as the writer keeps them (the reports count on their last visit).
+    chunk["visitors"] = [
+        (f"v{v}", "shop" if v % 5 else "blog", a, b, numbers[v]) for v, (a, b) in seen.items()
+    ]
     yield chunk
 
 
@@ -209,6 +218,11 @@ def run(name: str, engine: Engine, loader: Callable[..., None], args: argparse.N
         (last - timedelta(days=31)).isoformat(), (last - timedelta(days=1)).isoformat(),
         "Europe/Madrid", "hour", today=last,
     )  # fmt: skip
+    with engine.connect() as conn:  # the two ways of counting visitors agree
+        r = whole.range()
+        fast = distinct_visitors(conn, r)
+        slow = distinct_visitors(conn, r, now_ms=r.end_ms)
+        assert fast == slow, (fast, slow)
     times: dict[str, tuple[float, float]] = {}
     for report, build in WEB_REPORTS.items():
         with engine.connect() as conn:
@@ -222,9 +236,15 @@ def run(name: str, engine: Engine, loader: Callable[..., None], args: argparse.N
 
 
 def _now(table: str, row: tuple, now_ms: int) -> tuple:
-    """A generated row moved to be received now (the events' ``received_at``)."""
+    """A generated row moved to be received now (the events' ``received_at``), its visitor
+    a new one."""
     if table == "events":
-        return (*row[:5], now_ms, *row[6:])
+        return ("new-" + row[0], *row[1:5], now_ms, *row[6:])
+    if table == "visitors":
+        return ("new-" + row[0], *row[1:])
+    if table in ("sessions", "segment_changes", "outcome_achievements", "action_events"):
+        i = COLUMNS[table].index("visitor_id")
+        return (*row[:i], "new-" + row[i], *row[i + 1 :])
     return row
 
 
@@ -264,7 +284,7 @@ def main() -> None:
         )
     print(
         f"\n{'report':16}"
-        + "".join(f"{r['name'] + ' 90 d/day':>22}{'31 d/hour':>14}" for r in results)
+        + "".join(f"{r['name'] + f' {args.days} d/day':>22}{'31 d/hour':>14}" for r in results)
     )
     for report in WEB_REPORTS:
         cells = "".join(
