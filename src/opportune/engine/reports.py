@@ -265,7 +265,7 @@ def outcomes(conn: Connection, w: Window, d: Definitions, site: str | None = Non
     achieved = q.outcomes_achieved(conn, r)
     names = sorted({n for n, *_ in achieved} | set(d.outcomes))
     got = {n: (v, p, val) for n, v, p, val in achieved}
-    reached = {s: v for s, v, _, _ in q.segments_reached(conn, r)}
+    reached = {s: v for s, v, _, _ in q.segments_reached(conn, r, visitors=False)}
     conv = q.conversion_by_segment(conn, r)
     rows = [(n, got.get(n, (0, 0, 0.0))) for n in names]
     return Report(

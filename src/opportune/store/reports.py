@@ -219,19 +219,26 @@ def top_pages(conn: Connection, r: Range, limit: int = TOP) -> list[tuple[str, i
 _REACHED: Final = ("entered", "assigned")
 
 
-def segments_reached(conn: Connection, r: Range) -> list[tuple[str, int, int, int]]:
-    """``(segment, visits, visitors, entries)`` of segments entered or assigned in range."""
+def segments_reached(
+    conn: Connection, r: Range, *, visitors: bool = True
+) -> list[tuple[str, int, int, int]]:
+    """``(segment, visits, visitors, entries)`` of segments entered or assigned in range
+    (visitors 0 unless ``visitors``: they are the costly part)."""
     s, c = _rolled(r, "segment_visits", "segment_entries"), segment_changes.c
     q = (
         select(s.c.k1, _n(s, "segment_visits"), _n(s, "segment_entries"))
         .group_by(s.c.k1)
         .order_by(s.c.k1)
     )
-    who = _distinct(
-        conn,
-        select(c.segment, c.visitor_id)
-        .where(and_(r.within(c.at, c.site_id), c.change.in_(_REACHED)))
-        .group_by(c.segment, c.visitor_id),
+    who = (
+        _distinct(
+            conn,
+            select(c.segment, c.visitor_id)
+            .where(and_(r.within(c.at, c.site_id), c.change.in_(_REACHED)))
+            .group_by(c.segment, c.visitor_id),
+        )
+        if visitors
+        else {}
     )
     return [(g, int(v), who.get(g, 0), int(n)) for g, v, n in _rows(conn, q)]
 
