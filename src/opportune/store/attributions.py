@@ -63,7 +63,9 @@ def handled_by(conn: Connection, conversation_ids: Sequence[str]) -> dict[str, s
     return out
 
 
-def insert(conn: Connection, records: Iterable[AttributionRecord], *, received_ms: int) -> set[str]:
+def insert(
+    conn: Connection, records: Iterable[AttributionRecord], *, received_ms: int
+) -> set[str]:
     """Store the records the database does not hold yet; the ids it stored. A record
     another process stored meanwhile (after this request checked) is skipped by the
     database's key, not answered with an error: it is a duplicate like any other."""
