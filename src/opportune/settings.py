@@ -98,6 +98,18 @@ class Settings(BaseSettings):
         le=60,
         description="Seconds between looks for API-changed rules",
     )
+    rollup_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="Seconds between passes that bring the reports' rollups up to date",
+    )
+    rollup_margin_s: int = Field(
+        default=30,
+        ge=0,
+        le=3600,
+        description="Each rollup pass re-reads receipts this far back: a late commit counts",
+    )
 
     @field_validator("data_dir")
     @classmethod

@@ -30,6 +30,7 @@ from opportune.engine.enrichment import GeoResolver
 from opportune.engine.ingest import Ingestor
 from opportune.engine.live import LiveStore, Loader, RedisLiveStore
 from opportune.engine.live_now import RedisLiveNow
+from opportune.engine.rollups import Rollups
 from opportune.engine.rules import RuleBook
 from opportune.engine.scoring import OutcomeScorer
 from opportune.engine.webhooks import WebhookWorker
@@ -62,6 +63,7 @@ class Runtime:
     router: Router | None = None  # built with the admin API
     chat: ChatService | None = None  # built with the routing engine
     live_now: RedisLiveNow | None = None  # Live Now shared through Redis (else in memory)
+    rollups: Rollups | None = None  # the reports' rollups kept up to date
 
     async def route_ticks(self, stop: asyncio.Event, every_s: float = 1.0) -> None:
         """Until ``stop``: route again whatever waits, so a held interaction falls back when
@@ -172,6 +174,12 @@ def build_runtime(settings: Settings, *, auto_migrate: bool = True) -> Runtime:
         live_now=RedisLiveNow(ingestor.live_now, settings.redis_url, prefix=settings.redis_prefix)
         if settings.redis_url
         else None,
+        rollups=Rollups(
+            engine,
+            margin_s=settings.rollup_margin_s,
+            max_age_s=settings.max_event_age_s + settings.max_future_skew_s,
+            interval_s=settings.rollup_interval_s,
+        ),
     )
 
 
@@ -257,6 +265,7 @@ class _Tasks:
         self.sender = loop.create_task(rt.webhooks.run()) if rt.webhooks else None
         self.chat = loop.create_task(rt.chat.run(self.stop)) if rt.chat else None
         self.live_now = loop.create_task(rt.live_now.run(self.stop)) if rt.live_now else None
+        self.rollups = loop.create_task(rt.rollups.run(self.stop)) if rt.rollups else None
         self.retrain = self.routing_retrain = None
         if rt.settings.retrain_interval_h > 0:
             self._start_retraining(loop)
@@ -300,6 +309,8 @@ class _Tasks:
             await self.chat
         if self.live_now is not None:
             await self.live_now
+        if self.rollups is not None:
+            await self.rollups
         await _cancel(self.retrain)
         if self.sender is not None and self.runtime.webhooks is not None:
             self.runtime.webhooks.stop()  # let a pass in progress finish its database work

@@ -44,9 +44,12 @@ TABLE_TITLES: Final = {
     "segments": "Segments", "outcomes": "Outcomes", "bySegment": "Conversion by segment",
     "maps": "Per map", "blocked": "Blocked, by reason", "attributed": "Outcomes attributed",
     "uplift": "Uplift against the holdout (95% interval)", "offers": "Click-through",
-    "queues": "Per queue", "agents": "Agents", "comparison": "Predictive vs standard",
+    "queues": "Per queue", "agents": "Agents", "occupancy": "Occupancy",
+    "comparison": "Predictive vs standard",
 }  # fmt: skip
-_PERCENT: Final = ("Pct", "Rate", "share", "serviceLevel", "shareOfVisits", "clickThrough")
+_PERCENT: Final = (
+    "Pct", "Rate", "share", "serviceLevel", "shareOfVisits", "clickThrough", "occupancy",
+)  # fmt: skip
 
 
 def fmt(value: Any, column: str) -> str:

@@ -80,10 +80,18 @@ def parse_window(query: dict[str, str]) -> Window:
         raise error(422, "bad_parameter", str(exc), path=exc.param) from None
 
 
+REPORT_WAIT_S: Final = 5.0  # a pass in progress takes milliseconds to seconds; a rebuild, minutes
+
+
 def build(request: Request, name: str, w: Window, site: str | None) -> Report:
     """Report ``name`` over ``w`` on a connection of its own (blocking: call in a thread)."""
-    d = definitions(request.app.state.runtime)
-    engine = request.app.state.runtime.ingestor.engine
+    runtime = request.app.state.runtime
+    d = definitions(runtime)
+    engine = runtime.ingestor.engine
+    if name in WEB_REPORTS and runtime.rollups is not None:
+        # What was stored up to now is counted; behind a long pass (a rebuild) the report
+        # answers from the rollups as they are rather than wait.
+        runtime.rollups.catch_up(wait_s=REPORT_WAIT_S)
     with engine.connect() as conn:
         if name in WEB_REPORTS:
             return WEB_REPORTS[name](conn, w, d, site)

@@ -3,7 +3,8 @@
 ``serve`` and ``demo`` run the server; ``migrate`` the schema; ``config`` validates a
 workspace; ``gdpr`` exports, erases and purges; ``import`` takes a customer's history;
 ``simulate`` runs the simulators; ``train`` and ``models`` build and manage the models;
-``users`` manages who signs in to /agent.
+``users`` manages who signs in to /agent; ``reports rebuild`` recounts the reports'
+rollups.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from opportune.cli.errors import Guarded
 from opportune.cli.gdpr import gdpr
 from opportune.cli.imports import import_group
 from opportune.cli.models import models
+from opportune.cli.reports import reports
 from opportune.cli.serve import serve
 from opportune.cli.simulate import simulate
 from opportune.cli.train import train
@@ -31,5 +33,17 @@ def main() -> None:
     """Opportune: predictive engagement and predictive routing, self-hosted."""
 
 
-for _command in (serve, demo, migrate, config, gdpr, import_group, simulate, train, models, users):
+for _command in (
+    serve,
+    demo,
+    migrate,
+    config,
+    gdpr,
+    import_group,
+    simulate,
+    train,
+    models,
+    users,
+    reports,
+):
     main.add_command(_command)

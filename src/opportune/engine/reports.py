@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.engine import Connection
 
-from opportune.core.valuation import compare, summarise
+from opportune.core.valuation import ArmSummary, compare
 from opportune.store import reports as q
 
 Interval = Literal["day", "hour"]
@@ -80,6 +80,25 @@ class Window:
                 found = t.replace(minute=0).isoformat(timespec="minutes")
             self._labels[quarter] = found
         return found
+
+    def stretches(self) -> q.Buckets:
+        """The range's buckets for the database to sum: stretches of quarter hours with one
+        offset from UTC (a new one at each clock change), buckets of a day or an hour."""
+        zone, first, end = self.zone, self.start_ms // q.QUARTER_MS, self.end_ms // q.QUARTER_MS
+
+        def offset(quarter: int) -> int:
+            t = datetime.fromtimestamp(quarter * q.QUARTER_MS / 1000, zone)
+            return int(t.utcoffset().total_seconds()) // 900  # type: ignore[union-attr]
+
+        out: list[tuple[int, int, int]] = []
+        start, current = first, offset(first)
+        for hour in range(first + 4, end, 4):  # clock changes fall between two hour checks
+            if offset(hour) != current:
+                change = next(k for k in range(hour - 3, hour + 1) if offset(k) != current)
+                out.append((start, change, current))
+                start, current = change, offset(change)
+        out.append((start, end, current))
+        return q.Buckets(96 if self.interval == "day" else 4, tuple(out))
 
     def buckets(self) -> list[str]:
         """Every bucket of the range in order, empty ones included."""
@@ -184,33 +203,36 @@ def visitors(conn: Connection, w: Window, d: Definitions, site: str | None = Non
     """Visits over time (new and returning), devices, browsers, pages, referrers, campaigns."""
     r = w.range(site)
     totals = q.visit_totals(conn, r)
-    kinds = [(qq, "new" if new else "returning", n) for qq, new, n in q.visits_by_quarter(conn, r)]
+    kinds = [
+        (qq, "new" if new else "returning", n)
+        for qq, new, n in q.visits_by_quarter(conn, r, w.stretches())
+    ]
     series = _over_time(w, kinds, ["new", "returning"])
     over = Table(
         ("bucket", "visits", "new", "returning"), [[b, n + o, n, o] for b, n, o in series.rows]
     )
 
-    def by(*cols: str) -> list[list[Any]]:
+    def by(metric: str) -> list[list[Any]]:
         return [
             [
-                *(v if v is not None else "(none)" for v in row[:-2]),
-                row[-2],
-                ratio(row[-2], totals["visits"]),
+                *(v if v is not None else "(none)" for v in row[:-1]),
+                row[-1],
+                ratio(row[-1], totals["visits"]),
             ]
-            for row in q.visits_by(conn, r, *cols)
+            for row in q.visits_by(conn, r, metric)
         ]
 
     return Report(
         "visitors",
         {
             "overTime": over,
-            "devices": Table(("device", "visits", "share"), by("device_type")),
-            "browsers": Table(("browser", "visits", "share"), by("browser")),
+            "devices": Table(("device", "visits", "share"), by("devices")),
+            "browsers": Table(("browser", "visits", "share"), by("browsers")),
             "pages": Table(("url", "pageViews", "visits"), [list(p) for p in q.top_pages(conn, r)]),
-            "referrers": Table(("referrer", "visits", "share"), by("referrer_domain")),
+            "referrers": Table(("referrer", "visits", "share"), by("referrers")),
             "campaigns": Table(
                 ("campaign", "source", "medium", "visits", "share"),
-                by("utm_campaign", "utm_source", "utm_medium"),
+                by("campaigns"),
             ),
         },
         totals,
@@ -220,7 +242,7 @@ def visitors(conn: Connection, w: Window, d: Definitions, site: str | None = Non
 def segments(conn: Connection, w: Window, d: Definitions, site: str | None = None) -> Report:
     """Segments reached: visits and visitors per segment, entries over time."""
     r = w.range(site)
-    visits = q.visit_totals(conn, r)["visits"]
+    visits = q.visit_totals(conn, r, visitors=False)["visits"]
     reached = q.segments_reached(conn, r)
     names = [s for s, *_ in reached]
     return Report(
@@ -230,7 +252,7 @@ def segments(conn: Connection, w: Window, d: Definitions, site: str | None = Non
                 ("segment", "visits", "visitors", "entries", "shareOfVisits"),
                 [[s, v, p, n, ratio(v, visits)] for s, v, p, n in reached],
             ),
-            "overTime": _over_time(w, q.segment_entries_by_quarter(conn, r), names),
+            "overTime": _over_time(w, q.segment_entries_by_quarter(conn, r, w.stretches()), names),
         },
         {"visits": visits},
     )
@@ -239,11 +261,11 @@ def segments(conn: Connection, w: Window, d: Definitions, site: str | None = Non
 def outcomes(conn: Connection, w: Window, d: Definitions, site: str | None = None) -> Report:
     """Outcomes achieved (visits, rate, value), over time, and conversion by segment."""
     r = w.range(site)
-    visits = q.visit_totals(conn, r)["visits"]
+    visits = q.visit_totals(conn, r, visitors=False)["visits"]
     achieved = q.outcomes_achieved(conn, r)
     names = sorted({n for n, *_ in achieved} | set(d.outcomes))
     got = {n: (v, p, val) for n, v, p, val in achieved}
-    reached = {s: v for s, v, _, _ in q.segments_reached(conn, r)}
+    reached = {s: v for s, v, _, _ in q.segments_reached(conn, r, visitors=False)}
     conv = q.conversion_by_segment(conn, r)
     rows = [(n, got.get(n, (0, 0, 0.0))) for n in names]
     return Report(
@@ -253,7 +275,7 @@ def outcomes(conn: Connection, w: Window, d: Definitions, site: str | None = Non
                 ("outcome", "visits", "visitors", "conversionRate", "value"),
                 [[n, v, p, ratio(v, visits), val] for n, (v, p, val) in rows],
             ),
-            "overTime": _over_time(w, q.outcomes_by_quarter(conn, r), names),
+            "overTime": _over_time(w, q.outcomes_by_quarter(conn, r, w.stretches()), names),
             "bySegment": Table(
                 ("segment", "outcome", "segmentVisits", "converted", "conversionRate"),
                 [[s, n, reached.get(s, 0), c, ratio(c, reached.get(s, 0))] for s, n, c in conv],
@@ -326,20 +348,25 @@ def action_maps(conn: Connection, w: Window, d: Definitions, site: str | None = 
 
 
 def uplift_rows(
-    arms: Mapping[tuple[str, str], list[Any]], maps: Sequence[str], outcomes: Sequence[str]
+    arms: Mapping[tuple[str, str], q.Arm], maps: Sequence[str], outcomes: Sequence[str]
 ) -> list[list[Any]]:
     """Per map and outcome: each arm's visits achieving the outcome after the decision, and
-    the uplift with its interval (``core.valuation.compare``) once both arms have visits."""
+    the uplift with its interval (``core.valuation.compare``) once both arms have visits.
+
+    >>> arms = {("m", "engaged"): q.Arm(3, {"buy": 1}), ("m", "holdout"): q.Arm(1, {"buy": 1})}
+    >>> uplift_rows(arms, ["m"], ["buy"])[0][:9]
+    ['m', 'buy', 3, 1, 0.3333, 1, 1, 1.0, -0.6667]
+    """
     rows = []
+    none = q.Arm(0, {})
     for m in maps:
-        engaged, holdout = arms.get((m, "engaged"), []), arms.get((m, "holdout"), [])
+        engaged, holdout = arms.get((m, "engaged"), none), arms.get((m, "holdout"), none)
         for o in outcomes:
-            e = [1.0 if o in won and won[o] >= at else 0.0 for _, at, won in engaged]
-            h = [1.0 if o in won and won[o] >= at else 0.0 for _, at, won in holdout]
-            row: list[Any] = [m, o, len(e), int(sum(e)), ratio(sum(e), len(e))]
-            row += [len(h), int(sum(h)), ratio(sum(h), len(h))]
-            if e and h:
-                c = compare(summarise(e), summarise(h), binary=True)
+            ke, kh = engaged.won.get(o, 0), holdout.won.get(o, 0)
+            row: list[Any] = [m, o, engaged.visits, ke, ratio(ke, engaged.visits)]
+            row += [holdout.visits, kh, ratio(kh, holdout.visits)]
+            if engaged.visits and holdout.visits:
+                c = compare(_binary(ke, engaged.visits), _binary(kh, holdout.visits), binary=True)
                 row += [
                     round(c.uplift, 4),
                     round(c.ci_low, 4),
@@ -350,6 +377,14 @@ def uplift_rows(
                 row += [None, None, None, None]
             rows.append(row)
     return rows
+
+
+def _binary(won: int, visits: int) -> ArmSummary:
+    """The summary of ``visits`` yes/no labels of which ``won`` are yes (``summarise``'s,
+    without the list)."""
+    mean = won / visits
+    variance = visits * mean * (1 - mean) / (visits - 1) if visits > 1 else 0.0
+    return ArmSummary(n=visits, mean=mean, variance=variance, mean_wait_s=0.0, mean_handle_s=0.0)
 
 
 def content_offers(conn: Connection, w: Window, d: Definitions, site: str | None = None) -> Report:

@@ -118,6 +118,51 @@ def _agents(
     )
 
 
+def _union(spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        elif a < b:
+            out.append((a, b))
+    return out
+
+
+def occupancy(
+    changes: Sequence[tuple[int, str]], held: Sequence[tuple[int, int]], start: int, end: int
+) -> tuple[int, int]:
+    """``(signed in, busy)`` in ms over ``[start, end)``: signed in while the presence in
+    force is not ``offline``; busy while signed in and holding at least one interaction
+    (two chats at once are busy once).
+
+    >>> occupancy([(0, "available"), (60, "offline")], [(10, 30), (20, 40), (50, 90)], 0, 100)
+    (60, 40)
+    """
+    bounds = [*changes[1:], (end, "")]
+    signed = [
+        (max(a, start), min(b, end))
+        for (a, p), (b, _) in zip(changes, bounds, strict=True)
+        if p != "offline" and min(b, end) > max(a, start)
+    ]
+    busy = 0
+    for a, b in _union(held):
+        for s, e in signed:
+            busy += max(0, min(b, e) - max(a, s))
+    return sum(e - s for s, e in signed), busy
+
+
+def _occupancy(conn: Connection, w: Window, now_ms: int) -> Table:
+    """Per agent: time signed in, time busy on interactions meanwhile, and their ratio."""
+    end = min(w.end_ms, max(now_ms, w.start_ms))
+    r = q.Range(w.start_ms, end)
+    changes, held = q.presence_history(conn, r), q.handling_spans(conn, r, now_ms)
+    rows = []
+    for agent in sorted(set(changes) | set(held)):
+        signed, busy = occupancy(changes.get(agent, []), held.get(agent, []), r.start_ms, end)
+        rows.append([agent, round(signed / 1000, 3), round(busy / 1000, 3), ratio(busy, signed)])
+    return Table(("agent", "signedInS", "busyS", "occupancy"), rows)
+
+
 def queues(
     conn: Connection, w: Window, d: Definitions, site: str | None = None, *, now_ms: int = 0
 ) -> Report:
@@ -140,8 +185,8 @@ def queues(
             "queues": Table(QUEUE_COLUMNS, summary),
             "overTime": Table(("bucket", *QUEUE_COLUMNS), over),
             "agents": _agents(conn, w, d, rows, now_ms or w.end_ms),
+            "occupancy": _occupancy(conn, w, now_ms or w.end_ms),
         },
-        notes=["Occupancy is not reported: agents' presence over time is not recorded."],
     )
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 from opportune.store.conversations import erase as erase_conversations
 from opportune.store.conversations import transcripts
 from opportune.store.customers import chunks, get_customer_row
+from opportune.store.rollups import recount_quarters, visit_quarters
 from opportune.store.schema import (
     action_events,
     customer_identifiers,
@@ -153,15 +154,23 @@ def erase_customer(conn: Connection, customer_id: str, *, now_ms: int) -> Erased
         .where(or_(interactions.c.customer_id.in_(ids), interactions.c.visitor_id.in_(vis)))
         .values(customer_id=None, visitor_id=None)
     )
+    # The reports' rollups of the quarters these visits lay in are recounted without them.
+    quarters = visit_quarters(conn, [s.id for s in sess])
     n_sessions, n_events = _erase_visits(conn, sess)
+    recount_quarters(conn, quarters)
     # A shared device keeps the visits of its other people; an emptied one goes.
     n_visitors = 0
     for vid in vis:
         left = conn.execute(
             select(func.count()).select_from(sessions).where(sessions.c.visitor_id == vid)
         ).scalar_one()
-        if left:
-            conn.execute(update(visitors).where(visitors.c.id == vid).values(customer_id=None))
+        if left:  # its latest visit may have been theirs (the reports count on it)
+            latest = select(func.max(sessions.c.started_at)).where(sessions.c.visitor_id == vid)
+            conn.execute(
+                update(visitors)
+                .where(visitors.c.id == vid)
+                .values(customer_id=None, last_visit_at=latest.scalar_subquery())
+            )
         else:
             n_visitors += conn.execute(delete(visitors).where(visitors.c.id == vid)).rowcount
     n_idents = conn.execute(

@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Row
 
-from opportune.store.schema import agent_state, interactions, queue_presence
+from opportune.store.schema import agent_presence_log, agent_state, interactions, queue_presence
 
 # Any constant shared by every server process: one dispatch pass at a time.
 DISPATCH_LOCK = 720601
@@ -122,6 +122,10 @@ def release_agent(conn: Connection, agent_id: str, *, now_ms: int) -> None:
 
 
 def set_presence(conn: Connection, agent_id: str, presence: str, *, now_ms: int) -> None:
+    """The agent's presence from now on, and its row in the history (occupancy reads it)."""
+    conn.execute(
+        agent_presence_log.insert().values(agent_id=agent_id, presence=presence, at=now_ms)
+    )
     done = conn.execute(
         update(agent_state)
         .where(agent_state.c.agent_id == agent_id)

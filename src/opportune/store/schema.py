@@ -300,6 +300,20 @@ agent_state = Table(
     Column("updated_at", BigInteger, nullable=False),
 )
 
+# Every presence an agent was put in, and when: the history the occupancy report needs
+# (``agent_state`` keeps only the present). Written with the change, so a presence never
+# changes without its row.
+agent_presence_log = Table(
+    "agent_presence_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("agent_id", String(64), nullable=False),
+    Column("presence", String(12), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Index(None, "agent_id", "at"),
+    Index(None, "at"),
+)
+
 interactions = Table(
     "interactions",
     metadata,
@@ -449,4 +463,48 @@ audit_log = Table(
     Column("before", JSON, nullable=True),
     Column("after", JSON, nullable=True),
     Index(None, "kind", "name"),
+)
+
+# The reports' counts, pre-aggregated per site, UTC quarter hour (ms // 900 000), metric and
+# up to three key values (store/rollups.py lists the metrics; docs/reports.md). A quarter's
+# rows are replaced together, recounted from the raw tables, so there is no primary key:
+# keys may be NULL (a visit without a referrer) and a recount never updates in place.
+report_rollups = Table(
+    "report_rollups",
+    metadata,
+    Column("site_id", String(64), nullable=False),
+    Column("quarter", BigInteger, nullable=False),
+    Column("metric", String(24), nullable=False),
+    Column("k1", Text, nullable=True),
+    Column("k2", String(255), nullable=True),
+    Column("k3", String(255), nullable=True),
+    Column("n", BigInteger, nullable=False),
+    Column("x", Float, nullable=True),  # a sum that is not a count (page views, value)
+    Index(None, "metric", "quarter", "site_id"),
+    Index(None, "site_id", "quarter"),
+)
+
+# The same counts per UTC day (ms // 86 400 000), summed from the quarter hours whenever
+# those change: a long range reads its whole UTC days here and only its edges by quarter.
+report_rollups_daily = Table(
+    "report_rollups_daily",
+    metadata,
+    Column("site_id", String(64), nullable=False),
+    Column("day", BigInteger, nullable=False),
+    Column("metric", String(24), nullable=False),
+    Column("k1", Text, nullable=True),
+    Column("k2", String(255), nullable=True),
+    Column("k3", String(255), nullable=True),
+    Column("n", BigInteger, nullable=False),
+    Column("x", Float, nullable=True),
+    Index(None, "metric", "day", "site_id"),
+    Index(None, "site_id", "day"),
+)
+
+# How far the rollups have read the raw tables: named watermarks (ms, or an id).
+report_rollup_marks = Table(
+    "report_rollup_marks",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", BigInteger, nullable=False),
 )

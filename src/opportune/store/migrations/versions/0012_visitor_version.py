@@ -7,7 +7,7 @@ process holding a stale state, is refused by the database and judges its batch a
 the stored truth. Existing visitors start at 0, what a state read from them says.
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-06
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0010"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
