@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
+
 from opportune.core.events import Batch, Context, Event
 from opportune.core.history import (
     HistoryEvent,
@@ -30,6 +32,8 @@ from opportune.core.history import (
     identify_for,
 )
 from opportune.engine.ingest import IngestError, Ingestor
+from opportune.store import rollups
+from opportune.store.schema import sessions
 from opportune.workspace import Site
 
 # A decoded line: its number and the event, or its number and why it was refused.
@@ -136,6 +140,10 @@ class HistoryImport:
         # the identify is made when it changes, not on every line.
         self._customer_of: dict[str, str] = {}
         self._problems: list[Problem] = []  # the window's, told in line order at its end
+        # What the run stored, for the reports' rollups: their background pass follows
+        # receipts and would never see history (received, for the pipeline, at its own ts).
+        self._visitors: set[str] = set()
+        self._span: tuple[int, int] | None = None
 
     async def run(
         self, lines: Iterable[Line], *, committed: Callable[[ImportSummary], None] | None = None
@@ -155,7 +163,27 @@ class HistoryImport:
                 await self._window(window, last, committed, started)
                 window = []
         await self._window(window, last, committed, started)
+        await asyncio.to_thread(self._recount_reports)
         return self.summary
+
+    def _recount_reports(self) -> None:
+        """Recount the reports' rollups of the quarters the stored visits span (in one
+        transaction, as an erasure does): imported history is in the reports at once."""
+        if self._span is None or not self._visitors:
+            return
+        low, high = self._span
+        visitors = sorted(self._visitors)
+        with self.ingestor.engine.begin() as conn:
+            sids: set[str] = set()
+            for i in range(0, len(visitors), 500):
+                chunk = visitors[i : i + 500]
+                q = select(sessions.c.id).where(
+                    sessions.c.visitor_id.in_(chunk),
+                    sessions.c.last_event_at >= low,
+                    sessions.c.started_at <= high,
+                )
+                sids.update(r[0] for r in conn.execute(q))
+            rollups.recount_quarters(conn, rollups.visit_quarters(conn, sorted(sids)))
 
     async def _window(
         self,
@@ -262,6 +290,12 @@ class HistoryImport:
         s = self.summary
         s.identities += len(made)
         s.imported += result.accepted
+        if result.accepted:
+            self._visitors.add(batch.visitor_id)
+            lo, hi = events[0].ts, events[-1].ts
+            self._span = (
+                (lo, hi) if self._span is None else (min(self._span[0], lo), max(self._span[1], hi))
+            )
         s.duplicates += result.duplicates
         low, high = events[0].ts, events[-1].ts
         s.first_ts = low if s.first_ts is None else min(s.first_ts, low)
