@@ -25,3 +25,7 @@ def test_the_hold_weighs_the_queues_own_figures() -> None:
     assert p.mean_handle_s == pytest.approx(240.0)
     assert p.arrival_rate_per_s == pytest.approx(0.05)
     assert p.patience_s == pytest.approx(90.0)
+    anchor = PredictiveDoc(enabled=True, method="greedy", hold_rule="anchor")
+    assert core_queue(doc.model_copy(update={"predictive": anchor}), None).predictive.hold_rule == (
+        "anchor"
+    )

@@ -107,6 +107,7 @@ def core_queue(doc: QueueDoc, kpi: KpiDoc | None) -> Queue:
             balance=p.balance,
             reserve_weight=p.reserve_weight,
             method=p.method,
+            hold_rule=p.hold_rule,
             service_level_s=parse_duration(doc.service_level_within, []) / 1000,
             mean_handle_s=parse_duration(doc.handle_time, []) / 1000,
             arrival_rate_per_s=doc.arrival_rate_per_hour / 3600,
