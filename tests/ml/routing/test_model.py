@@ -289,3 +289,18 @@ def test_a_model_saved_before_shape_terms_still_loads_and_predicts_the_same(
     ids = center.agent_ids
     pair = center.pair("en", ids)
     assert loaded.predict(x, ids, (0.0,), pair) == pytest.approx(old.predict(x, ids, (0.0,), pair))
+
+
+def test_features_missing_everywhere_or_often_are_no_trouble() -> None:
+    """Server history: journey features are missing for most customers, one for all."""
+    data = synthetic(2, rookie_rows=0)
+    rng = np.random.default_rng(2)
+    x = np.hstack(
+        [data.customer, np.full((len(data), 1), np.nan), rng.integers(0, 3, (len(data), 1))]
+    )
+    x[rng.random(len(data)) < 0.7, 3] = np.nan
+    sparse = TrainingSet(x, data.context, data.agents, data.labels, data.times_ms)
+    m = RoutingModel.fit(sparse, agent_model="ridge")
+    assert np.isfinite(m.slope_scale).all()
+    p = m.predict([0.1, np.nan, np.nan, 2.0], ["v0", "v9"])
+    assert np.isfinite(p).all() and (p > 0).all()

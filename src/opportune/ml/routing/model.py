@@ -334,11 +334,12 @@ class RoutingModel:
         by_gain = np.argsort(-gain, kind="stable")
         self.slope_idx = np.sort(by_gain[:MAX_SLOPE_FEATURES]) if d else np.zeros(0, dtype=int)
         cols = train.customer[:, self.slope_idx]
-        with np.errstate(all="ignore"):
-            mean = (
-                np.nan_to_num(np.nanmean(cols, axis=0), nan=0.0) if len(cols) else cols[0:0].sum(0)
-            )
-            sd = np.nan_to_num(np.nanstd(cols, axis=0), nan=1.0) if len(cols) else mean + 1.0
+        # By hand rather than nanmean/nanstd: a feature missing in every row (a journey
+        # feature nobody had yet) must give mean 0, sd 1, not a warning.
+        seen = ~np.isnan(cols)
+        n = np.maximum(seen.sum(axis=0), 1)
+        mean = np.where(seen, cols, 0.0).sum(axis=0) / n
+        sd = np.sqrt(np.where(seen, (cols - mean) ** 2, 0.0).sum(axis=0) / n)
         self.slope_scale = np.vstack([mean, np.where(sd > 1e-9, sd, 1.0)])
         self.shape, self.shape_context = [], []
         if not shape:
