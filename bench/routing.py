@@ -224,6 +224,22 @@ def main() -> None:
                 )
             print()
     print("pred: share of answered calls routed by the predictive method (not standard/fallback)")
+    print("\nPer seed (min–max over seeds): share of the oracle's uplift, ASA/LI")
+    for kind in kinds:
+        for load in LOADS:
+            cells = []
+            for name in ("assignment", "greedy", "greedy, true p"):
+                shares, asas = [], []
+                for r in runs[kind]:
+                    li, oracle = r[(load, "longest idle")], r[(load, "oracle (assignment, true p)")]
+                    m = r[(load, name)]
+                    shares.append((m["kpi"] - li["kpi"]) / (oracle["kpi"] - li["kpi"]))
+                    asas.append(m["asa_s"] / li["asa_s"] if li["asa_s"] else float("nan"))
+                cells.append(
+                    f"{name} {100 * min(shares):.0f}–{100 * max(shares):.0f}%, "
+                    f"ASA ×{min(asas):.2f}–{max(asas):.2f}"
+                )
+            print(f"{kind:<11}{load:>5.2f}  " + "; ".join(cells))
     print(f"total {time.perf_counter() - started:.0f} s")
     parts = [
         f"{kind} {load}: {100 * summary[(kind, load, 'assignment')][0]:.0f}% "
