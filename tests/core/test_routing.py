@@ -8,6 +8,7 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from scipy.stats import norm
 
 from opportune.core.assignment import route_predictive_assignment
-from opportune.core.predictive import Posterior, route_predictive_greedy
+from opportune.core.predictive import Posterior, hold_call, route_predictive_greedy
 from opportune.core.routing import (
     STRATEGIES,
     Agent,
@@ -412,8 +413,9 @@ def test_greedy_skips_scoring_with_three_or_fewer_free_agents() -> None:
 
 
 def test_greedy_holds_for_a_busy_better_agent_then_widens_then_falls_back() -> None:
+    """The anchor's hold rule (kept as ``hold_rule="anchor"``)."""
     agents = team(10, busy=(0, 1))  # the two best are busy; a2 ranks 3rd of 10
-    q = {"q": predictive(hold_timeout_s=12)}
+    q = {"q": predictive(hold_timeout_s=12, hold_rule="anchor")}
     scores = {"i": ranked(10)}
     r = route_predictive_greedy([chat("i", 0)], agents, q, NOW, scores)
     assert not r.decisions
@@ -430,6 +432,83 @@ def test_greedy_holds_for_a_busy_better_agent_then_widens_then_falls_back() -> N
     assert late.decisions[0].method == "fallback"
     assert late.decisions[0].agent_id == "a9"  # longest idle
     assert "hold timeout" in late.decisions[0].why
+
+
+HOLD = PredictiveSettings(enabled=True, mean_handle_s=240, patience_s=150, wait_cost_per_s=0.002)
+
+
+@pytest.mark.parametrize(
+    ("gain", "better_busy", "waited_s", "free", "rate", "held", "why"),
+    [
+        # 30 better agents busy: one frees in 8 s on average, 92% within the 20 s target.
+        (0.10, 30, 0.0, 5, 0.0, True, "holding"),
+        # The same wait costs more than a small gain: abandon risk 5.3% of 0.15 + 0.016.
+        (0.02, 30, 0.0, 5, 0.0, False, "wait cost"),
+        # Three better agents: one frees within 20 s with 22% chance, below the 80% target.
+        (0.30, 3, 0.0, 5, 0.0, False, "target"),
+        # Waited 15 s already: 5 s left of the target, 46% chance with 30 busy.
+        (0.10, 30, 15.0, 5, 0.0, False, "target"),
+        # 1 call a second: 8 arrivals in the 8 s wait would take the 5 free agents.
+        (0.10, 30, 0.0, 5, 1.0, False, "arrivals"),
+        (0.00, 30, 0.0, 5, 0.0, False, "no better agent"),
+    ],
+)
+def test_the_hold_weighs_the_gain_against_the_wait_and_the_target(
+    gain: float,
+    better_busy: int,
+    waited_s: float,
+    free: int,
+    rate: float,
+    held: bool,
+    why: str,
+) -> None:
+    call = hold_call(
+        gain=gain,
+        best_free=0.15,
+        waited_s=waited_s,
+        better_busy=better_busy,
+        free=free,
+        settings=replace(HOLD, arrival_rate_per_s=rate),
+    )
+    assert call.hold is held and why in call.why
+    if gain > 0:
+        assert call.expected_wait_s == pytest.approx(240 / better_busy)
+
+
+def test_the_hold_releases_once_the_wait_costs_more_than_the_gain() -> None:
+    """The same gain, fewer better agents busy: the longer expected wait flips it."""
+    calls = [
+        hold_call(
+            gain=0.08,
+            best_free=0.15,
+            waited_s=0,
+            better_busy=k,
+            free=10,
+            settings=replace(HOLD, service_level=0.0),
+        )
+        for k in (40, 20, 10, 5)
+    ]
+    # 6 s: gain 0.077 against 0.018; 12 s: 0.074 against 0.036; 24 s: 0.067 against 0.072.
+    assert [c.hold for c in calls] == [True, True, False, False]
+    assert all(a.expected_wait_s < b.expected_wait_s for a, b in pairwise(calls))
+
+
+def test_a_held_interaction_takes_the_better_agent_as_soon_as_it_frees() -> None:
+    """The wait-cost hold: held while 30 better agents are busy; the next pass — run on the
+    agent state change, not on a timer — gives it the first better agent who frees."""
+    agents = team(40, busy=tuple(range(30)))
+    q = {"q": predictive(mean_handle_s=240, patience_s=150)}
+    scores = {"i": {f"a{k}": (0.5 if k < 30 else 0.2) for k in range(40)}}
+    r = route_predictive_greedy([chat("i", 0)], agents, q, NOW, scores)
+    (h,) = r.held
+    assert not r.decisions and "holding" in h.why
+    # The target binds again when one better agent freeing in time is under 80% likely.
+    assert NOW < h.recheck_at_ms < NOW + 20_000
+    freed = [release(a, "chat", NOW + 3000) if a.id == "a7" else a for a in agents]
+    later = route_predictive_greedy(
+        [chat("i", 3.0)], freed, q, NOW + 0, scores, held_since={"i": h.since_ms}
+    )
+    assert pairs(later) == {"i": "a7"}
 
 
 def test_minimised_kpis_reverse_the_ranking() -> None:

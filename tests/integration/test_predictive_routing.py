@@ -208,7 +208,7 @@ class FixedScores:
         return {i.id: dict(self.scores) for i in waiting}
 
 
-def test_a_held_interaction_is_taken_when_its_hold_allows_across_passes(db_url: str) -> None:
+def _greedy_router(db_url: str, **predictive: Any) -> tuple[Any, Any]:
     from opportune.engine.router import Router
     from opportune.workspace.engagement import AgentDoc, KpiDoc, QueueDoc
 
@@ -223,6 +223,7 @@ def test_a_held_interaction_is_taken_when_its_hold_allows_across_passes(db_url: 
                 "minFreeAgents": 1,
                 "holdTimeout": "12s",
                 "controlShare": 0,
+                **predictive,
             },
         }
     )
@@ -238,6 +239,12 @@ def test_a_held_interaction_is_taken_when_its_hold_allows_across_passes(db_url: 
         kpis={"conv": kpi},
         score=FixedScores({"a": 0.9, "b": 0.1}),  # type: ignore[arg-type]
     )
+    return engine, router
+
+
+def test_a_held_interaction_is_taken_when_its_hold_allows_across_passes(db_url: str) -> None:
+    """The anchor's hold rule (``holdRule: anchor``)."""
+    engine, router = _greedy_router(db_url, holdRule="anchor")
     t0 = 1_700_000_000_000
     router.presence("a", "available", t0)
     router.presence("b", "available", t0)
@@ -252,6 +259,20 @@ def test_a_held_interaction_is_taken_when_its_hold_allows_across_passes(db_url: 
     [late] = router.dispatch(t0 + 7500)  # past 6 s: the second best is acceptable
     assert (late.interaction_id, late.agent_id, late.method) == ("i2", "b", "predictive")
     assert router.waiting_count() == 0
+    engine.dispose()
+
+
+def test_the_wait_cost_hold_does_not_wait_for_one_busy_agent(db_url: str) -> None:
+    """The default rule: one better agent busy with 6-minute interactions frees within the
+    20 s target with ~5% chance, far below the 80% target: the caller is served at once."""
+    engine, router = _greedy_router(db_url)
+    t0 = 1_700_000_000_000
+    router.presence("a", "available", t0)
+    router.presence("b", "available", t0)
+    [first] = router.arrive({"id": "i1", "queue": "q"}, t0)
+    assert first.agent_id == "a"
+    [second] = router.arrive({"id": "i2", "queue": "q"}, t0 + 1000)
+    assert (second.agent_id, second.method) == ("b", "predictive")
     engine.dispose()
 
 

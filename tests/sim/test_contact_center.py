@@ -19,6 +19,7 @@ from opportune.sim.center import (
     DAY_MS,
     HOUR_MS,
     PROFILE_PATH,
+    SPECIALIST,
     START_MS,
     ArrivalProfile,
     Center,
@@ -99,6 +100,61 @@ def test_the_truth_is_the_stated_formula_and_its_effects_tune_apart() -> None:
     assert not np.array_equal(
         np.argsort(match_only.true_p(x, "en")), np.argsort(match_only.true_p(y, "en"))
     )
+
+
+SPECIAL = CenterConfig(agents=24, calls_per_day=1400.0, occupancy=0.7, truth=SPECIALIST)
+
+
+def test_the_specialist_truth_is_the_stated_formula() -> None:
+    center = Center(SPECIAL, seed=2)
+    t = SPECIAL.truth
+    for intent in range(t.intents):
+        for x0, language in ((0.3, "en"), (1.4, "en"), (-0.5, "es")):
+            x = np.array([x0, -1.0, 0.5, 2.0, intent])
+            eta = center.alpha0 + center.weights @ x[:4]
+            for k, agent in enumerate(center.agents[:8]):
+                e = eta + agent.beta + agent.strengths[intent]
+                e += agent.closer if x0 > t.high_value_threshold else 0.0
+                if language == "es":
+                    e += agent.native - (0.0 if "es" in agent.languages else t.language_penalty)
+                assert center.true_p(x, language)[k] == pytest.approx(1 / (1 + math.exp(-e)))
+    # Sharp: every agent is strong at one or two intents, a little weak at the rest.
+    strong = [sum(s > 0.4 for s in a.strengths) for a in center.agents]
+    assert set(strong) <= {1, 2, 3} and min(strong) >= 1
+    assert all(sorted(a.strengths)[0] < 0.1 for a in center.agents)
+    assert Center(SMALL, seed=2).agents[0].strengths == ()  # the bilinear kind has none
+
+
+def test_the_specialist_truth_is_no_features_times_agent_vector() -> None:
+    """Per agent, the logit as a linear function of the customer's features (the intent as
+    the number it is observed as) leaves most of the agent's own effect unexplained."""
+    center = Center(SPECIAL, seed=3)
+    rng = np.random.default_rng(0)
+    x = np.hstack([rng.normal(0, 1, (3000, 4)), rng.integers(0, 6, (3000, 1))])
+    logit = np.array([np.log(p / (1 - p)) for p in (center.true_p(r, "en") for r in x)])
+    effect = logit - logit.mean(axis=1, keepdims=True)  # each agent's own part
+    design = np.hstack([np.ones((len(x), 1)), x])
+    fit, *_ = np.linalg.lstsq(design, effect, rcond=None)
+    explained = 1 - np.var(effect - design @ fit) / np.var(effect)
+    assert explained < 0.3
+
+
+def test_specialist_outcomes_are_drawn_from_the_truth_the_oracle_scores() -> None:
+    center = Center(SPECIAL, seed=4)
+    stream = center.arrivals(days=3, seed=4)
+    assert {a.x[4] for a in stream} == set(map(float, range(6)))
+    oracle = oracle_scorer(center)
+    result = simulate(center, stream, Policy("li", "standard", center.queue()))
+    answered = [r for r in result.records if r.agent_id is not None]
+    index = {a: k for k, a in enumerate(center.agent_ids)}
+    by_id = {a.id: a for a in stream}
+    for r in answered[:200]:
+        truth = center.true_p(r.x, r.language)[index[r.agent_id or ""]]
+        assert r.true_p == pytest.approx(truth)
+        assert oracle(by_id[r.id], [r.agent_id or ""])[0] == pytest.approx(truth)
+    expected = sum(r.true_p for r in answered)
+    sd = math.sqrt(sum(r.true_p * (1 - r.true_p) for r in answered))
+    assert abs(sum(r.sale for r in answered) - expected) < 4 * sd
 
 
 def run(config: CenterConfig, method: str, *, oracle: bool = False, days: int = 2) -> SimResult:

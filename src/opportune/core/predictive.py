@@ -47,6 +47,86 @@ UNSEEN_WINS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
+class HoldCall:
+    """Whether to keep an interaction waiting for a better agent, and until when at most."""
+
+    hold: bool
+    expected_wait_s: float
+    why: str
+    recheck_after_s: float = 0.0  # of waiting in all: look again then (the target binds)
+
+
+def hold_call(
+    *,
+    gain: float,
+    best_free: float,
+    waited_s: float,
+    better_busy: int,
+    free: int,
+    settings: PredictiveSettings,
+) -> HoldCall:
+    """Hold for a better agent only when it pays: the expected KPI gain of the better
+    agents (``gain``, utility over the best free one's ``best_free``) against the cost of
+    the expected wait, within the queue's service-level target.
+
+    With ``better_busy`` better agents busy and exponential handle times of mean
+    ``mean_handle_s`` (the service rate), the first of them frees after
+    ``mean_handle_s / better_busy`` on average. Holding is refused when
+
+    - the chance that one frees before the caller's wait passes ``service_level_s`` is
+      below ``service_level`` (the target: e.g. 80% answered within 20 s);
+    - the arrivals expected meanwhile (``arrival_rate_per_s``) would take the free agents;
+    - the gain, discounted by the chance the caller abandons meanwhile (``patience_s``),
+      does not exceed the wait's cost: that abandon risk on the best free agent's KPI plus
+      ``wait_cost_per_s`` for each second.
+
+    >>> s = PredictiveSettings(enabled=True, mean_handle_s=240)
+    >>> hold_call(gain=0.1, best_free=0.15, waited_s=0, better_busy=30, free=5, settings=s).hold
+    True
+    >>> hold_call(gain=0.1, best_free=0.15, waited_s=0, better_busy=3, free=5, settings=s).why
+    'a better agent frees within 20 s with 22% chance < 80% target: not held'
+    """
+    if better_busy <= 0 or gain <= 0:
+        return HoldCall(False, 0.0, "no better agent busy: not held")
+    rate = better_busy / max(settings.mean_handle_s, 1e-9)
+    wait = 1 / rate
+    left = settings.service_level_s - waited_s
+    chance = 1 - math.exp(-rate * left) if left > 0 else 0.0
+    if chance < settings.service_level:
+        return HoldCall(
+            False,
+            wait,
+            f"a better agent frees within {settings.service_level_s:.0f} s with "
+            f"{chance:.0%} chance < {settings.service_level:.0%} target: not held",
+        )
+    if settings.arrival_rate_per_s * wait >= free:
+        return HoldCall(
+            False,
+            wait,
+            f"{settings.arrival_rate_per_s * wait:.1f} arrivals expected in the {wait:.1f} s "
+            f"wait would take the {free} free agent(s): not held",
+        )
+    abandon = min(1.0, wait / max(settings.patience_s, 1e-9))
+    value = gain * (1 - abandon)
+    cost = abandon * max(best_free, 0.0) + settings.wait_cost_per_s * wait
+    if value <= cost:
+        return HoldCall(
+            False,
+            wait,
+            f"expected gain {value:.3g} ≤ wait cost {cost:.3g} ({wait:.1f} s): not held",
+        )
+    # The target binds again when the chance falls to the level: left = -ln(1 - SL) / rate.
+    until = settings.service_level_s + math.log(1 - min(settings.service_level, 0.999999)) / rate
+    return HoldCall(
+        True,
+        wait,
+        f"{better_busy} better agent(s) busy, first free in ~{wait:.1f} s; expected gain "
+        f"{value:.3g} > wait cost {cost:.3g}: holding",
+        max(until, waited_s),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Posterior:
     """An agent's uncertain effect: ``beta`` (a, b = alpha, beta) or ``normal`` (mean, sd).
 
@@ -247,7 +327,8 @@ def _greedy_choice(
     assert scored is not None  # _fallback routed the unscored
     util = {a: utility(s, settings) for a, s in scored}
     if settings.hold_for_better:
-        hold = _hold_for_better(book, offer, scores, util, held_since)
+        rule = _hold_for_better if settings.hold_rule == "anchor" else _hold_by_wait_cost
+        hold = rule(book, offer, scores, util, held_since)
         if hold is not None:
             return hold
     agent, propensity, how = _explore_greedy(free, util, settings, posteriors, rng)
@@ -261,6 +342,49 @@ def _greedy_choice(
         propensity,
         why,
         candidates=tuple(a for a, _ in scored),
+    )
+
+
+def _hold_by_wait_cost(
+    book: Book,
+    offer: Offer,
+    scores: Mapping[str, Mapping[str, float]],
+    util: Mapping[str, float],
+    held_since: Mapping[str, int],
+) -> Hold | None:
+    """A hold while the busy better agents are worth their expected wait (:func:`hold_call`).
+    Every agent state change re-runs the pass, so a better agent freeing takes the caller at
+    once; ``recheck_at_ms`` is when the service-level target stops the hold."""
+    interaction, queue, free = offer
+    settings = queue.predictive
+    now_ms = book.now_ms
+    best = _balanced_best(free, util, settings)
+    free_ids = {a.id for a in free}
+    row = scores[interaction.id]
+    better = [
+        utility(row[a.id], settings)
+        for a in book.pool_for(interaction, queue)
+        if a.id in row
+        and a.id not in free_ids
+        and utility(row[a.id], settings) > util[best.id] + settings.balance_margin
+    ]
+    gain = float(np.mean(better)) - util[best.id] if better else 0.0
+    call = hold_call(
+        gain=gain,
+        best_free=util[best.id],
+        waited_s=(now_ms - interaction.arrived_at_ms) / 1000,
+        better_busy=len(better),
+        free=len(free),
+        settings=settings,
+    )
+    if not call.hold:
+        return None
+    recheck = interaction.arrived_at_ms + math.floor(call.recheck_after_s * 1000) + 1
+    return Hold(
+        interaction.id,
+        held_since.get(interaction.id, now_ms),
+        max(recheck, now_ms + 1),
+        call.why,
     )
 
 

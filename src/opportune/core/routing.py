@@ -59,6 +59,19 @@ class PredictiveSettings:
     hold_timeout_s: float = 12.0
     min_free_agents: int = 4  # greedy scores only from this many free agents (anchor: 4)
     hold_for_better: bool = True  # greedy: hold while better-scored agents are busy
+    # How the greedy hold decides: "wait_cost" weighs the expected KPI gain against the
+    # expected wait and the service-level target (core/predictive.hold_call); "anchor":
+    # the anchor's pool widening linearly from the best agent to all by the timeout.
+    hold_rule: Literal["wait_cost", "anchor"] = "wait_cost"
+    # The queue's figures the wait-cost hold uses: answered within service_level_s for
+    # service_level of callers; mean handle time (service rate); arrival rate (0: unknown);
+    # mean patience; and the KPI a second of expected wait costs beyond the abandon risk.
+    service_level: float = 0.8
+    service_level_s: float = 20.0
+    mean_handle_s: float = 300.0
+    arrival_rate_per_s: float = 0.0
+    patience_s: float = 120.0
+    wait_cost_per_s: float = 0.002
     exploration: Exploration = "off"
     epsilon: float = 0.1
     propensity_draws: int = 200  # resamples to estimate a randomised choice's propensity

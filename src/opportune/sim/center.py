@@ -13,6 +13,16 @@ skill ``beta`` and a latent vector ``z``; the probability of a sale is
     p = σ(α0 + a·x + β_agent + γ·⟨x, z_agent⟩ − λ·[agent lacks the customer's language])
 
 so pure agent skill (``agent_sd``) and match effects (``match``) can be tuned apart.
+
+The ``specialist`` kind (``TruthParams(kind="specialist")``) is a truth no customer
+features × agent vector can express: each customer also has an intent (one of
+``intents``, observed as a numeric feature after ``x``), and each agent is sharply good at
+one or two intents and a little worse at the rest, some agents close high-value customers
+(``x0`` above a threshold) far better, and some Spanish speakers are native (better with
+Spanish callers):
+
+    p = σ(α0 + a·x + β_agent + S[agent, intent] + H_agent·[x0 > h] + N_agent·[caller in es]
+          − λ·[agent lacks the customer's language])
 Handle times are lognormal times a per-agent speed; wrap-up codes and delayed outcome
 attributions (sale values) are drawn from the truth.
 
@@ -83,6 +93,7 @@ class ArrivalProfile:
 
 @dataclass(frozen=True, slots=True)
 class TruthParams:
+    kind: Literal["bilinear", "specialist"] = "bilinear"
     n_features: int = 4
     base_rate: float = 0.15  # sale probability of an average customer and agent
     customer_sd: float = 0.6  # sd of a·x on the logit scale
@@ -90,6 +101,16 @@ class TruthParams:
     match: float = 0.25  # γ: sd of the match effect γ·⟨x, z⟩
     language_penalty: float = 0.7  # logit cost of serving in a second-best language
     proficiency_signal: float = 0.6  # correlation of the visible proficiency with β
+    # specialist only: intents and the sharp strengths of agents
+    intents: int = 6
+    strong_intents: tuple[int, int] = (1, 2)  # each agent is strong at this many intents
+    strong_effect: float = 0.9  # logit, mean; sd 0.2
+    weak_effect: float = -0.2  # logit, mean at the other intents; sd 0.15
+    high_value_threshold: float = 1.0  # x0 above it: a high-value customer (~16%)
+    closer_share: float = 0.25  # of agents: close high-value customers far better
+    closer_effect: float = 0.8  # logit; the others -0.1 with them
+    native_share: float = 0.5  # of Spanish speakers: native, better with Spanish callers
+    native_effect: float = 0.5  # logit
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +142,16 @@ class CenterConfig:
 
 AGENT_SURPLUS: Final = CenterConfig(occupancy=0.6)
 INTERACTION_SURPLUS: Final = CenterConfig(occupancy=1.05)
+SPECIALIST: Final = TruthParams(kind="specialist", agent_sd=0.1, match=0.0)
+
+
+def config(kind: Literal["bilinear", "specialist"], load: float) -> CenterConfig:
+    """A center of ``kind`` staffed for occupancy ``load`` (the benchmark's worlds).
+
+    >>> config("specialist", 0.95).truth.kind, config("bilinear", 0.7).occupancy
+    ('specialist', 0.7)
+    """
+    return CenterConfig(occupancy=load, truth=SPECIALIST if kind == "specialist" else TruthParams())
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +162,9 @@ class SimAgent:
     speed: float  # handle-time factor
     proficiency: int  # 1..5, visible, correlated with beta
     languages: frozenset[str]
+    strengths: tuple[float, ...] = ()  # specialist: logit effect per intent
+    closer: float = 0.0  # specialist: logit effect with high-value customers
+    native: float = 0.0  # specialist: logit effect with Spanish callers
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +174,7 @@ class Arrival:
     id: str
     customer_id: str
     at_ms: int
-    x: tuple[float, ...]
+    x: tuple[float, ...]  # specialist: the intent (0, 1, …) is the last
     language: str
     patience_s: float
     handle_base_s: float
@@ -157,6 +191,7 @@ class Center:
         self.config = config
         self.profile = profile or ArrivalProfile.load()
         t = config.truth
+        self._seed = seed
         rng = np.random.default_rng([seed, 1])
         d = t.n_features
         self.alpha0 = math.log(t.base_rate / (1 - t.base_rate))
@@ -170,6 +205,7 @@ class Center:
         )
         proficiency = np.clip(np.round(3 + 1.1 * latent), 1, 5).astype(int)
         bilingual = rng.random(config.agents) < config.bilingual_share
+        strengths, closer, native = self._specialties(t, bilingual)
         self.agents = [
             SimAgent(
                 id=f"a{k:02d}",
@@ -178,24 +214,59 @@ class Center:
                 speed=float(speed[k]),
                 proficiency=int(proficiency[k]),
                 languages=frozenset({"en", config.second_language} if bilingual[k] else {"en"}),
+                strengths=tuple(float(v) for v in strengths[k]),
+                closer=float(closer[k]),
+                native=float(native[k]),
             )
             for k in range(config.agents)
         ]
+        self._strengths, self._closer, self._native = strengths, closer, native
         self._beta = beta
         self._z = z
         self._speaks = np.array([[config.second_language in a.languages] for a in self.agents])
         self._languages = {a.id: a.languages for a in self.agents}
+
+    def _specialties(
+        self, t: TruthParams, bilingual: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The specialist kind's sharp strengths (zeros for the bilinear kind), drawn from
+        their own stream so the bilinear agents of a seed stay what they were."""
+        n = self.config.agents
+        if t.kind != "specialist":
+            return np.zeros((n, 0)), np.zeros(n), np.zeros(n)
+        rng = np.random.default_rng([self._seed, 3])
+        strengths = rng.normal(t.weak_effect, 0.15, (n, t.intents))
+        lo, hi = t.strong_intents
+        for k in range(n):
+            good = rng.choice(t.intents, size=int(rng.integers(lo, hi + 1)), replace=False)
+            strengths[k, good] = rng.normal(t.strong_effect, 0.2, len(good))
+        closer = np.where(rng.random(n) < t.closer_share, t.closer_effect, -0.1)
+        native = np.where(bilingual & (rng.random(n) < t.native_share), t.native_effect, 0.0)
+        return strengths, closer, native
+
+    @property
+    def kind(self) -> str:
+        return self.config.truth.kind
 
     @cached_property
     def agent_ids(self) -> list[str]:
         return [a.id for a in self.agents]
 
     def true_p(self, x: Sequence[float], language: str) -> np.ndarray:
-        """The true sale probability of this customer with every agent (in agent order)."""
+        """The true sale probability of this customer with every agent (in agent order):
+        what the simulator draws each outcome from, and what the oracle scores by."""
+        t = self.config.truth
         xv = np.asarray(x, dtype=float)
-        eta = self.alpha0 + self.weights @ xv + self._beta + self._z @ xv
+        d = t.n_features
+        eta = self.alpha0 + self.weights @ xv[:d] + self._beta + self._z @ xv[:d]
+        if t.kind == "specialist":
+            eta = eta + self._strengths[:, int(xv[d])]
+            if xv[0] > t.high_value_threshold:
+                eta = eta + self._closer
+            if language != "en":
+                eta = eta + self._native
         if language != "en":
-            eta = eta - self.config.truth.language_penalty * (~self._speaks[:, 0])
+            eta = eta - t.language_penalty * (~self._speaks[:, 0])
         return np.asarray(1.0 / (1.0 + np.exp(-eta)), dtype=float)
 
     def agent_features(self) -> dict[str, tuple[float, ...]]:
@@ -250,12 +321,16 @@ class Center:
         """Day ``day`` counts weekdays only (the center is closed at weekends)."""
         return START_MS + (day // 5 * 7 + day % 5) * DAY_MS
 
-    def staffing(self, day: int, hour: int) -> int:
-        """Agents on shift in that hour for the configured occupancy."""
+    def arrival_rate(self, day: int, hour: int) -> float:
+        """Mean calls per second expected in that hour (the profile's, before its noise)."""
         c, p = self.config, self.profile
         share = p.share_by_hour[p.hours.index(hour)]
-        rate = c.calls_per_day * p.weekday_factor[day % 5] * share / 3600
-        load = rate * c.mean_handle_s
+        return c.calls_per_day * p.weekday_factor[day % 5] * share / 3600
+
+    def staffing(self, day: int, hour: int) -> int:
+        """Agents on shift in that hour for the configured occupancy."""
+        c = self.config
+        load = self.arrival_rate(day, hour) * c.mean_handle_s
         return min(c.agents, max(2, math.ceil(load / c.occupancy)))
 
     def arrivals(self, *, days: int, first_day: int = 0, seed: int = 0) -> list[Arrival]:
@@ -287,6 +362,11 @@ class Center:
             patience = rng.lognormal(mu, c.patience_sigma, n)
         second = rng.random(n) < c.second_language_share
         x = rng.normal(0, 1, (n, c.truth.n_features))
+        if c.truth.kind == "specialist":
+            # Intents are uneven (a few common, some rare), the same mix every day.
+            mix = np.random.default_rng([self._seed, 4]).dirichlet(np.full(c.truth.intents, 2.0))
+            intent = rng.choice(c.truth.intents, size=n, p=mix)
+            x = np.hstack([x, intent[:, None].astype(float)])
         handle = rng.lognormal(math.log(c.handle_median_s), c.handle_sigma, n)
         u = rng.random((n, 2))
         value = rng.lognormal(math.log(c.sale_value_median), c.sale_value_sigma, n)

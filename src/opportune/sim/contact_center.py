@@ -194,6 +194,7 @@ class _Run:
                 yield self.env.timeout(max(0.0, (start + hour * HOUR_MS - self.now_ms()) / 1000))
                 self.closed = False
                 self.set_staff(self.center.staffing(day, hour))
+                self.set_rates(day, hour)
                 self.dispatch()
             yield self.env.timeout(
                 max(0.0, (start + (hours[-1] + 1) * HOUR_MS - self.now_ms()) / 1000)
@@ -344,6 +345,19 @@ class _Run:
                 self.go(agent_id, "available")
             elif sum(self.agents[agent_id].load.values()) == 0:
                 self.go(agent_id, "offline")
+
+    def set_rates(self, day: int, hour: int) -> None:
+        """The queue's figures the hold decision weighs, this hour's (as the server's come
+        from the queue's document): arrival rate, mean handle time, patience, target."""
+        c = self.center.config
+        p = replace(
+            self.queue.predictive,
+            arrival_rate_per_s=self.center.arrival_rate(day, hour),
+            mean_handle_s=c.mean_handle_s,
+            patience_s=c.patience_mean_s,
+        )
+        self.queue = replace(self.queue, predictive=p)
+        self.queues = {self.queue.name: self.queue}
 
     def close_if_drained(self) -> None:
         """After closing time agents stay until the queue is empty, then leave."""

@@ -324,6 +324,9 @@ class PredictiveDoc(Document):
     method: Literal["greedy", "assignment"] = "assignment"
     dry_run: bool = False
     hold_timeout: Duration = "12s"
+    # Greedy: hold for a better agent only when the expected gain outweighs the expected
+    # wait within the queue's service-level target ("wait_cost"), or by the anchor's rule.
+    hold_rule: Literal["wait_cost", "anchor"] = "wait_cost"
     min_free_agents: int = Field(default=4, ge=1, le=1000)
     exploration: Literal["off", "thompson", "epsilon"] = "off"
     balance: Literal["idle_time", "occupancy"] = "idle_time"

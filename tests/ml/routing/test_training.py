@@ -100,6 +100,10 @@ def test_benefit_assessment_is_close_to_the_truth_on_simulated_history(
         "identified", "x0", "x1", "x2", "x3",
     ]  # fmt: skip
     assert card["model"]["holdout"]["auc"] > 0.55  # the customer part alone is learnable
+    # The server's path fits both candidates and shows the choice and per-agent support.
+    assert card["model"]["choice"]["chosen"] in {"ridge", "trees"}
+    per_agent = card["model"]["per_agent"]
+    assert sum(a["rows"] for a in per_agent) == card["model"]["rows_train"]
     assert b["decisions"] > 1000 and b["ciLow"] <= b["uplift"] <= b["ciHigh"]
 
     loaded = registry.active_routing(QUEUE)
