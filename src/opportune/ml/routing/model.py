@@ -35,13 +35,25 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import lightgbm as lgb
 import numpy as np
 
 from opportune.core.predictive import Posterior
 from opportune.ml.evaluation import auc, brier, ece, log_loss, rmse
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
+
+
+def _lgb() -> Any:
+    """LightGBM, imported when a trees model is trained or loaded: importing it loads
+    scikit-learn and SciPy (~90 MB), which a server whose routing models are pooled
+    ridge models (or that has none) never needs."""
+    import lightgbm
+
+    return lightgbm
+
 
 AgentModel = Literal["auto", "ridge", "trees", "target_encoding"]
 _GRID_INTERCEPT = (3.0, 10.0, 30.0, 100.0, 300.0)
@@ -169,7 +181,7 @@ class RoutingModel:
         m.agent_features = {a: tuple(v) for a, v in data["agentFeatures"].items()}
         m.n_agent_features = int(data["nAgentFeatures"])
         m.n_pair = int(data["nPair"])
-        m.base = lgb.Booster(model_str=data["base"])
+        m.base = _lgb().Booster(model_str=data["base"])
         m.index = {str(a): int(k) for a, k in data["index"].items()}
         m.theta = np.asarray(data["theta"], dtype=float).reshape(len(m.index), -1)
         if not len(m.index):
@@ -275,7 +287,7 @@ class RoutingModel:
             m.support[str(a)] = m.support.get(str(a), 0) + 1
         shrinkage: np.ndarray | None = None
         if agent_model == "ridge":
-            m.base = lgb.train(params, lgb.Dataset(m._base_x(train), train.labels), rounds)
+            m.base = _lgb().train(params, _lgb().Dataset(m._base_x(train), train.labels), rounds)
             m._choose_terms(train, shape)
             offset = m._cross_fit(train, params, rounds, seed)
             hold_offset = m._raw_base(hold)
@@ -401,7 +413,8 @@ class RoutingModel:
         x = self._base_x(train)
         for k in (True, False):
             fit_rows, pred_rows = fold == k, fold != k
-            booster = lgb.train(params, lgb.Dataset(x[fit_rows], train.labels[fit_rows]), rounds)
+            rows = _lgb().Dataset(x[fit_rows], train.labels[fit_rows])
+            booster = _lgb().train(params, rows, rounds)
             out[pred_rows] = booster.predict(x[pred_rows], raw_score=True)
         return out
 
@@ -530,8 +543,8 @@ class RoutingModel:
             "max_cat_threshold": 64,
             "interaction_constraints": [[*shared, agent], shared + skills],
         }
-        ds = lgb.Dataset(x, train.labels, categorical_feature=[agent])
-        self.base = lgb.train(tree_params, ds, 2 * rounds)
+        ds = _lgb().Dataset(x, train.labels, categorical_feature=[agent])
+        self.base = _lgb().train(tree_params, ds, 2 * rounds)
 
     def _fit_target_encoding(self, train: TrainingSet, params: dict[str, Any], rounds: int) -> None:
         """The alternative: LightGBM with the agent id (categorical) and an empirical-Bayes
@@ -553,8 +566,9 @@ class RoutingModel:
         self.card["prior_strength"] = strength
         x = self._base_x(train)
         cat = [x.shape[1] - 1]
-        ds = lgb.Dataset(x, y, categorical_feature=cat)
-        self.base = lgb.train({**params, "cat_smooth": 20.0, "min_data_per_group": 50}, ds, rounds)
+        ds = _lgb().Dataset(x, y, categorical_feature=cat)
+        smooth = {**params, "cat_smooth": 20.0, "min_data_per_group": 50}
+        self.base = _lgb().train(smooth, ds, rounds)
 
     # ---- prediction -----------------------------------------------------------------------
     def _raw(self, d: TrainingSet) -> np.ndarray:
