@@ -713,6 +713,9 @@
       var hidden = function () {
         forms.forEach(abandon);
         beacon();
+        // Reports wait for the end of their task; a CTA's `accepted` whose link navigates
+        // may see the page go first, and would be lost with it: send them now, by beacon.
+        if (reports.length) sendReports(true);
       };
       on(w, 'pagehide', hidden);
       on(d, 'visibilitychange', function () {
