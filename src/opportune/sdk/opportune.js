@@ -732,6 +732,9 @@
         spaNow(); // a route change just before leaving: recorded, then sent with the rest
         forms.forEach(abandon);
         beacon();
+        // Reports wait for the end of their task; a CTA's `accepted` whose link navigates
+        // may see the page go first, and would be lost with it: send them now, by beacon.
+        if (reports.length) sendReports(true);
       };
       on(w, 'pagehide', hidden);
       on(d, 'visibilitychange', function () {

@@ -274,13 +274,25 @@ class ActionMapDoc(Document):
 
 
 def action_payload(act: Action, templates: dict[str, ContentTemplate]) -> dict[str, Any]:
-    """What the widget is sent (or the webhook worker is given), with the template applied."""
+    """What the widget is sent (or the webhook worker is given), with the template applied.
+
+    Without a template a content offer carries no style of its own: the widget then uses
+    ``init``'s theme, else the site's widget config, else its defaults.
+
+    >>> act = Action.model_validate({"type": "content", "content": {"title": "Hi"}})
+    >>> content = action_payload(act, {})["content"]
+    >>> content["layout"], "style" in content
+    ('slide-in', False)
+    """
     out: dict[str, Any] = {"timeoutMs": _ms(act.timeout, "timeout")}
     if act.content is not None:
         c = act.content.model_dump(mode="json", by_alias=True, exclude_none=True)
         t = templates.get(act.content.template or "")
         c["layout"] = act.content.layout or (t.layout if t else "slide-in")
-        c["style"] = (t.style if t else Style()).model_dump(mode="json", by_alias=True)
+        # Only a template's style goes with the offer: the widget lets an action's style win
+        # over the site's look and init's theme, so defaults sent here would hide both.
+        if t is not None:
+            c["style"] = t.style.model_dump(mode="json", by_alias=True)
         c.pop("template", None)
         out["content"] = c
     else:  # the other types' parts go as written (the validator: only its own is given)
