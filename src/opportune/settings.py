@@ -39,7 +39,31 @@ class Settings(BaseSettings):
     workspace: Path | None = Field(default=None, description="Folder of workspace YAML documents")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    api_key: str = Field(default="", description="Key for admin endpoints (X-API-Key header)")
+    api_key: str = Field(
+        default="",
+        description="Admin-scope key for the admin API (X-API-Key header), beside the keys "
+        "of `opportune keys create`",
+    )
+    rate_limit_events_per_ip: float = Field(
+        default=200.0,
+        ge=0,
+        description="Requests a second one client IP may make to /v1/events, /v1/actions and "
+        "/v1/recheck (the peer, or X-Forwarded-For with trusted_proxy_headers); 0: no limit",
+    )
+    rate_limit_events_per_site: float = Field(
+        default=10_000.0,
+        ge=0,
+        description="Requests a second one site (all its keys) may make to those; 0: no limit",
+    )
+    rate_limit_admin_per_key: float = Field(
+        default=100.0, ge=0, description="Admin API requests a second per API key; 0: no limit"
+    )
+    rate_limit_burst_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="A bucket holds this many seconds of its rate: the burst let through",
+    )
     session_timeout_s: int = Field(default=20 * 60, ge=60, le=24 * 3600)
     max_event_age_s: int = Field(default=3600, ge=60, description="Older events are refused")
     max_future_skew_s: int = Field(default=120, ge=0)

@@ -11,6 +11,8 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 _CODES = {
@@ -21,7 +23,43 @@ _CODES = {
     409: "conflict",
     413: "too_large",
     422: "invalid_request",
+    429: "rate_limited",
 }
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable ``code``, a sentence, and where (``path``) when known."""
+
+    model_config = ConfigDict(extra="allow")  # e.g. ``errors``, ``limit``, ``needed``
+
+    code: str
+    message: str
+    path: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the HTTP API."""
+
+    error: ErrorDetail
+
+
+_MEANING = {
+    400: "The request cannot be read",
+    401: "No valid API key (or not signed in)",
+    403: "The key's scope (or the person's role) does not allow this",
+    404: "Nothing by that name or id",
+    405: "Not allowed on this resource (e.g. a definition from the workspace files)",
+    409: "Conflicts with the current state (e.g. a definition from the workspace files)",
+    413: "The body is too large",
+    422: "The request is well-formed JSON but names something invalid (see error.path)",
+    429: "Rate limit reached: retry after the Retry-After header's seconds",
+    503: "Storage unavailable: retry after the Retry-After header's seconds",
+}
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for the error answers ``statuses`` of a route or router."""
+    return {s: {"model": ErrorBody, "description": _MEANING[s]} for s in statuses}
 
 
 def error(status: int, code: str, message: str, **extra: Any) -> HTTPException:
@@ -33,15 +71,22 @@ def not_found(message: str) -> HTTPException:
     return error(404, "not_found", message)
 
 
-async def _http_error(_req: Request, exc: Exception) -> JSONResponse:
+async def _http_error(req: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    headers = exc.headers
+    if exc.status_code == 405 and headers and "Allow" in headers and isinstance(req.app, FastAPI):
+        # Starlette's router names only the first route of the path; FastAPI makes one
+        # route per method, so ``Allow`` would miss the others.
+        allow = allowed_methods(req.app, req.url.path)
+        if allow:
+            headers = {**(headers or {}), "Allow": ", ".join(allow)}
     detail = exc.detail
     if isinstance(detail, dict) and "code" in detail:
         body = {"error": detail}
     else:
         code = _CODES.get(exc.status_code, "error")
         body = {"error": {"code": code, "message": str(detail)}}
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
 async def _invalid(_req: Request, exc: Exception) -> JSONResponse:
@@ -69,3 +114,32 @@ def install(app: FastAPI) -> None:
     """Answer every error of ``app`` in the one JSON shape."""
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid)
+
+
+def document(app: FastAPI) -> None:
+    """Declare in the OpenAPI document the errors every documented route can answer, in
+    the one shape: 401/403 (key, scope or role) on every route, 422 (a parameter or body
+    that does not validate), 404 where the path names something, 429 on the API-key
+    routes (their rate limit). A route's own ``responses=`` says the rest (409, 413, 503).
+    Run once, after every router is included."""
+    for route in app.routes:
+        if not isinstance(route, APIRoute) or not route.include_in_schema:
+            continue
+        if not route.path.startswith(("/v1/", "/agent/api/")):
+            continue
+        statuses = [401, 403, 422]
+        if "{" in route.path:
+            statuses.append(404)
+        if route.path.startswith("/v1/"):
+            statuses.append(429)
+        for status, spec in responses(*statuses).items():
+            route.responses.setdefault(status, spec)
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the documented routes of ``path`` answer, for a 405's ``Allow``."""
+    methods: set[str] = set()
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.path_regex.match(path):
+            methods |= route.methods
+    return sorted(methods)

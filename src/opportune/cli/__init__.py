@@ -2,7 +2,8 @@
 
 ``serve`` and ``demo`` run the server; ``migrate`` the schema; ``config`` validates a
 workspace; ``gdpr`` exports, erases and purges; ``simulate`` runs the simulators; ``train``
-and ``models`` build and manage the models; ``users`` manages who signs in to /agent.
+and ``models`` build and manage the models; ``users`` manages who signs in to /agent;
+``keys`` manages the admin API's keys.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from opportune.cli.models import models
 from opportune.cli.serve import serve
 from opportune.cli.simulate import simulate
 from opportune.cli.train import train
+from opportune.cli.keys import keys
 from opportune.cli.users import users
 
 __all__ = ["main"]
@@ -29,5 +31,5 @@ def main() -> None:
     """Opportune: predictive engagement and predictive routing, self-hosted."""
 
 
-for _command in (serve, demo, migrate, config, gdpr, simulate, train, models, users):
+for _command in (serve, demo, migrate, config, gdpr, simulate, train, models, users, keys):
     main.add_command(_command)

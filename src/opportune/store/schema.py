@@ -428,3 +428,15 @@ user_sessions = Table(
     Column("expires_at", BigInteger, nullable=False),
     Index(None, "user_id"),
 )
+
+# Admin API keys: the key is shown once at creation; the row keeps its sha256 only.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(16), primary_key=True),  # the key's public prefix, opk_<id>_…
+    Column("name", String(128), nullable=False),
+    Column("scope", String(8), nullable=False),  # read | write | admin
+    Column("key_hash", String(64), nullable=False),  # sha256 hex of the whole key
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+)

@@ -14,6 +14,7 @@ from opportune.core.conditions import ConditionError, format_path
 from opportune.core.rules import RulesError, Ruleset
 from opportune.workspace.bots import BotFlowDoc
 from opportune.workspace.crm import CRM_KINDS, CrmDoc
+from opportune.workspace.site_keys import SiteKeys
 from opportune.workspace.documents import (
     KINDS as BASE_KINDS,
 )
@@ -82,7 +83,13 @@ class Workspace:
 
     @property
     def sites_by_key(self) -> dict[str, Site]:
+        """The sites by their current key (``site_keys`` also knows the previous ones)."""
         return {s.key: s for s in self.sites.values()}
+
+    @property
+    def site_keys(self) -> SiteKeys:
+        """Every key a site is found by now or until its rotation's end."""
+        return SiteKeys(self.sites.values())
 
 
 def _node_at(node: yaml.Node | None, loc: Iterable[int | str]) -> yaml.Node | None:
@@ -247,12 +254,12 @@ class _Gathered:
         elif isinstance(doc, Site):
             if doc.name in self.sites:
                 self.problems.append(Problem(rel, 1, "name", f"site {doc.name!r} defined twice"))
-            elif doc.key in self.keys:
-                message = f"site key already used by site {self.keys[doc.key]!r}"
+            elif used := [k for k in doc.all_keys() if k in self.keys]:
+                message = f"site key {used[0]!r} already used by site {self.keys[used[0]]!r}"
                 self.problems.append(Problem(rel, 1, "key", message))
             else:
                 self.sites[doc.name] = doc
-                self.keys[doc.key] = doc.name
+                self.keys.update(dict.fromkeys(doc.all_keys(), doc.name))
 
     def named(self, kind: type[_D]) -> dict[str, _D]:
         """The documents of one kind by name."""
