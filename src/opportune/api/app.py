@@ -17,7 +17,7 @@ from fastapi.middleware.gzip import GZipMiddleware
 from starlette.responses import RedirectResponse
 
 from opportune import __version__
-from opportune.api import errors
+from opportune.api import errors, openapi
 from opportune.api.apidocs import install_api_docs
 from opportune.api.assets import assets_router
 from opportune.api.auth import api_key_dependency
@@ -242,7 +242,7 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
     if DEMO_DIR.is_dir():
         app.mount("/demo", demo_site(DEMO_DIR), name="demo")
     _agent_workspace(app, runtime)
-    errors.document(app)
+    openapi.document(app)
     return TrackingEndpoint(
         app,
         runtime.ingestor,

@@ -6,7 +6,6 @@ once by ``install``, turn those, plain HTTP errors and request validation into t
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 _CODES = {
+    400: "unreadable_body",
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",
@@ -57,6 +57,14 @@ _MEANING = {
 }
 
 
+def response(status: int) -> dict[str, Any]:
+    """The OpenAPI answer ``status`` in the one error shape (a reference to ErrorBody)."""
+    return {
+        "description": _MEANING.get(status, "Error"),
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
+
+
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` for the error answers ``statuses`` of a route or router."""
     return {s: {"model": ErrorBody, "description": _MEANING[s]} for s in statuses}
@@ -77,6 +85,8 @@ async def _http_error(req: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 405 and headers and "Allow" in headers and isinstance(req.app, FastAPI):
         # Starlette's router names only the first route of the path; FastAPI makes one
         # route per method, so ``Allow`` would miss the others.
+        from opportune.api.openapi import allowed_methods
+
         allow = allowed_methods(req.app, req.url.path)
         if allow:
             headers = {**(headers or {}), "Allow": ", ".join(allow)}
@@ -114,72 +124,3 @@ def install(app: FastAPI) -> None:
     """Answer every error of ``app`` in the one JSON shape."""
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid)
-
-
-def document(app: FastAPI) -> None:
-    """Declare in ``app``'s OpenAPI document the errors its API routes answer, in the one
-    shape (``ErrorBody``): 401/403 (key, scope or role) and 422 (a parameter or body that
-    does not validate; FastAPI's own 422 shape is not what is sent) on every route, 404
-    where the path names something, 429 on the API-key routes (their rate limit). A
-    route's own ``responses=`` says the rest (409, 413, 503). Call once, at start."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        doc = generate()
-        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-        body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas.update(body.pop("$defs", {}))
-        schemas["ErrorBody"] = body
-        for path, item in doc.get("paths", {}).items():
-            if not path.startswith(("/v1/", "/agent/api/")):
-                continue
-            statuses = [401, 403, 422]
-            if "{" in path:
-                statuses.append(404)
-            if path.startswith("/v1/"):
-                statuses.append(429)
-            for operation in item.values():
-                answers = operation.setdefault("responses", {})
-                for status in statuses:
-                    if status == 422 or str(status) not in answers:
-                        answers[str(status)] = _response(status)
-                for status, spec in answers.items():
-                    if status != "200" and "content" not in spec and status.isdigit():
-                        spec.update(_response(int(status)))
-        for name in ("HTTPValidationError", "ValidationError"):
-            schemas.pop(name, None)
-        app.openapi_schema = doc
-        return doc
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
-def _response(status: int) -> dict[str, Any]:
-    return {
-        "description": _MEANING.get(status, "Error"),
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
-    }
-
-
-def allowed_methods(app: FastAPI, path: str) -> list[str]:
-    """The methods the OpenAPI document lists for ``path``, for a 405's ``Allow``."""
-    for template, methods in _templates(app):
-        if template.fullmatch(path):
-            return methods
-    return []
-
-
-def _templates(app: FastAPI) -> list[tuple[re.Pattern[str], list[str]]]:
-    """Each documented path as a pattern (``{name}``: one segment) and its methods."""
-    found: list[tuple[re.Pattern[str], list[str]]] | None = getattr(app.state, "_allow", None)
-    if found is None:
-        found = []
-        for path, item in app.openapi().get("paths", {}).items():
-            pattern = re.compile(re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(path)))
-            found.append((pattern, sorted(m.upper() for m in item)))
-        # A literal segment wins over a parameter (/customers/merge before /customers/{id}).
-        found.sort(key=lambda t: t[0].pattern.count("[^/]+"))
-        app.state._allow = found
-    return found
