@@ -27,9 +27,10 @@ _BODY = re.compile(r"^/v1/(segments|outcomes|action-maps|kpis)(/\{name\}|/valida
 def document(app: FastAPI) -> None:
     """Declare in ``app``'s OpenAPI document the errors its API routes answer, in the one
     shape (``ErrorBody``): 401/403 (key, scope or role) and 422 (a parameter or body that
-    does not validate; FastAPI's own 422 shape is not what is sent) on every route, 404
-    where the path names something, 429 on the API-key routes (their rate limit). A
-    route's own ``responses=`` says the rest (409, 413, 503). Call once, at start."""
+    does not validate; FastAPI's own 422 shape is not what is sent) on every route; 400
+    where a body is read (not JSON); 404 where the path, body or query names something;
+    on the API-key routes 429 (their rate limit) and, on changes, 409 (refused by the
+    current state). A route's own ``responses=`` may add more. Call once, at start."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -52,6 +53,8 @@ def document(app: FastAPI) -> None:
                     statuses.append(404)  # the path, the body or the query names something
                 if path.startswith("/v1/"):
                     statuses.append(429)
+                    if method in ("post", "put", "delete"):
+                        statuses.append(409)  # a change the current state refuses
                 answers = operation.setdefault("responses", {})
                 for status in statuses:
                     if status == 422 or str(status) not in answers:
