@@ -15,11 +15,11 @@ from opportune.cli.database import migrate
 from opportune.cli.demo import demo
 from opportune.cli.errors import Guarded
 from opportune.cli.gdpr import gdpr
+from opportune.cli.keys import keys
 from opportune.cli.models import models
 from opportune.cli.serve import serve
 from opportune.cli.simulate import simulate
 from opportune.cli.train import train
-from opportune.cli.keys import keys
 from opportune.cli.users import users
 
 __all__ = ["main"]

@@ -14,7 +14,6 @@ from opportune.core.conditions import ConditionError, format_path
 from opportune.core.rules import RulesError, Ruleset
 from opportune.workspace.bots import BotFlowDoc
 from opportune.workspace.crm import CRM_KINDS, CrmDoc
-from opportune.workspace.site_keys import SiteKeys
 from opportune.workspace.documents import (
     KINDS as BASE_KINDS,
 )
@@ -36,6 +35,7 @@ from opportune.workspace.engagement import (
     build_maps,
     kpi_fits_queue,
 )
+from opportune.workspace.site_keys import SiteKeys
 
 KINDS = {**BASE_KINDS, **ENGAGEMENT_KINDS, **CRM_KINDS, "botFlow": BotFlowDoc}
 _OTHERS = (ContentTemplate, QueueDoc, EngagementSettings, AgentDoc, KpiDoc, BotFlowDoc, CrmDoc)
