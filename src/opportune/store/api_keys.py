@@ -70,7 +70,7 @@ def create(conn: Connection, *, name: str, scope: str, now_ms: int) -> tuple[Api
             id=key_id, name=name, scope=scope, key_hash=digest(key), created_at=now_ms
         )
     )
-    return ApiKey(key_id, name, scope, now_ms, None), key  # type: ignore[arg-type]
+    return ApiKey(key_id, name, scope, now_ms, None), key
 
 
 def find(conn: Connection, key: str) -> ApiKey | None:

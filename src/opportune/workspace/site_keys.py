@@ -7,7 +7,7 @@ rotation in progress) until their ``validUntil``.
 >>> keys = SiteKeys([site])
 >>> keys.find("new-key-2027", now_ms=0).name, keys.find("old-key-2026", now_ms=0).name
 ('shop', 'shop')
->>> keys.find("old-key-2026", now_ms=1_800_000_000_000)  # after 2027-01-31
+>>> keys.find("old-key-2026", now_ms=1_900_000_000_000)  # in 2030
 Expired(site='shop', until_ms=1801353600000)
 >>> keys.find("nobody", now_ms=0) is None
 True
