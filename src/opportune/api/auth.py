@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Final
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
@@ -60,7 +60,7 @@ def api_key_dependency(
     engine: Engine | None = None,
     limiter: Limiter | None = None,
     limit: Limit | None = None,
-) -> Callable[..., Awaitable[None]]:
+) -> Callable[..., Any]:
     """A FastAPI dependency refusing requests without a key of the scope they need.
 
     ``expected`` is ``OPPORTUNE_API_KEY`` (empty: none); ``engine`` holds the keys of
