@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Defaults that components taking no Settings (the writer, the Redis store) share with it.
@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     )
     rate_limit_admin_per_key: float = Field(
         default=100.0, ge=0, description="Admin API requests a second per API key; 0: no limit"
+    )
+    rate_limit_store: Literal["auto", "memory", "redis"] = Field(
+        default="auto",
+        description="Where the rate-limit buckets live: auto is Redis when redis_url is set "
+        "(shared by every process, one round trip per request), else memory; memory with "
+        "Redis makes each process count alone (N processes let up to N times the rate in)",
     )
     rate_limit_burst_s: float = Field(
         default=10.0,
@@ -136,6 +142,12 @@ class Settings(BaseSettings):
         if v and not v.startswith(("sqlite", "postgresql")):
             raise ValueError("OPPORTUNE_DATABASE_URL must start with sqlite:// or postgresql://")
         return v
+
+    @model_validator(mode="after")
+    def _rate_limit_store(self) -> Settings:
+        if self.rate_limit_store == "redis" and not self.redis_url:
+            raise ValueError("OPPORTUNE_RATE_LIMIT_STORE=redis needs OPPORTUNE_REDIS_URL")
+        return self
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -158,6 +158,19 @@ def test_memory_buckets_refill_and_forget_idle_keys() -> None:
     assert limiter.take([("a", limit)], now=10.0) is None  # forgotten: starts full
 
 
-def test_the_events_limit_settings_are_named_and_checked() -> None:
+def test_the_limit_settings_are_named_and_checked() -> None:
     with pytest.raises(ValueError, match="rate_limit_events_per_ip"):
         Settings(rate_limit_events_per_ip=-1)
+    with pytest.raises(ValueError, match="RATE_LIMIT_STORE=redis needs OPPORTUNE_REDIS_URL"):
+        Settings(rate_limit_store="redis")
+
+
+@pytest.mark.redis
+def test_memory_buckets_can_be_kept_beside_redis(tmp_path: Path) -> None:
+    from opportune.engine.rate_limits import MemoryLimiter as Memory
+
+    settings = Settings(
+        data_dir=tmp_path, redis_url=REDIS_URL, redis_prefix="rl-x:", rate_limit_store="memory"
+    )
+    with TestClient(create_app(settings)) as c:
+        assert isinstance(c.app.limiter, Memory)  # type: ignore[attr-defined]

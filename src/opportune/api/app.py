@@ -263,7 +263,7 @@ def _limit(name: str, per_s: float, settings: Settings) -> Limit | None:
 
 def _limiter(settings: Settings) -> Limiter:
     """Rate-limit buckets in Redis when the deployment shares it, else in memory."""
-    if settings.redis_url:
+    if settings.redis_url and settings.rate_limit_store != "memory":
         return RedisLimiter(settings.redis_url, prefix=settings.redis_prefix)
     return MemoryLimiter()
 
