@@ -45,7 +45,9 @@ class Settings(BaseSettings):
         "of `opportune keys create`",
     )
     rate_limit_events_per_ip: float = Field(
-        default=200.0,
+        # Generous: a carrier's or an office's NAT puts many visitors (≈ a batch every few
+        # seconds each) behind one address; one abusive client sends far more.
+        default=1000.0,
         ge=0,
         description="Requests a second one client IP may make to /v1/events, /v1/actions and "
         "/v1/recheck (the peer, or X-Forwarded-For with trusted_proxy_headers); 0: no limit",
