@@ -174,3 +174,26 @@ def test_memory_buckets_can_be_kept_beside_redis(tmp_path: Path) -> None:
     )
     with TestClient(create_app(settings)) as c:
         assert isinstance(c.app.limiter, Memory)  # type: ignore[attr-defined]
+
+
+def test_without_redis_requests_are_let_through(caplog: pytest.LogCaptureFixture) -> None:
+    """A limit protects the service; Redis away must not refuse every request."""
+    import asyncio
+    import socket
+
+    from opportune.engine.rate_limits import RedisLimiter
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def go() -> list[Refusal | None]:
+        limiter = RedisLimiter(f"redis://127.0.0.1:{port}/0", prefix="x:")
+        tight = Limit("per_ip", per_s=0.001, burst=1.0)
+        try:
+            return [await limiter.check([("ip:a", tight)]) for _ in range(3)]
+        finally:
+            await limiter.aclose()
+
+    assert asyncio.run(go()) == [None, None, None]
+    assert "rate limits not checked: Redis unavailable" in caplog.text
