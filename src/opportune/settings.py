@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Defaults that components taking no Settings (the writer, the Redis store) share with it.
@@ -39,7 +39,39 @@ class Settings(BaseSettings):
     workspace: Path | None = Field(default=None, description="Folder of workspace YAML documents")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    api_key: str = Field(default="", description="Key for admin endpoints (X-API-Key header)")
+    api_key: str = Field(
+        default="",
+        description="Admin-scope key for the admin API (X-API-Key header), beside the keys "
+        "of `opportune keys create`",
+    )
+    rate_limit_events_per_ip: float = Field(
+        # Generous: a carrier's or an office's NAT puts many visitors (≈ a batch every few
+        # seconds each) behind one address; one abusive client sends far more.
+        default=1000.0,
+        ge=0,
+        description="Requests a second one client IP may make to /v1/events, /v1/actions and "
+        "/v1/recheck (the peer, or X-Forwarded-For with trusted_proxy_headers); 0: no limit",
+    )
+    rate_limit_events_per_site: float = Field(
+        default=10_000.0,
+        ge=0,
+        description="Requests a second one site (all its keys) may make to those; 0: no limit",
+    )
+    rate_limit_admin_per_key: float = Field(
+        default=100.0, ge=0, description="Admin API requests a second per API key; 0: no limit"
+    )
+    rate_limit_store: Literal["auto", "memory", "redis"] = Field(
+        default="auto",
+        description="Where the rate-limit buckets live: auto is Redis when redis_url is set "
+        "(shared by every process, one round trip per request), else memory; memory with "
+        "Redis makes each process count alone (N processes let up to N times the rate in)",
+    )
+    rate_limit_burst_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="A bucket holds this many seconds of its rate: the burst let through",
+    )
     session_timeout_s: int = Field(default=20 * 60, ge=60, le=24 * 3600)
     max_event_age_s: int = Field(default=3600, ge=60, description="Older events are refused")
     max_future_skew_s: int = Field(default=120, ge=0)
@@ -124,6 +156,12 @@ class Settings(BaseSettings):
         if v and not v.startswith(("sqlite", "postgresql")):
             raise ValueError("OPPORTUNE_DATABASE_URL must start with sqlite:// or postgresql://")
         return v
+
+    @model_validator(mode="after")
+    def _rate_limit_store(self) -> Settings:
+        if self.rate_limit_store == "redis" and not self.redis_url:
+            raise ValueError("OPPORTUNE_RATE_LIMIT_STORE=redis needs OPPORTUNE_REDIS_URL")
+        return self
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -65,14 +65,15 @@ def test_admin_routes_need_the_key(client: TestClient, method: str, path: str) -
 
 
 @pytest.mark.parametrize(("method", "path"), ADMIN)
-def test_without_a_configured_key_the_admin_api_is_off(
+def test_without_a_configured_key_only_created_keys_open_the_admin_api(
     disabled: TestClient, method: str, path: str
 ) -> None:
     r = disabled.request(method, path, headers={"X-API-Key": ""})
     assert r.status_code == 401
     assert r.json()["error"] == {
-        "code": "admin_disabled",
-        "message": "admin API disabled: set OPPORTUNE_API_KEY",
+        "code": "bad_api_key",
+        "message": "wrong API key (OPPORTUNE_API_KEY is not set: create keys with "
+        "`opportune keys create`)",
     }
 
 

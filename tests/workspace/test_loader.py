@@ -82,7 +82,7 @@ def test_duplicate_names_and_keys_are_refused(tmp_path: Path) -> None:
     )
     assert problems(tmp_path) == [
         "b.yaml:1: name: site 'shop' defined twice",
-        "c.yaml:1: key: site key already used by site 'shop'",
+        "c.yaml:1: key: site key 'shop-site-key' already used by site 'shop'",
     ]
 
 

@@ -17,19 +17,20 @@ from fastapi.middleware.gzip import GZipMiddleware
 from starlette.responses import RedirectResponse
 
 from opportune import __version__
-from opportune.api import errors
+from opportune.api import errors, openapi
 from opportune.api.apidocs import install_api_docs
 from opportune.api.assets import assets_router
 from opportune.api.auth import api_key_dependency
 from opportune.api.demo import demo_site
 from opportune.api.health import health_router
-from opportune.api.tracking import TrackingEndpoint
+from opportune.api.tracking import SitesNow, TrackingEndpoint
 from opportune.api.widget_config import widget_config_router
 from opportune.engine import metrics
 from opportune.engine.enrichment import GeoResolver
 from opportune.engine.ingest import Ingestor
 from opportune.engine.live import LiveStore, Loader, RedisLiveStore
 from opportune.engine.live_now import RedisLiveNow
+from opportune.engine.rate_limits import Limit, Limiter, MemoryLimiter, RedisLimiter
 from opportune.engine.rollups import Rollups
 from opportune.engine.rules import RuleBook
 from opportune.engine.scoring import OutcomeScorer
@@ -64,6 +65,7 @@ class Runtime:
     chat: ChatService | None = None  # built with the routing engine
     live_now: RedisLiveNow | None = None  # Live Now shared through Redis (else in memory)
     rollups: Rollups | None = None  # the reports' rollups kept up to date
+    limiter: Limiter | None = None  # rate limits of /v1/events and the admin API
 
     async def route_ticks(self, stop: asyncio.Event, every_s: float = 1.0) -> None:
         """Until ``stop``: route again whatever waits, so a held interaction falls back when
@@ -127,6 +129,8 @@ class Runtime:
         await self.writer.aclose()
         if self.live_now is not None:
             await self.live_now.aclose()
+        if self.limiter is not None:
+            await self.limiter.aclose()
         await self.ingestor.live.aclose()
         if self.checkpointer is not None:
             self.checkpointer.close()
@@ -180,6 +184,7 @@ def build_runtime(settings: Settings, *, auto_migrate: bool = True) -> Runtime:
             max_age_s=settings.max_event_age_s + settings.max_future_skew_s,
             interval_s=settings.rollup_interval_s,
         ),
+        limiter=_limiter(settings),
     )
 
 
@@ -236,7 +241,7 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
     app.include_router(health_router(runtime))
     errors.install(app)
     _sdk_routes(app)
-    app.include_router(widget_config_router(runtime.workspace.sites_by_key))
+    app.include_router(widget_config_router(SitesNow(runtime.workspace.site_keys)))
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
@@ -245,9 +250,30 @@ def create_app(settings: Settings, *, auto_migrate: bool = True) -> TrackingEndp
     if DEMO_DIR.is_dir():
         app.mount("/demo", demo_site(DEMO_DIR), name="demo")
     _agent_workspace(app, runtime)
+    openapi.document(app)
     return TrackingEndpoint(
-        app, runtime.ingestor, runtime.workspace.sites_by_key, settings.max_body_bytes
+        app,
+        runtime.ingestor,
+        runtime.workspace.site_keys,
+        settings.max_body_bytes,
+        limiter=runtime.limiter,
+        per_ip=_limit("per_ip", settings.rate_limit_events_per_ip, settings),
+        per_site=_limit("per_site", settings.rate_limit_events_per_site, settings),
     )
+
+
+def _limit(name: str, per_s: float, settings: Settings) -> Limit | None:
+    """A limit of ``per_s`` a second (bursts of ``rate_limit_burst_s`` of it); 0: none."""
+    if per_s <= 0:
+        return None
+    return Limit(name, per_s, max(1.0, per_s * settings.rate_limit_burst_s))
+
+
+def _limiter(settings: Settings) -> Limiter:
+    """Rate-limit buckets in Redis when the deployment shares it, else in memory."""
+    if settings.redis_url and settings.rate_limit_store != "memory":
+        return RedisLimiter(settings.redis_url, prefix=settings.redis_prefix)
+    return MemoryLimiter()
 
 
 class _Tasks:
@@ -350,7 +376,12 @@ def _include_admin(app: FastAPI, runtime: Runtime) -> None:
     from opportune.ml.routing.registry import RoutingRegistry
 
     settings, ingestor, ws = runtime.settings, runtime.ingestor, runtime.workspace
-    require_api_key = api_key_dependency(settings.api_key)
+    require_api_key = api_key_dependency(
+        settings.api_key,
+        engine=ingestor.engine,
+        limiter=runtime.limiter,
+        limit=_limit("per_key", settings.rate_limit_admin_per_key, settings),
+    )
     app.include_router(
         customers_router(
             get_engine=lambda: ingestor.engine,
@@ -430,7 +461,7 @@ def _include_chat(app: FastAPI, runtime: Runtime) -> None:
         bots=BotRunner(ws.bot_flows) if ws.bot_flows else None,
         agent_names={a.name: a.display_name or a.name for a in ws.agents.values()},
     )
-    app.include_router(chat_router(chat=runtime.chat, sites_by_key=ws.sites_by_key))
+    app.include_router(chat_router(chat=runtime.chat, sites_by_key=SitesNow(ws.site_keys)))
     app.include_router(
         desk_socket_router(chat=runtime.chat, authenticate=_desk_authenticator(runtime))
     )

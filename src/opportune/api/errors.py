@@ -11,9 +11,11 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 _CODES = {
+    400: "unreadable_body",
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",
@@ -21,7 +23,51 @@ _CODES = {
     409: "conflict",
     413: "too_large",
     422: "invalid_request",
+    429: "rate_limited",
 }
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable ``code``, a sentence, and where (``path``) when known."""
+
+    model_config = ConfigDict(extra="allow")  # e.g. ``errors``, ``limit``, ``needed``
+
+    code: str
+    message: str
+    path: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the HTTP API."""
+
+    error: ErrorDetail
+
+
+_MEANING = {
+    400: "The request cannot be read",
+    401: "No valid API key (or not signed in)",
+    403: "The key's scope (or the person's role) does not allow this",
+    404: "Nothing by that name or id",
+    405: "Not allowed on this resource (e.g. a definition from the workspace files)",
+    409: "Conflicts with the current state (e.g. a definition from the workspace files)",
+    413: "The body is too large",
+    422: "The request is well-formed JSON but names something invalid (see error.path)",
+    429: "Rate limit reached: retry after the Retry-After header's seconds",
+    503: "Storage unavailable: retry after the Retry-After header's seconds",
+}
+
+
+def response(status: int) -> dict[str, Any]:
+    """The OpenAPI answer ``status`` in the one error shape (a reference to ErrorBody)."""
+    return {
+        "description": _MEANING.get(status, "Error"),
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for the error answers ``statuses`` of a route or router."""
+    return {s: {"model": ErrorBody, "description": _MEANING[s]} for s in statuses}
 
 
 def error(status: int, code: str, message: str, **extra: Any) -> HTTPException:
@@ -33,15 +79,24 @@ def not_found(message: str) -> HTTPException:
     return error(404, "not_found", message)
 
 
-async def _http_error(_req: Request, exc: Exception) -> JSONResponse:
+async def _http_error(req: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    headers = exc.headers
+    if exc.status_code == 405 and headers and "Allow" in headers and isinstance(req.app, FastAPI):
+        # Starlette's router names only the first route of the path; FastAPI makes one
+        # route per method, so ``Allow`` would miss the others.
+        from opportune.api.openapi import allowed_methods
+
+        allow = allowed_methods(req.app, req.url.path)
+        if allow:
+            headers = {**(headers or {}), "Allow": ", ".join(allow)}
     detail = exc.detail
     if isinstance(detail, dict) and "code" in detail:
         body = {"error": detail}
     else:
         code = _CODES.get(exc.status_code, "error")
         body = {"error": {"code": code, "message": str(detail)}}
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
 async def _invalid(_req: Request, exc: Exception) -> JSONResponse:

@@ -37,7 +37,12 @@ class InteractionIn(CamelIn):
     visitor_id: str | None = Field(default=None, max_length=64)
     # Numbers the caller knows of the customer (CRM fields, value, tenure), by name; a
     # list is accepted too (named x0, x1, …).
-    features: list[float] | dict[str, float] = Field(default_factory=list, max_length=200)
+    features: list[float] | dict[str, float] = Field(
+        default_factory=list,
+        max_length=200,
+        # What ``_names`` checks, said in the OpenAPI document: the names' form.
+        json_schema_extra={"propertyNames": {"pattern": _FEATURE.pattern}},
+    )
 
     @field_validator("features")
     @classmethod

@@ -5,6 +5,10 @@ the widget's two public endpoints beside it, ``POST /v1/actions`` (reports) and
 It skips the framework's middleware and request objects: on a 2-core machine the HTTP
 layer is the largest cost per batch after the database, so it is kept to the minimum.
 
+Rate limits (``engine/rate_limits.py``) are checked once the site is known: a token per
+request from the client IP's bucket and the site's (all its keys share one); over either,
+429 ``rate_limited`` naming the limit, with ``Retry-After``.
+
 CORS is decided per site: the answer echoes the request's Origin only when the site
 allows it. Browsers always send Origin on a cross-site POST; a request without one comes
 from a server or a tool, which could claim any origin anyway, so it is not refused for that.
@@ -15,7 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 import msgspec
@@ -23,8 +27,10 @@ import msgspec
 from opportune.core.events import BATCH_DECODER, RECHECK_DECODER, REPORTS_DECODER
 from opportune.engine import metrics
 from opportune.engine.ingest import IngestError, Ingestor
+from opportune.engine.rate_limits import Limit, Limiter
 from opportune.store.writer import WriterClosed
 from opportune.workspace import Site
+from opportune.workspace.site_keys import SiteKeys
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -54,13 +60,25 @@ class TrackingEndpoint:
     """Serves ``/v1/events`` itself and hands every other request to ``app``."""
 
     def __init__(
-        self, app: ASGIApp, ingestor: Ingestor, sites_by_key: dict[str, Site], max_body: int
+        self,
+        app: ASGIApp,
+        ingestor: Ingestor,
+        sites: SiteKeys,
+        max_body: int,
+        *,
+        limiter: Limiter | None = None,
+        per_ip: Limit | None = None,
+        per_site: Limit | None = None,
     ) -> None:
         self.app = app
         self.ingestor = ingestor
-        self.sites_by_key = sites_by_key
-        self.all_origins = frozenset(o for s in sites_by_key.values() for o in s.origins)
+        self.sites = sites
+        self.sites_by_key = sites.current
+        self.all_origins = frozenset(o for s in sites.current.values() for o in s.origins)
         self.max_body = max_body
+        self.limiter = limiter if per_ip or per_site else None
+        self.per_ip = per_ip
+        self.per_site = per_site
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] not in _DECODERS:
@@ -128,13 +146,10 @@ class TrackingEndpoint:
             return batch
         site = self.sites_by_key.get(batch.site_key)
         if site is None:
-            return _error(
-                403,
-                "unknown_site_key",
-                "no site has this key",
-                "$.siteKey",
-                cors=self._cors(origin, None, own),
-            )
+            found = self.sites.find(batch.site_key, now_ms=int(time.time() * 1000))
+            if not isinstance(found, Site):
+                return _unknown_key(found, cors=self._cors(origin, None, own))
+            site = found
         cors = self._cors(origin, site, own)
         if origin is not None and len(cors) == 1:
             return _error(
@@ -144,7 +159,24 @@ class TrackingEndpoint:
                 cors=cors,
             )
         client = scope.get("client")
-        return await self._handle(path, batch, site, headers, client[0] if client else None, cors)
+        peer = client[0] if client else None
+        if self.limiter is not None:
+            checks = []
+            if self.per_ip is not None:
+                ip = self.ingestor.geo.client_ip(headers, peer) or "-"
+                checks.append(("ip:" + ip, self.per_ip))
+            if self.per_site is not None:
+                checks.append(("site:" + site.name, self.per_site))
+            refusal = await self.limiter.check(checks)
+            if refusal is not None:
+                return _error(
+                    429,
+                    "rate_limited",
+                    f"over the {refusal.limit} rate limit; retry after {refusal.retry_after} s",
+                    limit=refusal.limit,
+                    cors=[*cors, (b"retry-after", refusal.retry_after.encode())],
+                )
+        return await self._handle(path, batch, site, headers, peer, cors)
 
     async def _read(
         self, receive: Receive, headers: dict[str, str], origin: str | None, own: str
@@ -220,6 +252,26 @@ class TrackingEndpoint:
         return 200, _ENCODE.encode(result.to_json()), cors
 
 
+class SitesNow(Mapping[str, Site]):
+    """The sites by every key valid now (a rotation's previous keys until their end), for
+    the widget's and the chat's lookups; iterating gives the current keys."""
+
+    def __init__(self, sites: SiteKeys) -> None:
+        self.sites = sites
+
+    def __getitem__(self, key: str) -> Site:
+        site = self.sites.get(key, int(time.time() * 1000))
+        if site is None:
+            raise KeyError(key)
+        return site
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.sites.current)
+
+    def __len__(self) -> int:
+        return len(self.sites.current)
+
+
 def _decode(path: str, body: bytes, *, cors: list[tuple[bytes, bytes]]) -> Any:
     """The body decoded for ``path``, or the error answer (a tuple) naming the problem."""
     try:
@@ -234,6 +286,21 @@ def _decode(path: str, body: bytes, *, cors: list[tuple[bytes, bytes]]) -> Any:
         return _error(400, "invalid_json", f"body is not valid JSON: {exc}", cors=cors)
 
 
+def _unknown_key(found: Any, *, cors: list[tuple[bytes, bytes]]) -> Answer:
+    """403 for a key no site has, or a previous key past its rotation's end."""
+    if found is None:
+        return _error(403, "unknown_site_key", "no site has this key", "$.siteKey", cors=cors)
+    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(found.until_ms / 1000))
+    return _error(
+        403,
+        "site_key_expired",
+        f"this key of site {found.site!r} was replaced and stopped working at {until}; "
+        "use the site's current key",
+        "$.siteKey",
+        cors=cors,
+    )
+
+
 def _error(
     status: int,
     code: str,
@@ -241,8 +308,11 @@ def _error(
     path: str | None = None,
     *,
     cors: list[tuple[bytes, bytes]],
+    limit: str | None = None,
 ) -> Answer:
     err: dict[str, Any] = {"code": code, "message": message}
     if path:
         err["path"] = path
+    if limit:
+        err["limit"] = limit
     return status, _ENCODE.encode({"error": err}), list(cors)

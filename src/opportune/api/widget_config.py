@@ -43,9 +43,9 @@ def widget_config_router(sites_by_key: Mapping[str, Site]) -> APIRouter:
     """The route; ``sites_by_key`` is the workspace's (sites are fixed while it runs)."""
     router = APIRouter(include_in_schema=False)
     bodies: dict[str, tuple[bytes, str]] = {}
-    for key, site in sites_by_key.items():
+    for site in sites_by_key.values():
         raw = json.dumps(widget_document(site), separators=(",", ":"), sort_keys=True).encode()
-        bodies[key] = (raw, f'"{hashlib.sha256(raw).hexdigest()[:20]}"')
+        bodies[site.name] = (raw, f'"{hashlib.sha256(raw).hexdigest()[:20]}"')
 
     @router.get("/v1/widget")
     async def widget_config(request: Request) -> Response:
@@ -60,7 +60,7 @@ def widget_config_router(sites_by_key: Mapping[str, Site]) -> APIRouter:
         own = f"{request.url.scheme}://{request.headers.get('host', '')}"
         if origin is not None and (origin == own or site.allows_origin(origin)):
             headers["access-control-allow-origin"] = origin
-        body, etag = bodies[key]
+        body, etag = bodies[site.name]
         headers |= {"cache-control": CACHE_CONTROL, "etag": etag}
         wanted = request.headers.get("if-none-match", "")
         if etag in (t.strip().removeprefix("W/") for t in wanted.split(",")):

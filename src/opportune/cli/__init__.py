@@ -4,7 +4,7 @@
 workspace; ``gdpr`` exports, erases and purges; ``import`` takes a customer's history;
 ``simulate`` runs the simulators; ``train`` and ``models`` build and manage the models;
 ``users`` manages who signs in to /agent; ``reports rebuild`` recounts the reports'
-rollups.
+rollups; ``keys`` manages the admin API's keys.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from opportune.cli.demo import demo
 from opportune.cli.errors import Guarded
 from opportune.cli.gdpr import gdpr
 from opportune.cli.imports import import_group
+from opportune.cli.keys import keys
 from opportune.cli.models import models
 from opportune.cli.reports import reports
 from opportune.cli.serve import serve
@@ -45,5 +46,6 @@ for _command in (
     models,
     users,
     reports,
+    keys,
 ):
     main.add_command(_command)

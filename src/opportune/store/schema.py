@@ -508,3 +508,15 @@ report_rollup_marks = Table(
     Column("name", String(32), primary_key=True),
     Column("value", BigInteger, nullable=False),
 )
+
+# Admin API keys: the key is shown once at creation; the row keeps its sha256 only.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(16), primary_key=True),  # the key's public prefix, opk_<id>_…
+    Column("name", String(128), nullable=False),
+    Column("scope", String(8), nullable=False),  # read | write | admin
+    Column("key_hash", String(64), nullable=False),  # sha256 hex of the whole key
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+)

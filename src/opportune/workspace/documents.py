@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -105,12 +106,41 @@ class WidgetConfig(Document):
         return texts
 
 
+_SITE_KEY = r"^[A-Za-z0-9_-]+$"
+
+
+class PreviousKey(BaseModel):
+    """A site's former key, still accepted until ``validUntil`` (a rotation's overlap)."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
+    )
+
+    key: str = Field(min_length=8, max_length=64, pattern=_SITE_KEY)
+    valid_until: datetime
+
+    @field_validator("valid_until")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("give a time zone, e.g. 2027-01-31T00:00:00Z")
+        return v
+
+    @property
+    def valid_until_ms(self) -> int:
+        return int(self.valid_until.timestamp() * 1000)
+
+
 class Site(Document):
-    """A website that embeds the snippet: its public key and where it may be called from."""
+    """A website that embeds the snippet: its public key and where it may be called from.
+
+    ``previousKeys`` rotate the key: pages still carrying an old key keep working until
+    its ``validUntil``, then get 403 ``site_key_expired``."""
 
     kind: Literal["site"] = "site"
     name: str = Field(pattern=_NAME)
-    key: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    key: str = Field(min_length=8, max_length=64, pattern=_SITE_KEY)
+    previous_keys: list[PreviousKey] = Field(default_factory=list, max_length=16)
     origins: list[str] = Field(min_length=1)
     session_timeout_minutes: int = Field(default=20, ge=1, le=24 * 60)
     default_phone_region: str = Field(default="US", pattern=r"^[A-Z]{2}$")
@@ -128,6 +158,20 @@ class Site(Document):
             if parts.path not in ("", "/") or parts.query or parts.fragment:
                 raise ValueError(f"{origin!r}: an origin has no path, query or fragment")
         return [o.rstrip("/") for o in origins]
+
+    @field_validator("previous_keys")
+    @classmethod
+    def _distinct(cls, keys: list[PreviousKey], info: ValidationInfo) -> list[PreviousKey]:
+        seen = {info.data.get("key")}
+        for k in keys:
+            if k.key in seen:
+                raise ValueError(f"key {k.key!r} is listed twice (or is the current key)")
+            seen.add(k.key)
+        return keys
+
+    def all_keys(self) -> list[str]:
+        """The current key, then the previous ones."""
+        return [self.key, *(k.key for k in self.previous_keys)]
 
     def allows_origin(self, origin: str | None) -> bool:
         """Whether a browser at ``origin`` may send events for this site."""

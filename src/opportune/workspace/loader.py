@@ -35,6 +35,7 @@ from opportune.workspace.engagement import (
     build_maps,
     kpi_fits_queue,
 )
+from opportune.workspace.site_keys import SiteKeys
 
 KINDS = {**BASE_KINDS, **ENGAGEMENT_KINDS, **CRM_KINDS, "botFlow": BotFlowDoc}
 _OTHERS = (ContentTemplate, QueueDoc, EngagementSettings, AgentDoc, KpiDoc, BotFlowDoc, CrmDoc)
@@ -82,7 +83,13 @@ class Workspace:
 
     @property
     def sites_by_key(self) -> dict[str, Site]:
+        """The sites by their current key (``site_keys`` also knows the previous ones)."""
         return {s.key: s for s in self.sites.values()}
+
+    @property
+    def site_keys(self) -> SiteKeys:
+        """Every key a site is found by now or until its rotation's end."""
+        return SiteKeys(self.sites.values())
 
 
 def _node_at(node: yaml.Node | None, loc: Iterable[int | str]) -> yaml.Node | None:
@@ -247,12 +254,12 @@ class _Gathered:
         elif isinstance(doc, Site):
             if doc.name in self.sites:
                 self.problems.append(Problem(rel, 1, "name", f"site {doc.name!r} defined twice"))
-            elif doc.key in self.keys:
-                message = f"site key already used by site {self.keys[doc.key]!r}"
+            elif used := [k for k in doc.all_keys() if k in self.keys]:
+                message = f"site key {used[0]!r} already used by site {self.keys[used[0]]!r}"
                 self.problems.append(Problem(rel, 1, "key", message))
             else:
                 self.sites[doc.name] = doc
-                self.keys[doc.key] = doc.name
+                self.keys.update(dict.fromkeys(doc.all_keys(), doc.name))
 
     def named(self, kind: type[_D]) -> dict[str, _D]:
         """The documents of one kind by name."""
