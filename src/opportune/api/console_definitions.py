@@ -16,6 +16,7 @@ Extras per kind: a segment's or outcome's live audience estimate (``POST
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -261,6 +262,17 @@ def _page_routes(api: APIRouter, e: Environment, kind: Kind) -> None:
     def page(request: Request, person: Any, template: str, status: int = 200, **ctx: Any) -> Any:
         return render(e, request, person, template, status=status, section=slug, k=kind, **ctx)
 
+    _reading_routes(api, page, kind)
+    _writing_routes(api, page, kind)
+
+
+Page = Callable[..., Any]
+
+
+def _reading_routes(api: APIRouter, page: Page, kind: Kind) -> None:
+    """The list, the empty form and a document (with its model card or map test)."""
+    slug = kind.slug
+
     @api.get(f"/{slug}")
     async def listing(request: Request, person: Reader) -> Response:
         return page(request, person, "list.html", rows=_rows(request, kind))
@@ -278,36 +290,6 @@ def _page_routes(api: APIRouter, e: Environment, kind: Kind) -> None:
             errors=[],
             message="",
         )
-
-    @api.post(f"/{slug}/_new")
-    async def create(request: Request, person: Admin) -> Response:
-        form = await form_fields(request)
-        try:
-            doc = read_doc(kind, form, None)
-            if runtime(request).rules.get(kind.kind, doc.name) is not None:
-                raise HTTPException(
-                    409,
-                    detail={
-                        "message": f"name: {kind.kind} {doc.name!r} exists; edit it instead",
-                        "path": "name",
-                    },
-                )
-            await run_in_threadpool(_save, request, kind, doc, actor_of(person))
-        except HTTPException as exc:
-            message, errors = _problems(exc)
-            return page(
-                request,
-                person,
-                "doc.html",
-                exc.status_code,
-                is_new=True,
-                name=form.get("name", ""),
-                source="api",
-                document=form.get("document", ""),
-                errors=errors,
-                message=message,
-            )
-        return RedirectResponse(f"/console/{slug}/{doc.name}?saved=1", status_code=303)
 
     @api.get(f"/{slug}/{{name}}")
     async def show(
@@ -337,6 +319,51 @@ def _page_routes(api: APIRouter, e: Environment, kind: Kind) -> None:
             **extra,
         )
 
+
+def _writing_routes(api: APIRouter, page: Page, kind: Kind) -> None:
+    """Create, update and delete; a refusal shows the form again with the REST API's
+    errors beside the fields they name."""
+    slug = kind.slug
+
+    def again(
+        request: Request, person: Any, exc: HTTPException, *, is_new: bool, name: str,
+        source: str, document: str,
+    ) -> Any:  # fmt: skip
+        message, errors = _problems(exc)
+        return page(
+            request,
+            person,
+            "doc.html",
+            exc.status_code,
+            is_new=is_new,
+            name=name,
+            source=source,
+            document=document,
+            errors=errors,
+            message=message,
+        )
+
+    @api.post(f"/{slug}/_new")
+    async def create(request: Request, person: Admin) -> Response:
+        form = await form_fields(request)
+        try:
+            doc = read_doc(kind, form, None)
+            if runtime(request).rules.get(kind.kind, doc.name) is not None:
+                raise HTTPException(
+                    409,
+                    detail={
+                        "message": f"name: {kind.kind} {doc.name!r} exists; edit it instead",
+                        "path": "name",
+                    },
+                )
+            await run_in_threadpool(_save, request, kind, doc, actor_of(person))
+        except HTTPException as exc:
+            return again(
+                request, person, exc, is_new=True, name=form.get("name", ""), source="api",
+                document=form.get("document", ""),
+            )  # fmt: skip
+        return RedirectResponse(f"/console/{slug}/{doc.name}?saved=1", status_code=303)
+
     @api.post(f"/{slug}/{{name}}")
     async def update(request: Request, name: str, person: Admin) -> Response:
         _, source = _found(request, kind, name)
@@ -345,19 +372,10 @@ def _page_routes(api: APIRouter, e: Environment, kind: Kind) -> None:
             doc = read_doc(kind, form, name)
             await run_in_threadpool(_save, request, kind, doc, actor_of(person))
         except HTTPException as exc:
-            message, errors = _problems(exc)
-            return page(
-                request,
-                person,
-                "doc.html",
-                exc.status_code,
-                is_new=False,
-                name=name,
-                source=source,
+            return again(
+                request, person, exc, is_new=False, name=name, source=source,
                 document=form.get("document", ""),
-                errors=errors,
-                message=message,
-            )
+            )  # fmt: skip
         return RedirectResponse(f"/console/{slug}/{name}?saved=1", status_code=303)
 
     @api.post(f"/{slug}/{{name}}/delete")
@@ -366,19 +384,10 @@ def _page_routes(api: APIRouter, e: Environment, kind: Kind) -> None:
         try:
             await run_in_threadpool(_delete, request, kind, name, actor_of(person))
         except HTTPException as exc:
-            message, errors = _problems(exc)
-            return page(
-                request,
-                person,
-                "doc.html",
-                exc.status_code,
-                is_new=False,
-                name=name,
-                source=source,
+            return again(
+                request, person, exc, is_new=False, name=name, source=source,
                 document=body_of(doc) if doc else "",
-                errors=errors,
-                message=message,
-            )
+            )  # fmt: skip
         return RedirectResponse(f"/console/{slug}", status_code=303)
 
 

@@ -8,6 +8,7 @@ would lock out the last person able to undo it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
@@ -97,6 +98,57 @@ def _change(
         )
 
 
+def _add_user(request: Request, person: Any, form: dict[str, str], values: dict[str, str]) -> None:
+    """Create the user of the form and record it, in one transaction."""
+    with runtime(request).ingestor.engine.begin() as conn:
+        made = users.create_user(
+            conn,
+            email=values["email"],
+            name=values["name"],
+            role=values["role"],  # type: ignore[arg-type]  # checked by create_user
+            password=form.get("password", ""),
+            now_ms=_now_ms(),
+            agent_id=values["agent_id"].strip() or None,
+            queues=_split(values["queues"]),
+        )
+        audit.record(
+            conn,
+            at=_now_ms(),
+            actor=actor_of(person),
+            action="create",
+            kind="user",
+            name=made.email,
+            before=None,
+            after=user_json(made),
+        )
+
+
+def _change_of(
+    form: dict[str, str], what: str
+) -> tuple[Callable[[Connection, users.User], None], audit.Action]:
+    """What a change button does to a user, and how the audit log names it; 404 for a
+    change that does not exist."""
+    if what == "role":
+
+        def role(conn: Connection, u: users.User) -> None:
+            users.change_role(
+                conn,
+                u.id,
+                role=form.get("role", ""),  # type: ignore[arg-type]
+                agent_id=form.get("agent_id", "").strip() or None,
+                queues=_split(form.get("queues", "")),
+            )
+
+        return role, "update"
+    if what == "disable":
+        return (lambda conn, u: users.disable(conn, u.id, now_ms=_now_ms())), "update"
+    if what == "enable":
+        return (lambda conn, u: users.enable(conn, u.id)), "update"
+    if what == "delete":
+        return (lambda conn, u: users.delete_user(conn, u.id)), "delete"
+    raise HTTPException(404, detail={"code": "not_found", "message": f"no action {what!r}"})
+
+
 def console_users_router(e: Environment) -> APIRouter:
     api = APIRouter(prefix="/console/users", include_in_schema=False)
 
@@ -108,32 +160,8 @@ def console_users_router(e: Environment) -> APIRouter:
     async def create(request: Request, person: Admin) -> Response:
         form = await form_fields(request)
         values = {k: form.get(k, "") for k in ("email", "name", "role", "agent_id", "queues")}
-
-        def add() -> None:
-            with runtime(request).ingestor.engine.begin() as conn:
-                made = users.create_user(
-                    conn,
-                    email=values["email"],
-                    name=values["name"],
-                    role=values["role"],  # type: ignore[arg-type]  # checked by create_user
-                    password=form.get("password", ""),
-                    now_ms=_now_ms(),
-                    agent_id=values["agent_id"].strip() or None,
-                    queues=_split(values["queues"]),
-                )
-                audit.record(
-                    conn,
-                    at=_now_ms(),
-                    actor=actor_of(person),
-                    action="create",
-                    kind="user",
-                    name=made.email,
-                    before=None,
-                    after=user_json(made),
-                )
-
         try:
-            await run_in_threadpool(add)
+            await run_in_threadpool(_add_user, request, person, form, values)
         except users.UserError as exc:
             errors = _field_error(exc)
             return await run_in_threadpool(
@@ -144,38 +172,7 @@ def console_users_router(e: Environment) -> APIRouter:
     @api.post("/{user_id}/{what}")
     async def change(request: Request, user_id: str, what: str, person: Admin) -> Response:
         form = await form_fields(request)
-        if what == "role":
-
-            def apply(conn: Connection, u: users.User) -> None:
-                users.change_role(
-                    conn,
-                    u.id,
-                    role=form.get("role", ""),  # type: ignore[arg-type]
-                    agent_id=form.get("agent_id", "").strip() or None,
-                    queues=_split(form.get("queues", "")),
-                )
-
-            action: audit.Action = "update"
-        elif what == "disable":
-
-            def apply(conn: Connection, u: users.User) -> None:
-                users.disable(conn, u.id, now_ms=_now_ms())
-
-            action = "update"
-        elif what == "enable":
-
-            def apply(conn: Connection, u: users.User) -> None:
-                users.enable(conn, u.id)
-
-            action = "update"
-        elif what == "delete":
-
-            def apply(conn: Connection, u: users.User) -> None:
-                users.delete_user(conn, u.id)
-
-            action = "delete"
-        else:
-            raise HTTPException(404, detail={"code": "not_found", "message": f"no action {what!r}"})
+        apply, action = _change_of(form, what)
         try:
             await run_in_threadpool(_change, request, person, user_id, apply, action)
         except users.UserError as exc:

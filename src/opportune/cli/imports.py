@@ -69,19 +69,10 @@ def import_events(
     except ConfigError as exc:
         exit_invalid_workspace(exc.problems)
     sites = runtime.workspace.sites
-    if site is None:
-        if len(sites) != 1:
-            fail(f"the workspace has {len(sites)} sites; say which with --site ({_names(sites)})")
-        site = next(iter(sites))
-    if site not in sites:
-        fail(f"no site {site!r} in the workspace; the sites are: {_names(sites)}")
+    site = _site(sites, site)
     fmt = fmt or ("csv" if file.suffix.lower() == ".csv" else "jsonl")
     checkpoint = checkpoint or file.with_name(file.name + ".checkpoint")
-    start = _resume_point(checkpoint, file) if resume else {"line": 0, "offset": 0}
-    try:  # said now, not after the first window's work
-        _write_checkpoint(checkpoint, file, start["line"], start["offset"])
-    except OSError as exc:
-        fail(f"cannot write the checkpoint {checkpoint}: {exc.strerror}; give --checkpoint PATH")
+    start = _start(checkpoint, file, resume)
     size = file.stat().st_size
     # An import's group commits may be larger than the server's: nobody waits for an answer.
     runtime.writer.max_events = max(runtime.writer.max_events, 20_000)
@@ -130,7 +121,33 @@ def import_events(
                 f"stored; run again with --resume to go on"
             )
     bar.close()
-    s = summary
+    _say_summary(summary)
+
+
+def _start(checkpoint: Path, file: Path, resume: bool) -> dict[str, int]:
+    """Where to begin (the checkpoint's line and offset with --resume), the checkpoint
+    written at once: a folder it cannot be written in is said now, not after a window."""
+    start = _resume_point(checkpoint, file) if resume else {"line": 0, "offset": 0}
+    try:
+        _write_checkpoint(checkpoint, file, start["line"], start["offset"])
+    except OSError as exc:
+        fail(f"cannot write the checkpoint {checkpoint}: {exc.strerror}; give --checkpoint PATH")
+    return start
+
+
+def _site(sites: Any, site: str | None) -> str:
+    """The site named, or the workspace's only one; one clear line otherwise."""
+    if site is None:
+        if len(sites) != 1:
+            fail(f"the workspace has {len(sites)} sites; say which with --site ({_names(sites)})")
+        site = next(iter(sites))
+    if site not in sites:
+        fail(f"no site {site!r} in the workspace; the sites are: {_names(sites)}")
+    return site
+
+
+def _say_summary(s: Any) -> None:
+    """The run's last lines; exit 1 when a line was refused (the rest is stored)."""
     rate = s.imported / s.seconds if s.seconds else 0.0
     click.echo(
         f"{s.lines:,} lines: {s.imported:,} events imported, {s.duplicates:,} already stored, "
