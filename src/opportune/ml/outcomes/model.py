@@ -48,7 +48,7 @@ from opportune.ml.calibration import (
 from opportune.ml.outcomes.examples import OutcomeExamples
 from opportune.ml.outcomes.features import FeatureSpec
 from opportune.ml.outcomes.linear import LinearScorer
-from opportune.ml.outcomes.selection import auc, select
+from opportune.ml.outcomes.selection import Selection, auc, select
 
 SPLITS = ("train", "validation", "calibration", "test")
 LATEST_SHARE = 0.25  # of the test visits, the newest: the card's calibration of late
@@ -321,6 +321,111 @@ def _data_card(ex: OutcomeExamples, parts: dict[str, OutcomeExamples]) -> dict[s
     }
 
 
+@dataclass(slots=True)
+class _Trees:
+    """The boosted trees chosen on held-out visits, calibrated, and their test scores."""
+
+    chosen: Selection
+    booster: lgb.Booster
+    calibrator: Calibrator
+    calibrators: dict[str, Any]  # each method's out-of-fold ECE
+    test_p: np.ndarray
+    fit_s: float
+    calibration_s: float
+
+
+def _trees(
+    ex: OutcomeExamples, parts: dict[str, OutcomeExamples], cfg: TrainingConfig, progress: bool
+) -> _Trees:
+    t0 = time.perf_counter()
+    tr, va, ca, te = (parts[k] for k in SPLITS)
+    binned = _binned(ex, cfg)
+    chosen = select(
+        lambda extra: _fit(ex.outcome, binned, tr, va, cfg, progress, extra),
+        va.X,
+        va.y,
+        ca.X,
+        ca.y,
+        ex.spec.names,
+        train_rows=len(tr),
+        seed=cfg.seed,
+        threads=cfg.num_threads,
+    )
+    final = lgb.Booster(model_str=chosen.model_text)
+    t1 = time.perf_counter()
+    calibrator, candidates = choose_calibrator(
+        raw_scores(final, ca.X, cfg.num_threads), ca.y, ca.visit, seed=cfg.seed
+    )
+    t2 = time.perf_counter()
+    test_p = calibrator.many(raw_scores(final, te.X, cfg.num_threads))
+    return _Trees(chosen, final, calibrator, candidates, test_p, t1 - t0, t2 - t1)
+
+
+def _choice(trees: _Trees, lg: _Logistic | None) -> tuple[bool, dict[str, Any]]:
+    """Whether the logistic regression is served, and the card's account of the choice.
+
+    Trees that do not beat a logistic regression on visits neither was fitted on would
+    serve a worse answer than a formula: the logistic model is served then."""
+    selection = trees.chosen.card()
+    if lg is None:
+        return False, selection
+    linear = lg.choice_auc > trees.chosen.chosen_auc
+    selection["candidates"].append(
+        {"params": {"model": "logisticRegression"}, "rocAuc": lg.choice_auc}
+    )
+    selection["served"] = "logisticRegression" if linear else "gradientBoostedTrees"
+    aucs = (lg.choice_auc, trees.chosen.chosen_auc)
+    won, lost = aucs if linear else aucs[::-1]
+    names = ("logistic regression", "boosted trees")
+    winner, loser = names if linear else names[::-1]
+    selection["why"] = (
+        f"the {winner} ranked the calibration slice's visits better than the {loser} "
+        f"(ROC AUC {won:.3f} vs {lost:.3f})"
+    )
+    return linear, selection
+
+
+def _test_figures(p: np.ndarray, te: OutcomeExamples) -> dict[str, Any]:
+    test = summary(p, te.y, te.prefix)
+    test["reliability"] = reliability(p, te.y)
+    test["liftByDecile"] = lift_by_decile(p, te.y)
+    test["latest"] = latest_slice(p, te.y, te.visit, te.started)
+    return test
+
+
+def _served(
+    linear: bool,
+    lg: _Logistic | None,
+    trees: _Trees,
+    tr: OutcomeExamples,
+    names: list[str],
+    params: dict[str, Any],
+) -> tuple[dict[str, Any], list[dict[str, Any]], Calibrator, dict[str, Any]]:
+    """The served model's card entry, top features, calibrator and calibration entry."""
+    if linear and lg is not None:
+        spread = tr.X.std(axis=0)
+        ranked = sorted(lg.scorer.weights(names, spread), key=lambda kv: -kv[1])[:15]
+        model = {
+            "kind": "logisticRegression",
+            "library": f"scikit-learn {sklearn.__version__}",
+            "params": {"C": 1.0, "penalty": "l2", "standardised": True},
+            "features": sum(1 for c in lg.scorer.coef if c != 0.0),
+        }
+        top = [{"feature": n, "weight": round(w, 4)} for n, w in ranked if w > 0]
+        return model, top, lg.calibrator, {"method": lg.figures["calibration"]}
+    gains = trees.booster.feature_importance("gain")
+    ranked = sorted(zip(names, gains.tolist(), strict=True), key=lambda kv: -kv[1])[:15]
+    model = {
+        "kind": "lightgbm",
+        "version": lgb.__version__,
+        "trees": trees.chosen.rounds,
+        "params": params,
+    }
+    top = [{"feature": n, "gain": round(g, 3)} for n, g in ranked if g > 0]
+    method = type(trees.calibrator).__name__.lower()
+    return model, top, trees.calibrator, {"method": method, "outOfFoldEce": trees.calibrators}
+
+
 def train_outcome_model(
     ex: OutcomeExamples,
     config: TrainingConfig | None = None,
@@ -333,63 +438,17 @@ def train_outcome_model(
     t0 = time.perf_counter()
     parts = split_by_time(ex, cfg.shares)
     _check_slices(ex.outcome, parts)
-    tr, va, ca, te = (parts[k] for k in SPLITS)
+    tr, te = parts["train"], parts["test"]
     names = ex.spec.names
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="baseline") as pool:
         # The baseline does not depend on the model: it runs beside the boosting, whose
         # rounds (LightGBM's C++) release the GIL, so a core idle between LightGBM's
         # parallel sections fits the logistic regression meanwhile.
         logistic = pool.submit(_logistic_baseline, parts, cfg) if cfg.baselines else None
-        binned = _binned(ex, cfg)
-        chosen = select(
-            lambda extra: _fit(ex.outcome, binned, tr, va, cfg, progress, extra),
-            va.X,
-            va.y,
-            ca.X,
-            ca.y,
-            names,
-            train_rows=len(tr),
-            seed=cfg.seed,
-            threads=cfg.num_threads,
-        )
-        model_text, best = chosen.model_text, chosen.rounds
-        final = lgb.Booster(model_str=model_text)
-        t_fit = time.perf_counter() - t0
-
-        t1 = time.perf_counter()
-        calibrator, candidates = choose_calibrator(
-            raw_scores(final, ca.X, cfg.num_threads),
-            ca.y,
-            ca.visit,
-            seed=cfg.seed,
-        )
-        t_cal = time.perf_counter() - t1
-
-        trees_p = calibrator.many(raw_scores(final, te.X, cfg.num_threads))
+        trees = _trees(ex, parts, cfg, progress)
         lg = logistic.result() if logistic is not None else None
-    selection = chosen.card()
-    linear = lg is not None and lg.choice_auc > chosen.chosen_auc
-    if lg is not None:
-        selection["candidates"].append(
-            {"params": {"model": "logisticRegression"}, "rocAuc": lg.choice_auc}
-        )
-        # Trees that do not beat a logistic regression on visits neither was fitted on
-        # would serve a worse answer than a formula: the logistic model is served then.
-        selection["served"] = "logisticRegression" if linear else "gradientBoostedTrees"
-        won, lost = (
-            (lg.choice_auc, chosen.chosen_auc) if linear else (chosen.chosen_auc, lg.choice_auc)
-        )
-        names_ = ("logistic regression", "boosted trees")
-        winner, loser = names_ if linear else names_[::-1]
-        selection["why"] = (
-            f"the {winner} ranked the calibration slice's visits better than the {loser} "
-            f"(ROC AUC {won:.3f} vs {lost:.3f})"
-        )
-    p = lg.test_p if linear and lg is not None else trees_p
-    test = summary(p, te.y, te.prefix)
-    test["reliability"] = reliability(p, te.y)
-    test["liftByDecile"] = lift_by_decile(p, te.y)
-    test["latest"] = latest_slice(p, te.y, te.visit, te.started)
+    linear, selection = _choice(trees, lg)
+    p = lg.test_p if linear and lg is not None else trees.test_p
     maxima = visit_maxima(p, te.visit)
     baselines: dict[str, Any] = {}
     if lg is not None:
@@ -398,47 +457,26 @@ def train_outcome_model(
         baselines["baseRate"]["rate"] = base
         baselines["logisticRegression"] = lg.figures
         if linear:
-            baselines["gradientBoostedTrees"] = summary(trees_p, te.y, te.prefix)
-    if linear and lg is not None:
-        spread = tr.X.std(axis=0)
-        ranked = sorted(lg.scorer.weights(names, spread), key=lambda kv: -kv[1])[:15]
-        model_card: dict[str, Any] = {
-            "kind": "logisticRegression",
-            "library": f"scikit-learn {sklearn.__version__}",
-            "params": {"C": 1.0, "penalty": "l2", "standardised": True},
-            "features": sum(1 for c in lg.scorer.coef if c != 0.0),
-        }
-        top = [{"feature": n, "weight": round(w, 4)} for n, w in ranked if w > 0]
-        served_calibrator = lg.calibrator
-        served_cal = {"method": lg.figures["calibration"], "outOfFoldEce": None}
-    else:
-        gains = final.feature_importance("gain")
-        ranked = sorted(zip(names, gains.tolist(), strict=True), key=lambda kv: -kv[1])[:15]
-        model_card = {
-            "kind": "lightgbm",
-            "version": lgb.__version__,
-            "trees": best,
-            "params": {**cfg.params(), **selection["chosen"]},
-        }
-        top = [{"feature": n, "gain": round(g, 3)} for n, g in ranked if g > 0]
-        served_calibrator = calibrator
-        served_cal = {"method": type(calibrator).__name__.lower(), "outOfFoldEce": candidates}
+            baselines["gradientBoostedTrees"] = summary(trees.test_p, te.y, te.prefix)
+    params = {**cfg.params(), **selection["chosen"]}
+    model_card, top, calibrator, calibration = _served(linear, lg, trees, tr, names, params)
+    at = now_ms if now_ms is not None else time.time() * 1000
     card: dict[str, Any] = {
         "outcome": ex.outcome,
-        "trainedAt": _iso(now_ms if now_ms is not None else time.time() * 1000),
-        "trainedAtMs": int(now_ms if now_ms is not None else time.time() * 1000),
+        "trainedAt": _iso(at),
+        "trainedAtMs": int(at),
         "data": _data_card(ex, parts),
         "model": model_card,
         "selection": selection,
         "features": names,
         "featureSpec": ex.spec.to_json(),
         "topFeatures": top,
-        "calibration": served_cal,
-        "test": test,
+        "calibration": calibration,
+        "test": _test_figures(p, te),
         "baselines": baselines,
         "trainingSeconds": {
-            "fit": round(t_fit, 3),
-            "calibration": round(t_cal, 3),
+            "fit": round(trees.fit_s, 3),
+            "calibration": round(trees.calibration_s, 3),
             "baselines": round(lg.seconds if lg is not None else 0.0, 3),
             "total": round(time.perf_counter() - t0, 3),
         },
@@ -446,10 +484,9 @@ def train_outcome_model(
         "referenceVisits": len(maxima),
     }
     if linear and lg is not None:
-        return TrainedModel(
-            ex.outcome, ex.spec, "", served_calibrator, card, te, p, None, lg.scorer
-        )
-    return TrainedModel(ex.outcome, ex.spec, model_text, calibrator, card, te, p, final)
+        return TrainedModel(ex.outcome, ex.spec, "", calibrator, card, te, p, None, lg.scorer)
+    text = trees.chosen.model_text
+    return TrainedModel(ex.outcome, ex.spec, text, calibrator, card, te, p, trees.booster)
 
 
 def latest_slice(
