@@ -115,6 +115,21 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.asarray(np.log(p / (1 - p)), dtype=float)
 
 
+def _tree_params(binary: bool, num_threads: int, seed: int) -> dict[str, Any]:
+    """LightGBM's parameters for the base model and the trees candidate."""
+    return {
+        "objective": "binary" if binary else "regression",
+        "learning_rate": 0.05,
+        "num_leaves": 15,
+        "min_data_in_leaf": 50,
+        "lambda_l2": 1.0,
+        "num_threads": min(2, num_threads),
+        "verbose": -1,
+        "seed": seed,
+        "deterministic": True,
+    }
+
+
 class RoutingModel:
     """A fitted KPI model; build it with :meth:`fit`."""
 
@@ -206,7 +221,6 @@ class RoutingModel:
 
     # ---- fitting --------------------------------------------------------------------------
     @classmethod
-    @classmethod
     def fit(
         cls,
         data: TrainingSet,
@@ -249,16 +263,7 @@ class RoutingModel:
                 )
                 for kind in ("ridge", "trees")
             ]
-            metric = "log_loss" if binary else "rmse"
-            losses = {m.agent_model: float(m.card["holdout"][metric]) for m in fitted}
-            best = min(fitted, key=lambda m: losses[m.agent_model])
-            best.card["choice"] = {
-                "chosen": best.agent_model,
-                f"holdout_{metric}": losses,
-                "by": f"held-out {metric.replace('_', ' ')} on the newest "
-                f"{holdout_share:.0%} of history (time-ordered)",
-            }
-            return best
+            return cls._better(fitted, binary, holdout_share)
         m = cls()
         m.binary, m.agent_model = binary, agent_model
         m.agent_features = {
@@ -270,54 +275,14 @@ class RoutingModel:
         cut = int(len(order) * (1 - holdout_share))
         train, hold = data.take(order[:cut]), data.take(order[cut:])
         m.mean = float(train.labels.mean())
-        params = {
-            "objective": "binary" if binary else "regression",
-            "learning_rate": 0.05,
-            "num_leaves": 15,
-            "min_data_in_leaf": 50,
-            "lambda_l2": 1.0,
-            "num_threads": min(2, num_threads),
-            "verbose": -1,
-            "seed": seed,
-            "deterministic": True,
-        }
+        params = _tree_params(binary, num_threads, seed)
         agents = sorted({str(a) for a in data.agents} | set(m.agent_features))
         m.index = {a: k for k, a in enumerate(agents)}
         for a in train.agents:
             m.support[str(a)] = m.support.get(str(a), 0) + 1
         shrinkage: np.ndarray | None = None
         if agent_model == "ridge":
-            m.base = _lgb().train(params, _lgb().Dataset(m._base_x(train), train.labels), rounds)
-            m._choose_terms(train, shape)
-            offset = m._cross_fit(train, params, rounds, seed)
-            hold_offset = m._raw_base(hold)
-            best = None
-            groups, hold_codes = m._group(train), m._codes(hold)
-            design, hold_design = m._design(train), m._design(hold)
-            theta = None
-            # Intercept and slopes first (shape terms held near zero), then the shape
-            # terms' own penalty: a strength of a smooth kind keeps its slopes, a sharp
-            # one gets its shape, without a search over every combination.
-            grid = [(li, ls, 1e4) for li in _GRID_INTERCEPT for ls in _GRID_SLOPES]
-            for stage in (grid, None):
-                if stage is None:
-                    assert best is not None
-                    if not shape:
-                        break
-                    stage = [(best[1], best[2], lh) for lh in _GRID_SHAPE]
-                for penalties in stage:
-                    theta, _, _ = m._fit_agents(train, design, groups, offset, penalties, theta)
-                    link = hold_offset + m._agent_term(hold_design, theta, hold_codes)
-                    loss = m._loss(hold, link)
-                    if best is None or loss < best[0]:
-                        best = (loss, *penalties)
-            assert best is not None
-            _, li, ls, lh = best
-            m.theta, m.theta_sd, shrinkage = m._fit_agents(
-                train, design, groups, offset, (li, ls, lh)
-            )
-            m.prior_sd = 1 / math.sqrt(li)
-            m.card["penalty"] = {"intercept": li, "slopes": ls, "shape": lh}
+            shrinkage = m._fit_ridge(train, hold, params, rounds, seed, shape)
         elif agent_model == "trees":
             m._fit_trees(train, params, rounds)
         else:
@@ -335,6 +300,63 @@ class RoutingModel:
             m.platt = _platt(raw, hold.labels)
         m.card.update(m._model_card(train, hold, shrinkage))
         return m
+
+    @staticmethod
+    def _better(fitted: list[RoutingModel], binary: bool, holdout_share: float) -> RoutingModel:
+        """The candidate with the lower held-out loss, its card saying why."""
+        metric = "log_loss" if binary else "rmse"
+        losses = {m.agent_model: float(m.card["holdout"][metric]) for m in fitted}
+        best = min(fitted, key=lambda m: losses[m.agent_model])
+        best.card["choice"] = {
+            "chosen": best.agent_model,
+            f"holdout_{metric}": losses,
+            "by": f"held-out {metric.replace('_', ' ')} on the newest "
+            f"{holdout_share:.0%} of history (time-ordered)",
+        }
+        return best
+
+    def _fit_ridge(
+        self,
+        train: TrainingSet,
+        hold: TrainingSet,
+        params: dict[str, Any],
+        rounds: int,
+        seed: int,
+        shape: bool,
+    ) -> np.ndarray:
+        """The pooled model: the base trees, then the per-agent terms with penalties chosen
+        on the held-out rows; each agent's shrinkage."""
+        m = self
+        m.base = _lgb().train(params, _lgb().Dataset(m._base_x(train), train.labels), rounds)
+        m._choose_terms(train, shape)
+        offset = m._cross_fit(train, params, rounds, seed)
+        hold_offset = m._raw_base(hold)
+        best = None
+        groups, hold_codes = m._group(train), m._codes(hold)
+        design, hold_design = m._design(train), m._design(hold)
+        theta = None
+        # Intercept and slopes first (shape terms held near zero), then the shape
+        # terms' own penalty: a strength of a smooth kind keeps its slopes, a sharp
+        # one gets its shape, without a search over every combination.
+        grid = [(li, ls, 1e4) for li in _GRID_INTERCEPT for ls in _GRID_SLOPES]
+        for stage in (grid, None):
+            if stage is None:
+                assert best is not None
+                if not shape:
+                    break
+                stage = [(best[1], best[2], lh) for lh in _GRID_SHAPE]
+            for penalties in stage:
+                theta, _, _ = m._fit_agents(train, design, groups, offset, penalties, theta)
+                link = hold_offset + m._agent_term(hold_design, theta, hold_codes)
+                loss = m._loss(hold, link)
+                if best is None or loss < best[0]:
+                    best = (loss, *penalties)
+        assert best is not None
+        _, li, ls, lh = best
+        m.theta, m.theta_sd, shrinkage = m._fit_agents(train, design, groups, offset, (li, ls, lh))
+        m.prior_sd = 1 / math.sqrt(li)
+        m.card["penalty"] = {"intercept": li, "slopes": ls, "shape": lh}
+        return shrinkage
 
     def _choose_terms(self, train: TrainingSet, shape: bool) -> None:
         """The per-agent terms: slopes on the customer features the base uses most
