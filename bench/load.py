@@ -675,6 +675,7 @@ class Options:
     max_rate: float = 6400.0
     bisect: int = 2
     halvings: int = 3
+    retries: int = 1
     chats_per_second: float = 0.5
     chat_seconds: float = 20.0
     every: float = 2.0
@@ -753,6 +754,14 @@ async def drive(port: int, pid: int, tokens: list[str], opts: Options, processes
     outcome = Outcome(processes, [], warm)
 
     async def measure(rate: float) -> bool:
+        # A failed step is tried again (``retries``): on a machine shared with other jobs a
+        # moment's stall of everything fails a step whose p99 is its second-worst batch.
+        for _ in range(1 + opts.retries):
+            if await once(rate):
+                return True
+        return False
+
+    async def once(rate: float) -> bool:
         await asyncio.sleep(opts.settle)  # what the previous step left behind, done
         step = Step(rate, opts.seconds, opts.p99_ms)
         workers = workers_of(pid)
@@ -905,23 +914,37 @@ def report(outcomes: list[Outcome], opts: Options) -> None:
     if 1 in held and 2 in held:
         factor = held[2] / held[1]
         p, s16 = amdahl(factor, 16)
+        print(f"scaling 1 → 2 processes: {factor:.2f}× (held {held[1]:.0f} → {held[2]:.0f} ev/s)")
+        if factor > 2:
+            guess = (
+                "over 2×: the 1-process figure was held down by something other than the "
+                "server (a stall of the shared machine during its steps); no prediction"
+            )
+        elif factor <= 1:
+            guess = "no gain: Amdahl fitted to it predicts none on 16 processes either"
+        else:
+            guess = (
+                f"Amdahl fitted to the two points (parallel share {p:.2f}) predicts {s16:.1f}× "
+                f"on 16 processes, ≈ {held[1] * s16:.0f} events/s, assuming 16 dedicated "
+                f"cores and that PostgreSQL and Redis keep up (at some rate PostgreSQL's "
+                f"commits become the limit instead)"
+            )
         print(
-            f"scaling 1 → 2 processes: {factor:.2f}×. Amdahl fitted to these two points "
-            f"(parallel share {p:.2f}) predicts {s16:.1f}× on 16 processes, "
-            f"≈ {held[1] * s16:.0f} events/s — assuming 16 dedicated cores and that "
-            f"PostgreSQL and Redis keep up (at some rate PostgreSQL's commits become the "
-            f"limit instead). On this 2-core machine the load generator, PostgreSQL and "
-            f"Redis share the cores with the servers, so {factor:.2f}× is a lower bound."
+            f"  {guess}. On this 2-core machine the load generator, PostgreSQL and Redis "
+            f"share the cores with the servers (and other jobs may too: see the load "
+            f"average), so the factor is a lower bound of what dedicated cores give."
         )
         h1, h2 = (o.held for o in outcomes if o.processes in (1, 2))
         assert h1 is not None and h2 is not None
+        predicted = f"Amdahl → {s16:.1f}× on 16" if 1 < factor <= 2 else "no 16-process fit"
         print(
             f"README | load: snippet traffic (batches, rechecks, action reports) + chats at "
-            f"{opts.chats_per_second:g}/s, PostgreSQL + Redis, 2 shared cores | held "
+            f"{opts.chats_per_second:g}/s, PostgreSQL + Redis, 2 shared cores (load "
+            f"{h1.load[0]:.0f}–{h2.load[0]:.0f}) | held (p99 ≤ {opts.p99_ms:g} ms) "
             f"{held[1]:.0f} ev/s on 1 process, {held[2]:.0f} on 2 (`--workers 2`), "
             f"{factor:.2f}×; p99 {h1.p99:.0f} / {h2.p99:.0f} ms; chat delivery p99 "
             f"{pct(h1.chat_delivery, 0.99):.0f} / {pct(h2.chat_delivery, 0.99):.0f} ms; "
-            f"Amdahl → {s16:.1f}× on 16 (lower bound) | `python bench/load.py` |"
+            f"{predicted} (a lower bound) | `python bench/load.py` |"
         )
 
 
@@ -932,6 +955,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--start-rate", type=float, default=100.0, help="events/s of the first step")
     ap.add_argument("--max-rate", type=float, default=6400.0, help="events/s never exceeded")
     ap.add_argument("--bisect", type=int, default=2, help="steps after the first failure")
+    ap.add_argument("--retries", type=int, default=1, help="tries more of a failed step")
     ap.add_argument("--chats-per-second", type=float, default=0.5, help="chats opened per second")
     ap.add_argument("--chat-seconds", type=float, default=20.0, help="how long each chat talks")
     ap.add_argument("--every", type=float, default=2.0, help="seconds between chat messages")
@@ -952,6 +976,7 @@ def main(argv: list[str] | None = None) -> None:
         start_rate=args.start_rate,
         max_rate=args.max_rate,
         bisect=args.bisect,
+        retries=args.retries,
         chats_per_second=args.chats_per_second,
         chat_seconds=args.chat_seconds,
         every=args.every,
@@ -959,9 +984,9 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
     )
     if args.quick:
-        opts.seconds, opts.warmup, opts.settle, opts.bisect = 5.0, 3.0, 1.0, 1
-        opts.max_rate = min(opts.max_rate, 1600.0)
-        opts.chat_seconds = 10.0
+        opts.seconds, opts.warmup, opts.settle, opts.bisect = 4.0, 2.0, 1.0, 1
+        opts.max_rate, opts.halvings, opts.retries = min(opts.max_rate, 1600.0), 2, 0
+        opts.chat_seconds = 8.0
     print(f"/proc/loadavg at the start: {Path('/proc/loadavg').read_text().strip()}", flush=True)
     outcomes = [configuration(p, opts) for p in procs]
     report(outcomes, opts)

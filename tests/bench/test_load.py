@@ -66,6 +66,7 @@ def test_one_small_step_answers_and_stores_every_event_it_sent(capsys) -> None: 
         max_rate=40,
         bisect=0,
         halvings=0,
+        retries=0,
         chats_per_second=0.5,
         chat_seconds=2,
         every=1,
