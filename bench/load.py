@@ -17,8 +17,11 @@ Open loop: each batch is started at its scheduled time whatever the answers' spe
 latency is measured from that time (no coordinated omission; a client that falls behind
 shows as latency, and the lag is printed). The search per configuration: steps of
 ``--seconds`` at a rate doubling from ``--start-rate`` until a step fails (p99 of
-``/v1/events`` over 100 ms, or any error), then ``--bisect`` steps halving the gap. The
-held load is the highest rate that passed.
+``/v1/events`` over ``--p99-ms``, 100 ms, or any batch not answered 200) — or halving
+while it fails — then ``--bisect`` steps halving the gap. A failed step is tried once more
+(``--retries``): on a shared machine one stall of everything fails a step. The held load
+is the highest rate that passed. Every answer is checked off: events sent, answered
+(accepted, duplicates, refused) and, at the end, stored in the database (``event_ids``).
 
 Servers: ``opportune serve`` (1 process) and ``opportune serve --workers 2`` on a fresh
 PostgreSQL database (127.0.0.1:5432, dropped after) and a unique Redis prefix
@@ -873,6 +876,27 @@ def amdahl(speedup: float, n: int) -> tuple[float, float]:
     return p, 1 / ((1 - p) + p / n)
 
 
+def cpu_fit(steps: list[Step]) -> tuple[float, float] | None:
+    """Server cores busy = fixed + per_event × events/s, fitted over a configuration's
+    steps (least squares): (fixed cores, CPU seconds per event). CPU is spent whatever the
+    latency, so every step counts, held or not; ``None`` under two distinct rates.
+
+    >>> a, b = cpu_fit([Step(100, 10, server_cpu_s=3, accepted=1000),
+    ...                 Step(300, 10, server_cpu_s=7, accepted=3000)])
+    >>> round(a, 3), round(b * 1e6)
+    (0.1, 2000)
+    """
+    xs = [s.events_s for s in steps]
+    ys = [s.server_cpu_s / s.seconds for s in steps]
+    if len(set(xs)) < 2:
+        return None
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mx) ** 2 for x in xs
+    )
+    return my - b * mx, b
+
+
 def report(outcomes: list[Outcome], opts: Options) -> None:
     la = Path("/proc/loadavg").read_text().split()
     print(
@@ -883,6 +907,7 @@ def report(outcomes: list[Outcome], opts: Options) -> None:
         f"/proc/loadavg now {' '.join(la[:3])}"
     )
     held: dict[int, float] = {}
+    fits: dict[int, tuple[float, float]] = {}
     for o in outcomes:
         h = o.held
         sent = sum(s.events_sent for s in [o.warm, *o.steps])
@@ -909,6 +934,18 @@ def report(outcomes: list[Outcome], opts: Options) -> None:
             f"{errors} batches not answered 200; chats failed {o.chat_failed}; "
             f"{o.connections} connections opened"
         )
+        fit = cpu_fit(o.steps)
+        if fit is not None and fit[1] > 0:
+            fixed, per_event = fit
+            per_core = (1 - fixed / o.processes) / per_event
+            fits[o.processes] = fit
+            print(
+                f"    CPU fit over its steps: {fixed:.2f} of a core busy without events "
+                f"({fixed / o.processes:.2f} per process: polls, flushes, chats), "
+                f"{per_event * 1e6:.0f} µs per event more; a process whose core is all its "
+                f"own saturates near {per_core:.0f} events/s (p99 is over the limit well "
+                f"before)"
+            )
         for e in o.chat_errors[:3]:
             print(f"    chat error: {e[:200]}")
     if 1 in held and 2 in held:
@@ -928,6 +965,15 @@ def report(outcomes: list[Outcome], opts: Options) -> None:
                 f"on 16 processes, ≈ {held[1] * s16:.0f} events/s, assuming 16 dedicated "
                 f"cores and that PostgreSQL and Redis keep up (at some rate PostgreSQL's "
                 f"commits become the limit instead)"
+            )
+        if 2 in fits:
+            fixed, per_event = fits[2]
+            ceiling = 16 * (1 - fixed / 2) / per_event
+            print(
+                f"  CPU: with the cost per event and per process measured on 2 processes, "
+                f"16 processes on 16 cores of their own saturate near {ceiling:.0f} "
+                f"events/s — if PostgreSQL and Redis, elsewhere, keep up; the held load "
+                f"(p99 ≤ {opts.p99_ms:g} ms) is below that ceiling"
             )
         print(
             f"  {guess}. On this 2-core machine the load generator, PostgreSQL and Redis "

@@ -109,3 +109,15 @@ def test_one_small_step_answers_and_stores_every_event_it_sent(capsys) -> None: 
         assert f"held {step.events_s:.0f} events/s (offered {step.rate:.0f})" in summary
     else:
         assert "no step held" in summary
+
+
+def test_the_cpu_fit_is_the_least_squares_line_through_the_steps() -> None:
+    mod = _load()
+    steps = [
+        mod.Step(r, 10, server_cpu_s=10 * (0.1 + r * 0.001), accepted=r * 10)
+        for r in (100, 200, 400)
+    ]
+    fixed, per_event = mod.cpu_fit(steps)
+    assert fixed == pytest.approx(0.1)
+    assert per_event == pytest.approx(0.001)
+    assert mod.cpu_fit(steps[:1]) is None  # one rate: no line
