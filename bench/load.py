@@ -514,7 +514,8 @@ class Chats:
             await v.end()
         except Exception as exc:  # counted and shown; the run goes on
             self.failed += 1
-            self.stats.errors.append(f"chat {v.n}: {type(exc).__name__}: {exc}"[:300])
+            said = exc.response.text[:200] if isinstance(exc, httpx.HTTPStatusError) else ""
+            self.stats.errors.append(f"chat {v.n}: {type(exc).__name__}: {exc} {said}"[:500])
         finally:
             await v.aclose()
 
