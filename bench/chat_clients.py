@@ -36,11 +36,14 @@ class Stats:
 
 
 class Desk:
-    """One agent's desk: available, accepts every chat offered, notes each visitor message."""
+    """One agent's desk: available, accepts every chat offered, notes each visitor message;
+    with ``wrap_code``, closes each chat that reaches wrap-up with that code (its slot then
+    frees, so chats can come and go for as long as a run lasts)."""
 
-    def __init__(self, ws: ClientConnection, stats: Stats) -> None:
-        self.ws, self.stats = ws, stats
+    def __init__(self, ws: ClientConnection, stats: Stats, wrap_code: str | None = None) -> None:
+        self.ws, self.stats, self.wrap_code = ws, stats, wrap_code
         self.ready = asyncio.Event()
+        self.wrapped: set[str] = set()
 
     async def run(self) -> None:
         try:
@@ -68,6 +71,12 @@ class Desk:
                 await self.ws.send(json.dumps({"type": "accept", "conversation": cid}))
             elif kind == "presence":
                 self.ready.set()
+            elif kind == "state" and self.wrap_code and f.get("state") == "wrap_up":
+                cid = f.get("conversation")
+                if isinstance(cid, str) and cid not in self.wrapped:
+                    self.wrapped.add(cid)
+                    frame = {"type": "wrapup", "conversation": cid, "code": self.wrap_code}
+                    await self.ws.send(json.dumps(frame))
             elif kind == "error":
                 self.stats.errors.append(f"desk: {f}")
 
@@ -195,6 +204,13 @@ class Visitor:
                 self.stats.errors.append(f"visitor {self.n}: socket closed: {exc}")
                 return
             k += 1
+
+    async def end(self, timeout: float = 30) -> None:
+        """The widget's End chat: the conversation leaves ``active`` (for wrap-up)."""
+        assert self.ws is not None
+        await self.ws.send('{"type":"end"}')
+        async with self.moved:
+            await asyncio.wait_for(self.moved.wait_for(lambda: self.state != "active"), timeout)
 
     async def aclose(self) -> None:
         for t in self.tasks:
