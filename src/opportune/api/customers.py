@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import Field
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
@@ -212,7 +212,7 @@ def _identity_routes(router: APIRouter, get_engine: GetEngine, on_evict: Evict) 
         return result
 
     @router.post("/identity-log/{log_id}/split")
-    def split(log_id: int) -> dict[str, Any]:
+    def split(log_id: Annotated[int, Path(ge=1, le=2**63 - 1)]) -> dict[str, Any]:
         try:
             with get_engine().begin() as conn:
                 split_id, stale = store.split(conn, log_id, now_ms())
