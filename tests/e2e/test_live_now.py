@@ -158,6 +158,9 @@ def test_a_supervisor_watches_5000_visitors_without_the_page_freezing(
         # The hostile title is text in its cell, not markup.
         page.select_option("#f-device", index=0)
         page.fill("#f-page", "hostile title")
+        # The filter applies after the typing settles: until then the rows in view are
+        # still those of the whole list. One visitor has that title.
+        page.wait_for_function("() => document.querySelector('#count-shown').textContent === '1'")
         row = page.locator("#rows .live-row:not([hidden])")
         row.first.wait_for()
         assert row.count() == 1
