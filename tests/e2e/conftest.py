@@ -190,3 +190,26 @@ def launch(playwright: Any) -> Iterator[Callable[..., Any]]:
 @pytest.fixture(scope="module")
 def browser(launch: Callable[..., Any]) -> Any:
     return launch()
+
+
+def watch(browser: Any, **context: Any) -> tuple[Any, Any, list[str]]:
+    """A new context and page whose console errors and warnings, uncaught errors and
+    dialogs are collected (a page test ends by asserting the list is empty)."""
+    ctx = browser.new_context(accept_downloads=True, **context)
+    page = ctx.new_page()
+    problems: list[str] = []
+    page.on(
+        "console",
+        lambda m: (
+            problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None
+        ),
+    )
+    page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
+    page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
+    return ctx, page, problems
+
+
+@pytest.fixture
+def watched(browser: Any) -> Callable[..., tuple[Any, Any, list[str]]]:
+    """``watch`` on the module's browser: ``ctx, page, problems = watched(viewport=...)``."""
+    return lambda **context: watch(browser, **context)

@@ -59,21 +59,6 @@ def people(server: Any) -> Iterator[dict[str, str]]:
     yield emails
 
 
-def _page(browser: Any, **context: Any) -> tuple[Any, Any, list[str]]:
-    ctx = browser.new_context(accept_downloads=True, **context)
-    page = ctx.new_page()
-    problems: list[str] = []
-    page.on(
-        "console",
-        lambda m: (
-            problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None
-        ),
-    )
-    page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
-    page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
-    return ctx, page, problems
-
-
 def _sign_in(page: Any, server: Any, email: str, path: str) -> None:
     page.goto(f"{server.base}{path}")
     page.wait_for_url("**/agent/login?next=*")
@@ -105,11 +90,11 @@ def _type_document(page: Any, text: str) -> None:
 
 
 def test_an_admin_creates_a_segment_and_an_action_map(
-    browser: Any, server: Any, people: dict[str, str], tmp_path: Path
+    watched: Callable[..., Any], server: Any, people: dict[str, str], tmp_path: Path
 ) -> None:
     tag = secrets.token_hex(2)
     segment, action_map, visitor = f"phones-{tag}", f"help-phones-{tag}", f"v-console-{tag}"
-    ctx, page, problems = _page(browser, viewport={"width": 1280, "height": 900})
+    ctx, page, problems = watched(viewport={"width": 1280, "height": 900})
     try:
         _sign_in(page, server, people["admin"], "/console")
         assert page.text_content("h1") == "Workspace"
@@ -207,9 +192,9 @@ def test_an_admin_creates_a_segment_and_an_action_map(
 
 
 def test_a_supervisor_sees_no_write_buttons(
-    browser: Any, server: Any, people: dict[str, str], tmp_path: Path
+    watched: Callable[..., Any], server: Any, people: dict[str, str], tmp_path: Path
 ) -> None:
-    ctx, page, problems = _page(browser)
+    ctx, page, problems = watched()
     try:
         _sign_in(page, server, people["supervisor"], "/console/segments")
         assert page.is_visible("#read-only-note")
@@ -228,15 +213,15 @@ def test_a_supervisor_sees_no_write_buttons(
 
 
 def test_hostile_text_is_shown_as_text_on_a_phone(
-    browser: Any, server: Any, people: dict[str, str], tmp_path: Path
+    watched: Callable[..., Any], server: Any, people: dict[str, str], tmp_path: Path
 ) -> None:
     name = f"hostile-{secrets.token_hex(2)}"
     body = {"description": HOSTILE, "condition": {"attribute": "device", "equals": "mobile"}}
     r = httpx.put(f"{server.base}/v1/segments/{name}", json=body,
                   headers={"X-API-Key": server.api_key}, timeout=10)  # fmt: skip
     assert r.status_code == 200, r.text
-    ctx, page, problems = _page(
-        browser, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+    ctx, page, problems = watched(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
     )
     try:
         _sign_in(page, server, people["admin"], "/console/segments")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,20 +77,6 @@ def people(server: Any) -> Iterator[dict[str, str]]:
     yield emails
 
 
-def _page(browser: Any, **context: Any) -> tuple[Any, Any, list[str]]:
-    ctx = browser.new_context(accept_downloads=True, **context)
-    page = ctx.new_page()
-    problems: list[str] = []
-    page.on(
-        "console",
-        lambda m: (
-            problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None
-        ),
-    )
-    page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
-    return ctx, page, problems
-
-
 def _sign_in(page: Any, server: Any, email: str, path: str) -> None:
     page.goto(f"{server.base}{path}")  # not signed in: the sign-in form, then back here
     page.wait_for_url("**/agent/login?next=*")
@@ -110,9 +96,9 @@ def _charts_drawn(page: Any) -> list[dict[str, float]]:
 
 
 def test_a_supervisor_reads_every_report_with_charts(
-    browser: Any, server: Any, people: dict[str, str], tmp_path: Path
+    watched: Callable[..., Any], server: Any, people: dict[str, str], tmp_path: Path
 ) -> None:
-    ctx, page, problems = _page(browser, viewport={"width": 1280, "height": 900})
+    ctx, page, problems = watched(viewport={"width": 1280, "height": 900})
     try:
         _sign_in(page, server, people["supervisor"], "/reports/visitors?tz=Europe/Madrid")
         page.wait_for_url("**/reports/visitors?tz=Europe/Madrid")
@@ -150,8 +136,10 @@ def test_a_supervisor_reads_every_report_with_charts(
         ctx.close()
 
 
-def test_an_agent_is_refused(browser: Any, server: Any, people: dict[str, str]) -> None:
-    ctx, page, _problems = _page(browser)
+def test_an_agent_is_refused(
+    watched: Callable[..., Any], server: Any, people: dict[str, str]
+) -> None:
+    ctx, page, _problems = watched()
     try:
         _sign_in(page, server, people["agent"], "/reports/visitors")
         page.wait_for_url("**/reports/visitors")
@@ -163,10 +151,10 @@ def test_an_agent_is_refused(browser: Any, server: Any, people: dict[str, str]) 
 
 
 def test_a_phone_screen_scrolls_tables_not_the_page(
-    browser: Any, server: Any, people: dict[str, str], tmp_path: Path
+    watched: Callable[..., Any], server: Any, people: dict[str, str], tmp_path: Path
 ) -> None:
-    ctx, page, problems = _page(
-        browser, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+    ctx, page, problems = watched(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
     )
     try:
         _sign_in(page, server, people["supervisor"], "/reports/queues")
